@@ -1,0 +1,169 @@
+//! The traced executable as a file: ELF checks, Go identification (version,
+//! build id), and the translation from virtual addresses to the file offsets
+//! that uprobes are attached at.
+//!
+//! Owns the bytes of the file; [`crate::dwarf`] parses debug info out of it.
+
+use std::path::{Path, PathBuf};
+
+use object::{Object, ObjectSection, ObjectSegment};
+
+use crate::error::Error;
+
+/// An opened executable.
+pub struct Binary {
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+    /// `go1.27.3` as the runtime reports it, when the binary is Go.
+    pub go_version: Option<String>,
+    /// The Go build id (`.note.go.buildid`), when present.
+    pub build_id: Option<String>,
+    pub has_dwarf: bool,
+    pub is_go: bool,
+}
+
+impl Binary {
+    /// Reads and checks `path`. Any ELF opens; [`Binary::require_go_dwarf`]
+    /// is the check for function probes.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let data = std::fs::read(path).map_err(|source| Error::Io {
+            what: format!("cannot read {}", path.display()),
+            source,
+        })?;
+        let file = object::File::parse(&*data).map_err(|e| Error::NotElf {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if file.format() != object::BinaryFormat::Elf {
+            return Err(Error::NotElf {
+                path: path.to_owned(),
+                reason: format!("it is {:?}, not ELF", file.format()),
+            });
+        }
+        if file.architecture() != object::Architecture::X86_64 {
+            return Err(Error::Unsupported(format!(
+                "{} is built for {:?}; Probe supports x86-64 only for now",
+                path.display(),
+                file.architecture()
+            )));
+        }
+        let has_section = |n: &str| file.section_by_name(n).is_some();
+        let is_go = has_section(".go.buildinfo")
+            || has_section(".gopclntab")
+            || has_section(".note.go.buildid");
+        let has_dwarf = has_section(".debug_info") || has_section(".zdebug_info");
+        let go_version = file
+            .section_by_name(".go.buildinfo")
+            .and_then(|s| s.data().ok())
+            .and_then(parse_buildinfo_version);
+        let build_id = file
+            .section_by_name(".note.go.buildid")
+            .and_then(|s| s.data().ok())
+            .and_then(parse_go_buildid_note);
+        drop(file);
+        Ok(Self { path: path.to_owned(), data, go_version, build_id, has_dwarf, is_go })
+    }
+
+    /// Function probes need Go's DWARF: say exactly what is missing.
+    pub fn require_go_dwarf(&self) -> Result<(), Error> {
+        if !self.is_go {
+            return Err(Error::NotGo { path: self.path.clone() });
+        }
+        if !self.has_dwarf {
+            return Err(Error::NoDwarf {
+                path: self.path.clone(),
+                go_version: self.go_version.clone().unwrap_or_else(|| "unknown Go".into()),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn object(&self) -> object::File<'_> {
+        object::File::parse(&*self.data).expect("parsed in Binary::open")
+    }
+
+    /// The file offset of virtual address `addr`, where the kernel places a
+    /// uprobe (`uprobe_register` takes an inode and an offset, see
+    /// kernel/events/uprobes.c).
+    pub fn file_offset(&self, addr: u64) -> Option<u64> {
+        let file = self.object();
+        for seg in file.segments() {
+            let (start, size) = (seg.address(), seg.size());
+            let (foff, fsize) = seg.file_range();
+            if addr >= start && addr < start + size && addr - start < fsize {
+                return Some(foff + (addr - start));
+            }
+        }
+        None
+    }
+}
+
+/// Reads the Go version from `.go.buildinfo` (format since Go 1.18: a 32-byte
+/// header, then varint-prefixed version and module-info strings; see
+/// debug/buildinfo in the Go standard library).
+pub fn parse_buildinfo_version(data: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    if data.len() < 32 || !data.starts_with(MAGIC) {
+        return None;
+    }
+    let flags = data[15];
+    if flags & 2 == 0 {
+        return None; // pre-1.18 pointer-based format: not supported (Go < 1.21 anyway)
+    }
+    let (len, n) = read_uvarint(&data[32..])?;
+    let start = 32 + n;
+    let s = data.get(start..start + len as usize)?;
+    Some(String::from_utf8_lossy(s).into_owned())
+}
+
+fn read_uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut x = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        x |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((x, i + 1));
+        }
+    }
+    None
+}
+
+/// Reads the ELF note `Go\0\0` type 4 (see cmd/link's `addgonote`).
+pub fn parse_go_buildid_note(data: &[u8]) -> Option<String> {
+    if data.len() < 16 {
+        return None;
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as usize;
+    let (namesz, descsz, typ) = (u32_at(0), u32_at(4), u32_at(8));
+    if typ != 4 || namesz != 4 || &data[12..16] != b"Go\0\0" {
+        return None;
+    }
+    let desc = data.get(16..16 + descsz)?;
+    Some(String::from_utf8_lossy(desc).trim_end_matches('\0').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildinfo_inline_format() {
+        let mut d = b"\xff Go buildinf:".to_vec();
+        d.push(8);
+        d.push(2);
+        d.resize(32, 0);
+        d.push(9);
+        d.extend_from_slice(b"go1.27.3x");
+        assert_eq!(parse_buildinfo_version(&d).as_deref(), Some("go1.27.3x"));
+        assert_eq!(parse_buildinfo_version(b"nope"), None);
+    }
+
+    #[test]
+    fn buildid_note() {
+        let mut d = vec![];
+        d.extend_from_slice(&4u32.to_le_bytes());
+        d.extend_from_slice(&5u32.to_le_bytes());
+        d.extend_from_slice(&4u32.to_le_bytes());
+        d.extend_from_slice(b"Go\0\0abcde\0\0\0");
+        assert_eq!(parse_go_buildid_note(&d).as_deref(), Some("abcde"));
+    }
+}

@@ -1,0 +1,606 @@
+//! DWARF reading for Go binaries: the function index, parameter locations at a
+//! PC, Go types, and the runtime layouts (`runtime.g`) the kernel side needs.
+//!
+//! Free of aya and tokio so it unit-tests without root. One [`DebugInfo`] is
+//! built per binary: a single pass indexes functions and named types by name;
+//! types and parameters are parsed on demand and cached.
+//!
+//! Go-specific DWARF (see cmd/link/internal/ld/dwarf.go): types carry
+//! `DW_AT_go_kind` (0x2900, a `reflect.Kind`), strings and slices are
+//! structures of that kind, type references cross units (`DW_FORM_ref_addr`),
+//! and under the register ABI (Go ≥1.17) parameters live in location lists
+//! whose first range, at the function's entry, names registers by DWARF number.
+
+use std::{collections::HashMap, path::Path, rc::Rc};
+
+use gimli::{AttributeValue, DebugInfoOffset, Reader as _, UnitOffset};
+use object::{Object, ObjectSection};
+
+use crate::error::Error;
+
+type R = gimli::EndianRcSlice<gimli::LittleEndian>;
+
+const DW_AT_GO_KIND: gimli::DwAt = gimli::DwAt(0x2900);
+
+/// `reflect.Kind` values as Go's linker writes them in `DW_AT_go_kind`.
+pub mod go_kind {
+    pub const ARRAY: u64 = 17;
+    pub const CHAN: u64 = 18;
+    pub const FUNC: u64 = 19;
+    pub const INTERFACE: u64 = 20;
+    pub const MAP: u64 = 21;
+    pub const PTR: u64 = 22;
+    pub const SLICE: u64 = 23;
+    pub const STRING: u64 = 24;
+    pub const STRUCT: u64 = 25;
+    pub const UNSAFE_POINTER: u64 = 26;
+}
+
+/// Index into [`DebugInfo`]'s type table.
+pub type TypeId = usize;
+
+/// A Go type as far as Probe decodes it.
+#[derive(Clone, Debug)]
+pub struct Type {
+    /// The Go name (`int64`, `time.Duration`, `*main.Store`, `[]uint8`).
+    pub name: String,
+    pub size: u64,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Bool,
+    Int,
+    Uint,
+    Float,
+    Complex,
+    String,
+    Slice { elem: TypeId },
+    Pointer { pointee: Option<TypeId> },
+    Struct { fields: Vec<Field> },
+    Array { elem: TypeId, count: u64 },
+    /// A named type (`DW_TAG_typedef`), e.g. `time.Duration` → `int64`.
+    Named { target: TypeId },
+    /// Maps, channels, interfaces, funcs, unsafe.Pointer: decoded by later
+    /// capture work; shown as unavailable with the reason until then.
+    Other { go_kind: u64 },
+    /// Placeholder while a recursive type is being read.
+    Pending,
+}
+
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub name: String,
+    pub offset: u64,
+    pub ty: TypeId,
+    /// An embedded field (Go names it after its type).
+    pub embedded: bool,
+}
+
+/// A function with code (`DW_TAG_subprogram` with `DW_AT_low_pc`).
+#[derive(Clone, Debug)]
+pub struct Function {
+    pub name: String,
+    pub low_pc: u64,
+    pub high_pc: u64,
+    pub file: String,
+    pub line: u64,
+    unit: usize,
+    offset: UnitOffset,
+}
+
+/// Where one piece of a value lives at a PC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// In a register, by DWARF number (0–16 integer, 17–32 XMM).
+    Reg(u16),
+    /// In memory at `rsp + offset` (stack-passed arguments, spills).
+    Stack(i64),
+    /// Nowhere Probe can read at this PC, and why.
+    Unavailable(String),
+}
+
+/// One piece of a value's location: `size` bytes at `place`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub place: Place,
+    /// Bytes; `None` when the location is a single piece for the whole value.
+    pub size: Option<u64>,
+}
+
+/// A formal parameter of a function.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub name: String,
+    pub ty: TypeId,
+    /// Go results are formal parameters with `DW_AT_variable_parameter`.
+    pub is_result: bool,
+    /// Location at the queried PC; empty when the compiler dropped it there.
+    pub pieces: Vec<Piece>,
+}
+
+/// Layout facts about the Go runtime needed by the kernel side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuntimeLayout {
+    /// Offset of `runtime.g.goid`.
+    pub goid_offset: u64,
+    /// Offset of `runtime.g.stack.hi`.
+    pub stack_hi_offset: u64,
+}
+
+/// Parsed DWARF of one binary.
+pub struct DebugInfo {
+    dwarf: gimli::Dwarf<R>,
+    units: Vec<gimli::Unit<R>>,
+    /// Start offset of each unit in `.debug_info`, ascending.
+    unit_starts: Vec<DebugInfoOffset>,
+    functions: Vec<Function>,
+    by_name: HashMap<String, usize>,
+    type_names: HashMap<String, DebugInfoOffset>,
+    types: Vec<Type>,
+    type_cache: HashMap<DebugInfoOffset, TypeId>,
+}
+
+impl DebugInfo {
+    /// Loads DWARF from an ELF file's bytes (compressed sections included:
+    /// Go's linker zlib-compresses DWARF by default).
+    pub fn load(data: &[u8], path: &Path) -> Result<Self, Error> {
+        let bad = |reason: String| Error::BadDwarf { path: path.to_owned(), reason };
+        let file = object::File::parse(data).map_err(|e| bad(e.to_string()))?;
+        let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
+            let bytes: Rc<[u8]> = match file.section_by_name(id.name()) {
+                Some(s) => match s.uncompressed_data() {
+                    Ok(d) => Rc::from(&*d),
+                    Err(_) => Rc::from(&[][..]),
+                },
+                None => Rc::from(&[][..]),
+            };
+            Ok(R::new(bytes, gimli::LittleEndian))
+        };
+        let dwarf = gimli::Dwarf::load(load).map_err(|e| bad(e.to_string()))?;
+        let mut me = Self {
+            dwarf,
+            units: vec![],
+            unit_starts: vec![],
+            functions: vec![],
+            by_name: HashMap::new(),
+            type_names: HashMap::new(),
+            types: vec![],
+            type_cache: HashMap::new(),
+        };
+        me.index().map_err(|e| bad(e.to_string()))?;
+        Ok(me)
+    }
+
+    fn index(&mut self) -> gimli::Result<()> {
+        let mut headers = self.dwarf.units();
+        while let Some(header) = headers.next()? {
+            let start = header.offset().as_debug_info_offset().unwrap_or(DebugInfoOffset(0));
+            let unit = self.dwarf.unit(header)?;
+            let ui = self.units.len();
+            let mut entries = unit.entries();
+            let mut depth = 0isize;
+            while let Some((delta, e)) = entries.next_dfs()? {
+                depth += delta;
+                if depth != 1 {
+                    continue;
+                }
+                let tag = e.tag();
+                let name = match e.attr_value(gimli::DW_AT_name)? {
+                    Some(v) => self.dwarf.attr_string(&unit, v)?.to_string_lossy()?.into_owned(),
+                    None => continue,
+                };
+                match tag {
+                    gimli::DW_TAG_subprogram => {
+                        let Some(AttributeValue::Addr(_) | AttributeValue::DebugAddrIndex(_)) =
+                            e.attr_value(gimli::DW_AT_low_pc)?
+                        else {
+                            continue;
+                        };
+                        let low = match e.attr_value(gimli::DW_AT_low_pc)? {
+                            Some(v) => self.dwarf.attr_address(&unit, v)?.unwrap_or(0),
+                            None => 0,
+                        };
+                        let high = match e.attr_value(gimli::DW_AT_high_pc)? {
+                            Some(AttributeValue::Udata(n)) => low + n,
+                            Some(v) => self.dwarf.attr_address(&unit, v)?.unwrap_or(low),
+                            None => low,
+                        };
+                        let line = e.attr_value(gimli::DW_AT_decl_line)?.and_then(|v| v.udata_value()).unwrap_or(0);
+                        let file = match e.attr_value(gimli::DW_AT_decl_file)? {
+                            Some(AttributeValue::FileIndex(i)) => file_name(&self.dwarf, &unit, i),
+                            Some(v) => v.udata_value().map(|i| file_name(&self.dwarf, &unit, i)).unwrap_or_default(),
+                            None => String::new(),
+                        };
+                        self.by_name.entry(name.clone()).or_insert(self.functions.len());
+                        self.functions.push(Function {
+                            name,
+                            low_pc: low,
+                            high_pc: high,
+                            file,
+                            line,
+                            unit: ui,
+                            offset: e.offset(),
+                        });
+                    }
+                    gimli::DW_TAG_structure_type
+                    | gimli::DW_TAG_typedef
+                    | gimli::DW_TAG_base_type
+                    | gimli::DW_TAG_pointer_type => {
+                        if let Some(off) = e.offset().to_debug_info_offset(&unit.header) {
+                            self.type_names.entry(name).or_insert(off);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.units.push(unit);
+            self.unit_starts.push(start);
+        }
+        Ok(())
+    }
+
+    /// Every function with code, in DWARF order.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    /// The function named exactly `name` (Go syntax: `main.(*Store).Put`).
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.by_name.get(name).map(|&i| &self.functions[i])
+    }
+
+    pub fn ty(&self, id: TypeId) -> &Type {
+        &self.types[id]
+    }
+
+    /// Follows named types to the type that says how the bytes look.
+    pub fn underlying(&self, mut id: TypeId) -> &Type {
+        for _ in 0..32 {
+            match self.types[id].kind {
+                Kind::Named { target } => id = target,
+                _ => break,
+            }
+        }
+        &self.types[id]
+    }
+
+    /// A named type by its Go name (`runtime.g`).
+    pub fn type_by_name(&mut self, name: &str) -> Option<TypeId> {
+        let off = *self.type_names.get(name)?;
+        self.type_at(off).ok()
+    }
+
+    /// Offsets in `runtime.g` that the kernel side reads.
+    pub fn runtime_layout(&mut self) -> Option<RuntimeLayout> {
+        let g = self.type_by_name("runtime.g")?;
+        let fields = match &self.underlying(g).kind {
+            Kind::Struct { fields } => fields.clone(),
+            _ => return None,
+        };
+        let goid = fields.iter().find(|f| f.name == "goid")?.offset;
+        let stack = fields.iter().find(|f| f.name == "stack")?;
+        let hi = match &self.underlying(stack.ty).kind {
+            Kind::Struct { fields } => fields.iter().find(|f| f.name == "hi")?.offset,
+            _ => return None,
+        };
+        Some(RuntimeLayout { goid_offset: goid, stack_hi_offset: stack.offset + hi })
+    }
+
+    /// The parameters (inputs, then results) of `f` with their locations at `pc`.
+    pub fn params(&mut self, f: &Function, pc: u64) -> Result<Vec<Param>, gimli::Error> {
+        let unit_idx = f.unit;
+        let mut raw = vec![];
+        {
+            let unit = &self.units[unit_idx];
+            let mut tree = unit.entries_tree(Some(f.offset))?;
+            let root = tree.root()?;
+            let mut children = root.children();
+            while let Some(child) = children.next()? {
+                let e = child.entry();
+                if e.tag() != gimli::DW_TAG_formal_parameter {
+                    continue;
+                }
+                let name = match e.attr_value(gimli::DW_AT_name)? {
+                    Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                    None => continue,
+                };
+                let is_result = matches!(
+                    e.attr_value(gimli::DW_AT_variable_parameter)?,
+                    Some(AttributeValue::Flag(true))
+                ) || e.attr_value(gimli::DW_AT_variable_parameter)?.and_then(|v| v.udata_value()) == Some(1);
+                let ty = e.attr_value(gimli::DW_AT_type)?;
+                let pieces = match e.attr(gimli::DW_AT_location)? {
+                    Some(attr) => location_at(&self.dwarf, unit, attr.value(), pc)?,
+                    None => vec![],
+                };
+                raw.push((name, is_result, ty, pieces));
+            }
+        }
+        let mut out = vec![];
+        for (name, is_result, ty, pieces) in raw {
+            let ty = match ty {
+                Some(v) => self.type_ref(unit_idx, v)?,
+                None => self.void_type(),
+            };
+            out.push(Param { name, ty, is_result, pieces });
+        }
+        Ok(out)
+    }
+
+    fn void_type(&mut self) -> TypeId {
+        self.types.push(Type { name: "void".into(), size: 0, kind: Kind::Other { go_kind: 0 } });
+        self.types.len() - 1
+    }
+
+    fn type_ref(&mut self, unit: usize, v: AttributeValue<R>) -> gimli::Result<TypeId> {
+        let off = match v {
+            AttributeValue::UnitRef(o) => o
+                .to_debug_info_offset(&self.units[unit].header)
+                .ok_or(gimli::Error::NoEntryAtGivenOffset)?,
+            AttributeValue::DebugInfoRef(o) => o,
+            _ => return Err(gimli::Error::UnsupportedAttributeForm),
+        };
+        self.type_at(off)
+    }
+
+    fn unit_of(&self, off: DebugInfoOffset) -> usize {
+        match self.unit_starts.binary_search(&off) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+
+    /// Reads (and caches) the type DIE at a global offset.
+    fn type_at(&mut self, off: DebugInfoOffset) -> gimli::Result<TypeId> {
+        if let Some(&id) = self.type_cache.get(&off) {
+            return Ok(id);
+        }
+        let ui = self.unit_of(off);
+        let id = self.types.len();
+        self.types.push(Type { name: String::new(), size: 0, kind: Kind::Pending });
+        self.type_cache.insert(off, id);
+
+        // Collect what we need from the DIE first (borrowing units), then
+        // resolve referenced types (which needs &mut self).
+        let (tag, name, size, go_kind, type_attr, members, count) = {
+            let unit = &self.units[ui];
+            let uoff = off.to_unit_offset(&unit.header).ok_or(gimli::Error::NoEntryAtGivenOffset)?;
+            let mut tree = unit.entries_tree(Some(uoff))?;
+            let root = tree.root()?;
+            let e = root.entry();
+            let tag = e.tag();
+            let name = match e.attr_value(gimli::DW_AT_name)? {
+                Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                None => String::new(),
+            };
+            let size = e.attr_value(gimli::DW_AT_byte_size)?.and_then(|v| v.udata_value()).unwrap_or(0);
+            let go_kind = e.attr_value(DW_AT_GO_KIND)?.and_then(|v| v.udata_value()).unwrap_or(0);
+            let encoding = e.attr_value(gimli::DW_AT_encoding)?;
+            let type_attr = e.attr_value(gimli::DW_AT_type)?;
+            let mut members = vec![];
+            let mut count = None;
+            let mut children = root.children();
+            while let Some(child) = children.next()? {
+                let c = child.entry();
+                match c.tag() {
+                    gimli::DW_TAG_member => {
+                        let mname = match c.attr_value(gimli::DW_AT_name)? {
+                            Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                            None => String::new(),
+                        };
+                        let moff = c
+                            .attr_value(gimli::DW_AT_data_member_location)?
+                            .and_then(|v| v.udata_value())
+                            .unwrap_or(0);
+                        let embedded = c
+                            .attr_value(gimli::DwAt(0x2903))?
+                            .map(|v| matches!(v, AttributeValue::Flag(true)) || v.udata_value() == Some(1))
+                            .unwrap_or(false);
+                        members.push((mname, moff, c.attr_value(gimli::DW_AT_type)?, embedded));
+                    }
+                    gimli::DW_TAG_subrange_type => {
+                        count = c
+                            .attr_value(gimli::DW_AT_count)?
+                            .and_then(|v| v.udata_value())
+                            .or_else(|| {
+                                c.attr_value(gimli::DW_AT_upper_bound)
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|v| v.udata_value())
+                                    .map(|u| u + 1)
+                            });
+                    }
+                    _ => {}
+                }
+            }
+            let tag = match (tag, encoding) {
+                (gimli::DW_TAG_base_type, Some(AttributeValue::Encoding(enc))) => (tag, Some(enc)),
+                _ => (tag, None),
+            };
+            (tag, name, size, go_kind, type_attr, members, count)
+        };
+
+        let (tag, encoding) = tag;
+        let mut size = size;
+        let kind = match tag {
+            gimli::DW_TAG_base_type => match encoding {
+                Some(gimli::DW_ATE_boolean) => Kind::Bool,
+                Some(gimli::DW_ATE_signed) | Some(gimli::DW_ATE_signed_char) => Kind::Int,
+                Some(gimli::DW_ATE_unsigned) | Some(gimli::DW_ATE_unsigned_char) => {
+                    if go_kind == go_kind::UNSAFE_POINTER {
+                        Kind::Other { go_kind }
+                    } else {
+                        Kind::Uint
+                    }
+                }
+                Some(gimli::DW_ATE_float) => Kind::Float,
+                Some(gimli::DW_ATE_complex_float) => Kind::Complex,
+                _ => Kind::Other { go_kind },
+            },
+            gimli::DW_TAG_pointer_type => {
+                size = 8;
+                if go_kind == go_kind::UNSAFE_POINTER {
+                    Kind::Other { go_kind }
+                } else {
+                    let pointee = match type_attr {
+                        Some(v) => Some(self.type_ref(ui, v)?),
+                        None => None,
+                    };
+                    Kind::Pointer { pointee }
+                }
+            }
+            gimli::DW_TAG_typedef => match type_attr {
+                Some(v) => {
+                    let target = self.type_ref(ui, v)?;
+                    if size == 0 {
+                        size = self.types[target].size;
+                    }
+                    Kind::Named { target }
+                }
+                None => Kind::Other { go_kind },
+            },
+            gimli::DW_TAG_array_type => {
+                let elem = match type_attr {
+                    Some(v) => self.type_ref(ui, v)?,
+                    None => self.void_type(),
+                };
+                Kind::Array { elem, count: count.unwrap_or(0) }
+            }
+            gimli::DW_TAG_structure_type => {
+                let mut fields = vec![];
+                for (fname, foff, fty, embedded) in members {
+                    let ty = match fty {
+                        Some(v) => self.type_ref(ui, v)?,
+                        None => self.void_type(),
+                    };
+                    fields.push(Field { name: fname, offset: foff, ty, embedded });
+                }
+                match go_kind {
+                    go_kind::STRING => Kind::String,
+                    go_kind::SLICE => {
+                        let elem = fields
+                            .iter()
+                            .find(|f| f.name == "array")
+                            .and_then(|f| match self.types[f.ty].kind {
+                                Kind::Pointer { pointee } => pointee,
+                                _ => None,
+                            });
+                        match elem {
+                            Some(elem) => Kind::Slice { elem },
+                            None => Kind::Other { go_kind },
+                        }
+                    }
+                    go_kind::STRUCT | 0 => Kind::Struct { fields },
+                    _ => Kind::Other { go_kind },
+                }
+            }
+            _ => Kind::Other { go_kind },
+        };
+        // Go's typedefs for maps, chans and interfaces carry their go_kind on
+        // the typedef itself; keep those opaque for now.
+        let kind = match (&kind, go_kind) {
+            (Kind::Named { .. }, go_kind::MAP | go_kind::CHAN | go_kind::INTERFACE | go_kind::FUNC) => {
+                Kind::Other { go_kind }
+            }
+            _ => kind,
+        };
+        self.types[id] = Type { name, size, kind };
+        Ok(id)
+    }
+}
+
+fn file_name(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, index: u64) -> String {
+    let Some(lp) = unit.line_program.as_ref() else { return String::new() };
+    let header = lp.header();
+    let Some(file) = header.file(index) else { return String::new() };
+    let name = dwarf
+        .attr_string(unit, file.path_name())
+        .ok()
+        .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
+        .unwrap_or_default();
+    if name.starts_with('/') {
+        return name;
+    }
+    let dir = file
+        .directory(header)
+        .and_then(|d| dwarf.attr_string(unit, d).ok())
+        .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
+        .unwrap_or_default();
+    if dir.is_empty() {
+        name
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The location of a variable at `pc`, as pieces. At a function's entry the
+/// CFA is `rsp + 8` (the return address was just pushed), which is how the
+/// frame-base-relative locations Go emits become stack offsets.
+fn location_at(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    value: AttributeValue<R>,
+    pc: u64,
+) -> gimli::Result<Vec<Piece>> {
+    let expr = match value {
+        AttributeValue::Exprloc(e) => Some(e),
+        _ => {
+            let mut found = None;
+            if let Some(mut locs) = dwarf.attr_locations(unit, value)? {
+                while let Some(entry) = locs.next()? {
+                    if entry.range.begin <= pc && pc < entry.range.end {
+                        found = Some(entry.data);
+                        break;
+                    }
+                }
+            }
+            found
+        }
+    };
+    let Some(expr) = expr else { return Ok(vec![]) };
+    Ok(pieces_of(expr, unit.encoding()))
+}
+
+/// Interprets the subset of DWARF expressions Go emits for variables.
+pub fn pieces_of(expr: gimli::Expression<R>, encoding: gimli::Encoding) -> Vec<Piece> {
+    const CFA_AT_ENTRY: i64 = 8;
+    let mut out = vec![];
+    let mut cur: Option<Place> = None;
+    let mut ops = expr.operations(encoding);
+    loop {
+        let op = match ops.next() {
+            Ok(Some(op)) => op,
+            Ok(None) => break,
+            Err(e) => {
+                out.push(Piece { place: Place::Unavailable(format!("bad DWARF expression: {e}")), size: None });
+                return out;
+            }
+        };
+        match op {
+            gimli::Operation::Register { register } => cur = Some(Place::Reg(register.0)),
+            gimli::Operation::CallFrameCFA => cur = Some(Place::Stack(CFA_AT_ENTRY)),
+            gimli::Operation::FrameOffset { offset } => cur = Some(Place::Stack(CFA_AT_ENTRY + offset)),
+            gimli::Operation::RegisterOffset { register, offset, .. } if register.0 == 7 => {
+                cur = Some(Place::Stack(offset))
+            }
+            gimli::Operation::PlusConstant { value } => {
+                if let Some(Place::Stack(o)) = cur {
+                    cur = Some(Place::Stack(o + value as i64));
+                }
+            }
+            gimli::Operation::Piece { size_in_bits, .. } => {
+                let place = cur.take().unwrap_or(Place::Unavailable("optimized out".into()));
+                out.push(Piece { place, size: Some(size_in_bits / 8) });
+            }
+            other => {
+                cur = Some(Place::Unavailable(format!("unsupported DWARF location op {other:?}")));
+            }
+        }
+    }
+    if let Some(place) = cur {
+        out.push(Piece { place, size: None });
+    }
+    out
+}

@@ -1,0 +1,190 @@
+//! The kernel side, from userspace: loads Probe's eBPF object (embedded at
+//! build time), writes per-probe parameters into `PROBES`, attaches the one
+//! uprobe program at every probe's file offset with the probe's index as the
+//! BPF cookie, and reads `STATS` and the `EVENTS` ring buffer.
+//!
+//! The only module that touches aya. Failures are mapped to [`Error`]s that
+//! say what to do: missing privilege, verifier rejections with the log.
+
+use std::{num::NonZeroU32, path::Path};
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        UProbe,
+    },
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
+use probe_common::{ProbeParams, ProbeStats, MAX_PROBES};
+
+use crate::error::Error;
+
+/// The eBPF object built by `cargo xtask build-ebpf`, aligned for the ELF parser.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf.o"));
+
+/// The program every probe runs.
+pub const ENTRY_PROGRAM: &str = "probe_entry";
+/// A program the verifier must reject; see `probe selftest verifier`.
+pub const SELFTEST_REJECT_PROGRAM: &str = "selftest_verifier_reject";
+
+/// Loaded programs and maps.
+pub struct Kernel {
+    ebpf: Ebpf,
+    attached: u32,
+}
+
+impl Kernel {
+    /// Loads the object and the named program into the kernel.
+    pub fn load(program: &str) -> Result<Self, Error> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(Error::NoEbpfObject);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .verifier_log_level(VerifierLogLevel::default())
+            .load(EBPF_OBJECT)
+            .map_err(|e| classify(&e, "create BPF maps"))?;
+        let prog: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or_else(|| Error::Kernel(format!("program {program} missing from the eBPF object")))?
+            .try_into()
+            .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
+        prog.load().map_err(|e| program_error(program, e))?;
+        Ok(Self { ebpf, attached: 0 })
+    }
+
+    /// Writes probe `id`'s parameters (before attaching it).
+    pub fn configure(&mut self, id: u32, params: &ProbeParams) -> Result<(), Error> {
+        if id >= MAX_PROBES {
+            return Err(Error::Unsupported(format!("at most {MAX_PROBES} probes at once")));
+        }
+        let mut probes: Array<_, ProbeParams> = Array::try_from(self.ebpf.map_mut("PROBES").expect("PROBES map"))
+            .map_err(|e| Error::Kernel(format!("PROBES map: {e}")))?;
+        probes.set(id, params, 0).map_err(|e| Error::Kernel(format!("writing probe {id}: {e}")))
+    }
+
+    /// Attaches probe `id` at `offset` in `target` (a path the kernel resolves
+    /// to an inode: `/proc/PID/exe` works even for deleted files), for one
+    /// process or for every process running the file.
+    pub fn attach(&mut self, id: u32, target: &Path, offset: u64, pid: Option<u32>) -> Result<(), Error> {
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(ENTRY_PROGRAM)
+            .expect("loaded")
+            .try_into()
+            .expect("a uprobe");
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(p) => UProbeScope::OneProcess(p),
+            None => UProbeScope::AllProcesses,
+        };
+        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(id as u64) };
+        prog.attach(point, target, scope).map_err(|e| {
+            let what = format!("attach a uprobe to {} at offset {offset:#x}", target.display());
+            match classify(&e, &what) {
+                Error::Privilege { .. } => classify(&e, &what),
+                _ => Error::Kernel(format!("cannot {what}: {}", chain(&e))),
+            }
+        })?;
+        self.attached += 1;
+        Ok(())
+    }
+
+    /// Attachments made so far.
+    pub fn attached(&self) -> u32 {
+        self.attached
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| Error::Kernel("EVENTS map already taken".into()))?;
+        RingBuf::try_from(map).map_err(|e| Error::Kernel(format!("EVENTS map: {e}")))
+    }
+
+    /// Probe `id`'s counters summed over CPUs.
+    pub fn stats(&self, id: u32) -> Result<ProbeStats, Error> {
+        let stats: PerCpuArray<_, ProbeStats> = PerCpuArray::try_from(self.ebpf.map("STATS").expect("STATS map"))
+            .map_err(|e| Error::Kernel(format!("STATS map: {e}")))?;
+        let per_cpu = stats.get(&id, 0).map_err(|e| Error::Kernel(format!("reading STATS: {e}")))?;
+        let mut sum = ProbeStats::default();
+        for s in per_cpu.iter() {
+            sum.hits += s.hits;
+            sum.ringbuf_drops += s.ringbuf_drops;
+            sum.read_errors += s.read_errors;
+            sum.unconfigured += s.unconfigured;
+        }
+        Ok(sum)
+    }
+}
+
+/// The error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Finds a permission error anywhere in the chain.
+fn classify(e: &(dyn std::error::Error + 'static), what: &str) -> Error {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return Error::Privilege { what: what.to_owned(), source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap()) };
+            }
+        }
+        cur = c.source();
+    }
+    Error::Kernel(format!("cannot {what}: {}", chain(e)))
+}
+
+fn program_error(program: &str, e: aya::programs::ProgramError) -> Error {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            if matches!(io_error.raw_os_error(), Some(libc::EPERM)) && log.trim().is_empty() {
+                return Error::Privilege { what: format!("load BPF program {program}"), source: io_error };
+            }
+            Error::Verifier { program: program.to_owned(), reason: explain_verifier(&log, &io_error), log: tail(&log, 12) }
+        }
+        other => classify(&other, &format!("load BPF program {program}")),
+    }
+}
+
+/// The verifier's own reason: the last log line that is not a register dump
+/// or a summary, with a plain-words hint for the common ones.
+pub fn explain_verifier(log: &str, io: &std::io::Error) -> String {
+    let reason = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with(|c: char| c.is_ascii_digit())
+                && !l.starts_with(';')
+        })
+        .unwrap_or("(the kernel gave no log)")
+        .to_owned();
+    let hint = if reason.contains("invalid mem access") {
+        " — the program dereferenced a value the verifier cannot prove is a valid pointer"
+    } else if reason.contains("unbounded") || reason.contains("out of bounds") || reason.contains("outside of") {
+        " — a memory access whose bounds the verifier could not prove"
+    } else if reason.contains("too large") || reason.contains("complexity") {
+        " — the program is too complex for this kernel's verifier"
+    } else {
+        ""
+    };
+    format!("{reason}{hint} ({io})")
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

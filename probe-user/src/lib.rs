@@ -1,0 +1,23 @@
+//! Probe: a non-stop snapshot debugger for Go programs.
+//!
+//! The pipeline, one module per noun (see docs/ARCHITECTURE.md):
+//! [`target`] → [`binary`] → [`dwarf`] → [`resolve`] (resolved probe) →
+//! [`plan`] (capture plan) → [`kernel`] (eBPF maps, uprobes, ring buffer) →
+//! [`decode`] → [`value`] → [`output`]; [`session`] runs it for `probe attach`.
+//!
+//! `binary`, `dwarf`, `resolve`, `plan`, `decode`, `value` and `output` use
+//! neither aya nor tokio, so they unit-test without root.
+
+pub mod binary;
+pub mod decode;
+pub mod dwarf;
+pub mod error;
+pub mod kernel;
+pub mod output;
+pub mod plan;
+pub mod resolve;
+pub mod session;
+pub mod target;
+pub mod value;
+
+pub use error::Error;

@@ -1,0 +1,135 @@
+//! The `probe` command: a thin CLI over the `probe` library.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use probe::{
+    output::Format,
+    resolve::{list_symbols, Program},
+    session::{self, AttachOptions},
+    target::TargetSpec,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "probe",
+    version,
+    about = "Non-stop snapshot debugger for Go programs: see every call of a function, decoded, without pausing the process",
+    after_help = "Examples:
+  probe attach --pid 4242 --func 'main.(*Store).Put'
+  probe attach --binary ./server --func main.handler --format json --max-hits 10
+  probe attach --func main.work -- ./worker -n 3
+  probe symbols ./server Store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach probes to Go functions and print every call as it happens.
+    #[command(after_help = "Examples:
+  probe attach --pid 4242 --func 'main.(*Store).Put'
+  probe attach --pid 4242 --func 'net/http.(*ServeMux).ServeHTTP' --duration 10s
+  probe attach --binary /usr/local/bin/api --func main.handler --format json | jq .args
+  probe attach --func main.step --max-hits 5 -- ./store -interval 10ms
+
+The target keeps running at full speed: probes never stop it. Ctrl-C detaches
+and prints a summary (hits, shown, dropped) on stderr.")]
+    Attach(AttachArgs),
+    /// List the functions of a Go binary that can be probed, with file:line.
+    #[command(after_help = "Examples:
+  probe symbols ./server            every function
+  probe symbols ./server 'Store)'   methods of Store (case-insensitive substring)")]
+    Symbols {
+        /// The Go executable.
+        binary: PathBuf,
+        /// Only names containing this (case-insensitive).
+        pattern: Option<String>,
+    },
+    /// Checks of Probe's own error paths (used by the test suite).
+    #[command(hide = true, subcommand)]
+    Selftest(Selftest),
+}
+
+#[derive(Subcommand)]
+enum Selftest {
+    /// Load a program the kernel verifier must reject, to show the report.
+    Verifier,
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    /// Trace this running process.
+    #[arg(long, short = 'p', conflicts_with_all = ["binary", "command"])]
+    pid: Option<u32>,
+    /// Trace every process running this executable.
+    #[arg(long, short = 'b', conflicts_with = "command")]
+    binary: Option<PathBuf>,
+    /// Function to probe, in Go's syntax: main.handler, main.(*Store).Put,
+    /// net/http.(*ServeMux).ServeHTTP. Repeatable.
+    #[arg(long = "func", short = 'f', value_name = "SYMBOL", required = true)]
+    funcs: Vec<String>,
+    /// Output format [default: pretty on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Stop after printing this many events.
+    #[arg(long, value_name = "N")]
+    max_hits: Option<u64>,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Launch this command and trace it from its first instruction.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("probe: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Attach(a) => {
+            let target = match (a.pid, a.binary, a.command.is_empty()) {
+                (Some(pid), _, _) => TargetSpec::Pid(pid),
+                (None, Some(b), _) => TargetSpec::Binary(b),
+                (None, None, false) => TargetSpec::Command(a.command),
+                (None, None, true) => anyhow::bail!(
+                    "say what to trace: --pid PID, --binary PATH, or a command after `--` (see `probe attach --help`)"
+                ),
+            };
+            let format = a.format.unwrap_or(if std::io::stdout().is_terminal() { Format::Pretty } else { Format::Json });
+            let opts = AttachOptions { target, funcs: a.funcs, format, max_hits: a.max_hits, duration: a.duration };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let summary = rt.block_on(session::run(opts))?;
+            eprint!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Symbols { binary, pattern } => {
+            let program = Program::open(&binary)?;
+            let mut out = std::io::stdout().lock();
+            for f in list_symbols(&program.debug, pattern.as_deref()) {
+                use std::io::Write;
+                if writeln!(out, "{}\t{}:{}", f.name, f.file, f.line).is_err() {
+                    break;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Selftest(Selftest::Verifier) => {
+            match probe::kernel::Kernel::load(probe::kernel::SELFTEST_REJECT_PROGRAM) {
+                Ok(_) => anyhow::bail!("the verifier accepted a program it must reject"),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}

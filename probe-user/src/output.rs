@@ -1,0 +1,106 @@
+//! Event rendering: the JSON-lines contract and the pretty terminal format,
+//! plus the end-of-run summary.
+
+use serde_json::{json, Map};
+
+use crate::{resolve::ResolvedProbe, value::Value};
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line (stable contract, see README).
+    Json,
+    /// Go-like text for people.
+    Pretty,
+}
+
+/// A decoded hit.
+pub struct Hit<'a> {
+    pub probe: &'a ResolvedProbe,
+    pub pid: u32,
+    pub tid: u32,
+    pub goid: Option<u64>,
+    /// Wall-clock nanoseconds since the Unix epoch.
+    pub time_ns: i128,
+    pub args: Vec<(String, Value)>,
+}
+
+impl Hit<'_> {
+    /// One line of the JSON contract (version 1).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut args = Map::new();
+        for (k, v) in &self.args {
+            args.insert(k.clone(), v.to_json());
+        }
+        let f = &self.probe.function;
+        json!({
+            "v": 1,
+            "kind": "entry",
+            "probe": self.probe.spec,
+            "function": f.name,
+            "file": f.file,
+            "line": f.line,
+            "pc": format!("{:#x}", self.probe.pc),
+            "pid": self.pid,
+            "tid": self.tid,
+            "goid": self.goid,
+            "time": rfc3339_nanos(self.time_ns),
+            "args": args,
+        })
+    }
+
+    pub fn pretty(&self) -> String {
+        let f = &self.probe.function;
+        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+        let t = rfc3339_nanos(self.time_ns);
+        let clock = t.get(11..26).unwrap_or(&t);
+        let goid = self.goid.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
+        let mut s = format!("{clock} {} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, f.line, self.pid, self.tid);
+        for (k, v) in &self.args {
+            s.push_str(&format!("    {k} = {}\n", v.pretty()));
+        }
+        s
+    }
+}
+
+/// `2026-11-27T11:00:00.123456789Z`.
+pub fn rfc3339_nanos(ns: i128) -> String {
+    let secs = ns.div_euclid(1_000_000_000) as i64;
+    let nanos = ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339_nanos(1_795_777_200_123_456_789), "2026-11-27T11:00:00.123456789Z");
+        assert_eq!(rfc3339_nanos(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+    }
+}

@@ -1,0 +1,127 @@
+//! Probe specs → resolved probes: the function looked up by its Go name in
+//! DWARF, its attach address and file offset, its parameters with their
+//! locations at that address, and the capture plan compiled for them.
+//!
+//! Free of aya and tokio. Near-match suggestions for unknown names and the
+//! `probe symbols` listing live here too, as they search the same index.
+
+use crate::{
+    binary::Binary,
+    dwarf::{DebugInfo, Function, Param, RuntimeLayout},
+    error::Error,
+    plan::{self, CapturePlan},
+};
+
+/// A probe ready to configure in the kernel.
+#[derive(Clone, Debug)]
+pub struct ResolvedProbe {
+    /// The spec as the user wrote it (the `probe` field of JSON events).
+    pub spec: String,
+    pub function: Function,
+    /// The probed instruction (the function's entry).
+    pub pc: u64,
+    /// `pc` as an offset into the ELF file, where the uprobe goes.
+    pub file_offset: u64,
+    pub params: Vec<Param>,
+    pub plan: CapturePlan,
+}
+
+/// A target binary with its DWARF, ready to resolve probes against.
+pub struct Program {
+    pub binary: Binary,
+    pub debug: DebugInfo,
+    pub runtime: RuntimeLayout,
+}
+
+impl Program {
+    /// Opens a Go binary with DWARF, or says precisely why it cannot.
+    pub fn open(path: &std::path::Path) -> Result<Self, Error> {
+        let binary = Binary::open(path)?;
+        binary.require_go_dwarf()?;
+        let mut debug = DebugInfo::load(&binary.data, path)?;
+        let runtime = debug.runtime_layout().ok_or_else(|| Error::BadDwarf {
+            path: path.to_owned(),
+            reason: "no runtime.g type with goid and stack fields".into(),
+        })?;
+        Ok(Self { binary, debug, runtime })
+    }
+
+    /// Resolves `--func NAME`.
+    pub fn resolve_func(&mut self, name: &str) -> Result<ResolvedProbe, Error> {
+        let function = self.debug.function(name).cloned().ok_or_else(|| Error::UnknownFunction {
+            name: name.to_owned(),
+            path: self.binary.path.clone(),
+            near: near_matches(self.debug.functions().iter().map(|f| f.name.as_str()), name, 5),
+        })?;
+        let pc = function.low_pc;
+        let file_offset = self.binary.file_offset(pc).ok_or_else(|| {
+            Error::Unsupported(format!("{name} at {pc:#x} is not in a loadable segment of {}", self.binary.path.display()))
+        })?;
+        let params = self.debug.params(&function, pc).map_err(|e| Error::BadDwarf {
+            path: self.binary.path.clone(),
+            reason: format!("parameters of {name}: {e}"),
+        })?;
+        let plan = plan::compile(&self.debug, &params);
+        Ok(ResolvedProbe { spec: name.to_owned(), function, pc, file_offset, params, plan })
+    }
+}
+
+/// Functions worth listing: user and library code, not linker-generated stubs.
+pub fn probeable(f: &Function) -> bool {
+    !(f.name.starts_with("type:") || f.name.starts_with("go:") || f.name.contains("..stmp") || f.low_pc == 0)
+}
+
+/// The `limit` names closest to `wanted`: same-suffix and substring matches
+/// first (a missing package or receiver), then by edit distance.
+pub fn near_matches<'a>(names: impl Iterator<Item = &'a str>, wanted: &str, limit: usize) -> Vec<String> {
+    let lw = wanted.to_lowercase();
+    let tail = |s: &str| s.rsplit(['.', ')']).next().unwrap_or(s).to_lowercase();
+    let wtail = tail(wanted);
+    let mut scored: Vec<(f64, &str)> = names
+        .map(|n| {
+            let ln = n.to_lowercase();
+            let mut score = strsim::normalized_levenshtein(&ln, &lw);
+            if tail(n) == wtail {
+                score += 0.5;
+            }
+            if ln.contains(&lw) || lw.contains(&ln) {
+                score += 0.3;
+            }
+            (score, n)
+        })
+        .filter(|(s, _)| *s > 0.5)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    scored.dedup_by(|a, b| a.1 == b.1);
+    scored.into_iter().take(limit).map(|(_, n)| n.to_owned()).collect()
+}
+
+/// `probe symbols`: probe-able functions whose name contains `pattern`
+/// (case-insensitive), sorted, with their source position.
+pub fn list_symbols<'a>(debug: &'a DebugInfo, pattern: Option<&str>) -> Vec<&'a Function> {
+    let pat = pattern.map(str::to_lowercase);
+    let mut out: Vec<&Function> = debug
+        .functions()
+        .iter()
+        .filter(|f| probeable(f))
+        .filter(|f| pat.as_ref().is_none_or(|p| f.name.to_lowercase().contains(p)))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_matches_prefers_same_method() {
+        let names = ["main.(*Store).Put", "main.(*Store).Get", "main.kinds", "runtime.main", "net/http.(*Server).Serve"];
+        let got = near_matches(names.iter().copied(), "main.Store.Put", 3);
+        assert_eq!(got[0], "main.(*Store).Put");
+        let got = near_matches(names.iter().copied(), "main.kind", 3);
+        assert_eq!(got[0], "main.kinds");
+        assert!(near_matches(names.iter().copied(), "zzzzzzzzzzzzzzzz", 3).is_empty());
+    }
+}

@@ -1,0 +1,289 @@
+//! `probe attach`: one tracing session from specs to printed events.
+//!
+//! target → program (DWARF) → resolved probes + capture plans → kernel
+//! (params, uprobes) → ring buffer → decoder → output, until a stop condition
+//! (max hits, duration, Ctrl-C/SIGTERM, target exit), then a summary. The
+//! target is never stopped: uprobes run the BPF program inline and return.
+
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use probe_common::{Event, ProbeParams, EVENT_MAGIC, PARAM_ENABLED, PARAM_G_IN_R14};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    decode,
+    error::Error,
+    kernel::{Kernel, ENTRY_PROGRAM},
+    output::{Format, Hit},
+    resolve::{Program, ResolvedProbe},
+    target::{Target, TargetSpec},
+};
+
+/// Everything `probe attach` was asked to do.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    pub target: TargetSpec,
+    pub funcs: Vec<String>,
+    pub format: Format,
+    pub max_hits: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
+/// Why the session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    MaxHits,
+    Duration,
+    Signal,
+    TargetExited,
+}
+
+/// Per-probe outcome, printed to stderr at the end.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeSummary {
+    pub spec: String,
+    pub hits: u64,
+    pub shown: u64,
+    pub dropped: u64,
+    pub read_errors: u64,
+}
+
+/// The end-of-run report.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub reason: StopReason,
+    pub probes: Vec<ProbeSummary>,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match self.reason {
+            StopReason::MaxHits => "reached --max-hits",
+            StopReason::Duration => "reached --duration",
+            StopReason::Signal => "interrupted",
+            StopReason::TargetExited => "the target exited",
+        };
+        writeln!(f, "probe: detached after {:.1}s ({why})", self.elapsed.as_secs_f64())?;
+        for p in &self.probes {
+            writeln!(
+                f,
+                "  {}: {} hits, {} shown, {} dropped (ring buffer full), {} memory reads failed",
+                p.spec, p.hits, p.shown, p.dropped, p.read_errors
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Kernel params for one probe from its plan and the runtime layout.
+pub fn probe_params(p: &ResolvedProbe, program: &Program) -> ProbeParams {
+    let mut params = ProbeParams {
+        goid_offset: program.runtime.goid_offset as u32,
+        stack_hi_offset: program.runtime.stack_hi_offset as u32,
+        stack_bytes: p.plan.stack_bytes,
+        n_ops: p.plan.ops.len() as u32,
+        // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
+        flags: PARAM_ENABLED | PARAM_G_IN_R14,
+        ..Default::default()
+    };
+    for (i, op) in p.plan.ops.iter().enumerate() {
+        params.ops[i] = *op;
+    }
+    params
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn `bpf_ktime_get_ns` into wall time.
+fn monotonic_to_wall() -> i128 {
+    let now = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
+/// Runs `probe attach` to the end.
+pub async fn run(opts: AttachOptions) -> anyhow::Result<Summary> {
+    let mut target = Target::resolve(&opts.target, opts.format == Format::Json)?;
+    let result = trace(&opts, &mut target).await;
+    if let Some(l) = target.child.as_mut() {
+        // Never leave a launched child blocked before exec.
+        target_release_and_stop(l, &result);
+    }
+    result
+}
+
+fn target_release_and_stop(l: &mut crate::target::Launched, result: &anyhow::Result<Summary>) {
+    let stop = match result {
+        Err(_) => true,
+        Ok(s) => s.reason != StopReason::TargetExited,
+    };
+    if stop {
+        // We launched it; we end it (like a debugger ending its debuggee).
+        let _ = l.child.start_kill();
+    }
+}
+
+async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
+    let mut program = Program::open(&target.exe).map_err(|e| match e {
+        Error::NotElf { reason, .. } => Error::NotElf { path: target.display.clone(), reason },
+        Error::NotGo { .. } => Error::NotGo { path: target.display.clone() },
+        Error::NoDwarf { go_version, .. } => Error::NoDwarf { path: target.display.clone(), go_version },
+        other => other,
+    })?;
+    let mut probes = vec![];
+    for f in &opts.funcs {
+        probes.push(program.resolve_func(f).map_err(|e| match e {
+            Error::UnknownFunction { name, near, .. } => Error::UnknownFunction { name, path: target.display.clone(), near },
+            other => other,
+        })?);
+    }
+
+    let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
+    for (id, p) in probes.iter().enumerate() {
+        kernel.configure(id as u32, &probe_params(p, &program))?;
+    }
+    for (id, p) in probes.iter().enumerate() {
+        kernel.attach(id as u32, &target.exe, p.file_offset, target.pid)?;
+    }
+    target.release();
+    let who = match (target.pid, &opts.target) {
+        (Some(pid), TargetSpec::Command(_)) => format!("launched pid {pid}"),
+        (Some(pid), _) => format!("pid {pid}"),
+        (None, _) => "every process running it".to_owned(),
+    };
+    eprintln!(
+        "probe: attached {} probe{} to {} ({}, {}); Ctrl-C to stop",
+        probes.len(),
+        if probes.len() == 1 { "" } else { "s" },
+        target.display.display(),
+        program.binary.go_version.as_deref().unwrap_or("unknown Go"),
+        who
+    );
+
+    let ring = kernel.take_events()?;
+    // SAFETY: the ring buffer owns its fd and outlives the registration
+    // (both are dropped together at the end of this function).
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
+    let wall = monotonic_to_wall();
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut shown = vec![0u64; probes.len()];
+    let mut total = 0u64;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut broken_pipe = false;
+
+    let reason = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    if opts.max_hits.is_some_and(|m| total >= m) {
+                        continue; // drain, but show no more than asked
+                    }
+                    if let Some((id, line)) = render(&item, &probes, wall, opts.format) {
+                        shown[id] += 1;
+                        total += 1;
+                        if out.write_all(line.as_bytes()).is_err() {
+                            broken_pipe = true;
+                        }
+                    }
+                }
+                guard.clear_ready();
+                if out.flush().is_err() {
+                    broken_pipe = true;
+                }
+                if broken_pipe {
+                    break StopReason::Signal;
+                }
+                if opts.max_hits.is_some_and(|m| total >= m) {
+                    break StopReason::MaxHits;
+                }
+            }
+            _ = sigint.recv() => break StopReason::Signal,
+            _ = sigterm.recv() => break StopReason::Signal,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                break StopReason::Duration;
+            }
+            _ = tick.tick() => {
+                if target.exited() {
+                    break StopReason::TargetExited;
+                }
+            }
+        }
+    };
+    // Events already in the ring when we stopped are still shown, unless
+    // --max-hits says we are done.
+    if reason != StopReason::MaxHits {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            if let Some((id, line)) = render(&item, &probes, wall, opts.format) {
+                if opts.max_hits.is_some_and(|m| total >= m) {
+                    break;
+                }
+                shown[id] += 1;
+                total += 1;
+                let _ = out.write_all(line.as_bytes());
+            }
+        }
+    }
+    let _ = out.flush();
+
+    let mut summaries = vec![];
+    for (id, p) in probes.iter().enumerate() {
+        let st = kernel.stats(id as u32)?;
+        summaries.push(ProbeSummary {
+            spec: p.spec.clone(),
+            hits: st.hits,
+            shown: shown[id],
+            dropped: st.ringbuf_drops,
+            read_errors: st.read_errors,
+        });
+    }
+    drop(kernel); // detaches every uprobe
+    Ok(Summary { reason, probes: summaries, elapsed: started.elapsed() })
+}
+
+/// Decodes one ring-buffer record into an output line.
+fn render(bytes: &[u8], probes: &[ResolvedProbe], wall: i128, format: Format) -> Option<(usize, String)> {
+    if bytes.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: Event is plain old data and the buffer is at least that long.
+    let ev: Box<Event> = unsafe {
+        let mut b = Box::<Event>::new_uninit();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.as_mut_ptr().cast::<u8>(), std::mem::size_of::<Event>());
+        b.assume_init()
+    };
+    if ev.header.magic != EVENT_MAGIC {
+        return None;
+    }
+    let id = ev.header.probe_id as usize;
+    let probe = probes.get(id)?;
+    let hit = Hit {
+        probe,
+        pid: ev.header.pid,
+        tid: ev.header.tid,
+        goid: (ev.header.flags & probe_common::EV_GOID != 0).then_some(ev.header.goid),
+        time_ns: wall + ev.header.ktime_ns as i128,
+        args: decode::decode_args(&probe.plan, &ev),
+    };
+    let line = match format {
+        Format::Json => {
+            let mut s = hit.to_json().to_string();
+            s.push('\n');
+            s
+        }
+        Format::Pretty => hit.pretty(),
+    };
+    Some((id, line))
+}

@@ -1,0 +1,155 @@
+//! What to trace: a running process (`--pid`), every process of a binary
+//! (`--binary`), or a command Probe launches (`-- CMD ARGS…`).
+//!
+//! A launched command is held between fork and exec until its probes are
+//! attached (the uprobes' pid filter follows the process through exec), so
+//! not even its first calls are missed.
+
+use std::{
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use crate::error::Error;
+
+/// The target as the user named it.
+#[derive(Clone, Debug)]
+pub enum TargetSpec {
+    Pid(u32),
+    Binary(PathBuf),
+    Command(Vec<String>),
+}
+
+/// A resolved target.
+pub struct Target {
+    /// The file to read DWARF from and attach uprobes to.
+    pub exe: PathBuf,
+    /// A display name for the executable.
+    pub display: PathBuf,
+    /// The one process to trace, or `None` for all processes running `exe`.
+    pub pid: Option<u32>,
+    /// A launched child waiting for [`Target::release`].
+    pub child: Option<Launched>,
+}
+
+/// A child process held before `exec` until its probes are attached.
+pub struct Launched {
+    pub child: tokio::process::Child,
+    gate: Option<OwnedFd>,
+}
+
+impl Target {
+    /// Resolves the spec. For a command, forks it and holds it before exec.
+    pub fn resolve(spec: &TargetSpec, child_stdout_to_stderr: bool) -> Result<Self, Error> {
+        match spec {
+            TargetSpec::Pid(pid) => {
+                if !process_exists(*pid) {
+                    return Err(Error::NoSuchPid { pid: *pid });
+                }
+                let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+                let display = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
+                Ok(Self { exe, display, pid: Some(*pid), child: None })
+            }
+            TargetSpec::Binary(path) => {
+                let exe = std::fs::canonicalize(path).map_err(|source| Error::Io {
+                    what: format!("cannot open {}", path.display()),
+                    source,
+                })?;
+                Ok(Self { display: exe.clone(), exe, pid: None, child: None })
+            }
+            TargetSpec::Command(argv) => {
+                let exe = find_program(&argv[0])?;
+                let launched = launch_held(&exe, &argv[1..], child_stdout_to_stderr)?;
+                let pid = launched.child.id();
+                Ok(Self { display: exe.clone(), exe, pid, child: Some(launched) })
+            }
+        }
+    }
+
+    /// Lets a launched command proceed to `exec`.
+    pub fn release(&mut self) {
+        if let Some(l) = self.child.as_mut() {
+            if let Some(gate) = l.gate.take() {
+                // SAFETY: writing one byte to a pipe we own.
+                unsafe { libc::write(gate.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+            }
+        }
+    }
+
+    /// Has the traced process gone away?
+    pub fn exited(&mut self) -> bool {
+        if let Some(l) = self.child.as_mut() {
+            return !matches!(l.child.try_wait(), Ok(None));
+        }
+        match self.pid {
+            Some(pid) => !process_exists(pid),
+            None => false,
+        }
+    }
+}
+
+/// `kill(pid, 0)`: ESRCH means gone; EPERM means it exists but is not ours.
+pub fn process_exists(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    if r == 0 {
+        // A zombie still answers; treat it as gone.
+        return !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(true);
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn find_program(name: &str) -> Result<PathBuf, Error> {
+    let not_found = || Error::Io {
+        what: format!("cannot find program {name:?}"),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    };
+    if name.contains('/') {
+        return std::fs::canonicalize(name).map_err(|source| Error::Io { what: format!("cannot find program {name:?}"), source });
+    }
+    let path = std::env::var_os("PATH").ok_or_else(not_found)?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(not_found)
+}
+
+fn launch_held(exe: &Path, args: &[String], stdout_to_stderr: bool) -> Result<Launched, Error> {
+    let mut fds = [0; 2];
+    // SAFETY: plain pipe creation; both ends close on exec.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::Io { what: "cannot create a pipe".into(), source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: fresh descriptors from pipe2.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let rfd = read_end.as_raw_fd();
+    let wfd = write_end.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args);
+    if stdout_to_stderr {
+        // Keep stdout for Probe's own events: the target writes to stderr.
+        cmd.stdout(std::io::stderr());
+    }
+    // SAFETY: only async-signal-safe calls (close, read) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::close(wfd);
+            let mut b = 0u8;
+            loop {
+                let n = libc::read(rfd, (&mut b as *mut u8).cast(), 1);
+                if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                    break;
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| Error::Io { what: format!("cannot start {}", exe.display()), source })?;
+    drop(read_end);
+    Ok(Launched { child, gate: Some(write_end) })
+}

@@ -1,0 +1,215 @@
+//! Decoded Go values and their two renderings: the stable JSON contract
+//! (`--format json`, see README) and Go-like pretty text.
+
+use serde_json::{json, Map, Value as Json};
+
+/// A Go value as decoded from a hit. Never invented: what could not be read
+/// is [`Value::Unavailable`], what was cut short says so.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    /// `time.Duration`: a number in JSON, `1.5s` in pretty output.
+    Duration(i64),
+    /// A string; `len` is the full length in bytes, `text` what was captured
+    /// (invalid UTF-8 replaced), `truncated` when capture limits cut it.
+    Str { text: String, len: u64, truncated: bool },
+    /// A nil pointer.
+    Nil,
+    /// A non-nil pointer and what it points to.
+    Pointer(Box<Value>),
+    Struct(Vec<(String, Value)>),
+    /// An array or slice; `len` is the full length, `items` what was captured.
+    List { items: Vec<Value>, len: u64 },
+    /// Could not be read, and why.
+    Unavailable(String),
+}
+
+/// JSON key marking a value Probe could not read (Go identifiers never start with `@`).
+pub const UNAVAILABLE_KEY: &str = "@unavailable";
+/// JSON key marking a value cut short by capture limits; `@len` gives its full length.
+pub const TRUNCATED_KEY: &str = "@truncated";
+
+impl Value {
+    /// The JSON contract: see the README's "JSON events" section.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => json!(i),
+            Value::Uint(u) => json!(u),
+            Value::Duration(d) => json!(d),
+            Value::Float(f) => float_json(*f),
+            Value::Str { text, len, truncated } => {
+                if *truncated {
+                    json!({ TRUNCATED_KEY: text, "@len": len })
+                } else {
+                    Json::String(text.clone())
+                }
+            }
+            Value::Nil => Json::Null,
+            Value::Pointer(v) => v.to_json(),
+            Value::Struct(fields) => {
+                let mut m = Map::new();
+                for (k, v) in fields {
+                    m.insert(k.clone(), v.to_json());
+                }
+                Json::Object(m)
+            }
+            Value::List { items, len } => {
+                let arr = Json::Array(items.iter().map(Value::to_json).collect());
+                if (items.len() as u64) < *len {
+                    json!({ TRUNCATED_KEY: arr, "@len": len })
+                } else {
+                    arr
+                }
+            }
+            Value::Unavailable(why) => json!({ UNAVAILABLE_KEY: why }),
+        }
+    }
+
+    /// Go-like `%+v` text, with Go's own `time.Duration` format.
+    pub fn pretty(&self) -> String {
+        let mut s = String::new();
+        self.write_pretty(&mut s);
+        s
+    }
+
+    fn write_pretty(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Value::Bool(b) => write!(out, "{b}").unwrap(),
+            Value::Int(i) => write!(out, "{i}").unwrap(),
+            Value::Uint(u) => write!(out, "{u}").unwrap(),
+            Value::Float(f) => out.push_str(&go_float(*f)),
+            Value::Duration(d) => out.push_str(&go_duration(*d)),
+            Value::Str { text, len, truncated } => {
+                write!(out, "{text:?}").unwrap();
+                if *truncated {
+                    write!(out, "…({len} bytes in all)").unwrap();
+                }
+            }
+            Value::Nil => out.push_str("nil"),
+            Value::Pointer(v) => {
+                out.push('&');
+                v.write_pretty(out);
+            }
+            Value::Struct(fields) => {
+                out.push('{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    write!(out, "{k}:").unwrap();
+                    v.write_pretty(out);
+                }
+                out.push('}');
+            }
+            Value::List { items, len } => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    v.write_pretty(out);
+                }
+                if (items.len() as u64) < *len {
+                    write!(out, " …(+{} more)", len - items.len() as u64).unwrap();
+                }
+                out.push(']');
+            }
+            Value::Unavailable(why) => write!(out, "<unavailable: {why}>").unwrap(),
+        }
+    }
+}
+
+fn float_json(f: f64) -> Json {
+    if f.is_nan() {
+        Json::String("NaN".into())
+    } else if f.is_infinite() {
+        Json::String(if f > 0.0 { "+Inf" } else { "-Inf" }.into())
+    } else {
+        json!(f)
+    }
+}
+
+fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Formats like Go's `time.Duration.String` (`1h2m3.5s`, `1.5ms`, `0s`).
+pub fn go_duration(d: i64) -> String {
+    if d == 0 {
+        return "0s".into();
+    }
+    let neg = d < 0;
+    let u = d.unsigned_abs();
+    let sign = if neg { "-" } else { "" };
+    let frac = |v: u64, unit: u64| -> String {
+        let whole = v / unit;
+        let rem = v % unit;
+        if rem == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let s = format!("{rem:0digits$}");
+        format!("{whole}.{}", s.trim_end_matches('0'))
+    };
+    if u < 1_000 {
+        return format!("{sign}{u}ns");
+    }
+    if u < 1_000_000 {
+        return format!("{sign}{}µs", frac(u, 1_000));
+    }
+    if u < 1_000_000_000 {
+        return format!("{sign}{}ms", frac(u, 1_000_000));
+    }
+    let secs_total = u / 1_000_000_000;
+    let nanos = u % 1_000_000_000;
+    let h = secs_total / 3600;
+    let m = (secs_total % 3600) / 60;
+    let s = secs_total % 60;
+    let mut out = String::from(sign);
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{}s", frac(s * 1_000_000_000 + nanos, 1_000_000_000)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(1_000_000_000), "1s");
+        assert_eq!(go_duration(3_723_500_000_000), "1h2m3.5s");
+        assert_eq!(go_duration(-2_000_000), "-2ms");
+        assert_eq!(go_duration(60_000_000_000), "1m0s");
+    }
+
+    #[test]
+    fn json_markers() {
+        let v = Value::Str { text: "ab".into(), len: 5, truncated: true };
+        assert_eq!(v.to_json(), json!({"@truncated": "ab", "@len": 5}));
+        assert_eq!(Value::Float(f64::NAN).to_json(), json!("NaN"));
+        assert_eq!(Value::Float(f64::NEG_INFINITY).to_json(), json!("-Inf"));
+        assert_eq!(Value::Unavailable("x".into()).to_json(), json!({"@unavailable": "x"}));
+        let p = Value::Pointer(Box::new(Value::Struct(vec![("a".into(), Value::Int(1))])));
+        assert_eq!(p.to_json(), json!({"a": 1}));
+        assert_eq!(p.pretty(), "&{a:1}");
+    }
+}

@@ -1,0 +1,3 @@
+module probe.dev/testdata
+
+go 1.21
