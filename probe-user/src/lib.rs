@@ -8,6 +8,7 @@
 //! `binary`, `dwarf`, `resolve`, `plan`, `decode`, `value` and `output` use
 //! neither aya nor tokio, so they unit-test without root.
 
+pub mod abi;
 pub mod binary;
 pub mod decode;
 pub mod dwarf;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod kernel;
 pub mod output;
 pub mod plan;
+pub mod prologue;
 pub mod resolve;
 pub mod session;
 pub mod target;

@@ -6,10 +6,12 @@
 //! `probe symbols` listing live here too, as they search the same index.
 
 use crate::{
+    abi,
     binary::Binary,
     dwarf::{DebugInfo, Function, Param, RuntimeLayout},
     error::Error,
     plan::{self, CapturePlan},
+    prologue,
 };
 
 /// A probe ready to configure in the kernel.
@@ -18,7 +20,7 @@ pub struct ResolvedProbe {
     /// The spec as the user wrote it (the `probe` field of JSON events).
     pub spec: String,
     pub function: Function,
-    /// The probed instruction (the function's entry).
+    /// The probed instruction: the function's entry, after Go's stack check.
     pub pc: u64,
     /// `pc` as an offset into the ELF file, where the uprobe goes.
     pub file_offset: u64,
@@ -53,14 +55,27 @@ impl Program {
             path: self.binary.path.clone(),
             near: near_matches(self.debug.functions().iter().map(|f| f.name.as_str()), name, 5),
         })?;
-        let pc = function.low_pc;
-        let file_offset = self.binary.file_offset(pc).ok_or_else(|| {
-            Error::Unsupported(format!("{name} at {pc:#x} is not in a loadable segment of {}", self.binary.path.display()))
-        })?;
-        let params = self.debug.params(&function, pc).map_err(|e| Error::BadDwarf {
+        let entry = function.low_pc;
+        let not_loadable = || {
+            Error::Unsupported(format!("{name} at {entry:#x} is not in a loadable segment of {}", self.binary.path.display()))
+        };
+        let entry_offset = self.binary.file_offset(entry).ok_or_else(not_loadable)?;
+        // Skip Go's stack-bound check so a call that grows its stack is seen
+        // once, not twice (see `prologue`).
+        let code = self.binary.data.get(entry_offset as usize..).unwrap_or(&[]);
+        let skip = prologue::after_stack_check(&code[..code.len().min(32)]).unwrap_or(0) as u64;
+        let (pc, file_offset) = (entry + skip, entry_offset + skip);
+        let mut params = self.debug.params(&function, entry).map_err(|e| Error::BadDwarf {
             path: self.binary.path.clone(),
             reason: format!("parameters of {name}: {e}"),
         })?;
+        // At the entry the register ABI says exactly where every argument is;
+        // DWARF location lists remain the fallback for types it cannot place.
+        if let Some(locs) = abi::entry_locations(&self.debug, &params) {
+            for (p, pieces) in params.iter_mut().filter(|p| !p.is_result).zip(locs) {
+                p.pieces = pieces;
+            }
+        }
         let plan = plan::compile(&self.debug, &params);
         Ok(ResolvedProbe { spec: name.to_owned(), function, pc, file_offset, params, plan })
     }

