@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O failure with what we were doing.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -31,7 +31,7 @@ pub enum Error {
     #[error("no process with pid {pid} (is it still running? check with `ps -p {pid}`)")]
     NoSuchPid { pid: u32 },
     /// BPF needs privileges we do not have.
-    #[error("not enough privilege to {what}: Probe needs root, or the capabilities CAP_BPF and CAP_PERFMON (plus CAP_SYS_RESOURCE on older kernels); run it with sudo ({source})")]
+    #[error("not enough privilege to {what}: Probe needs root, or the capabilities CAP_BPF and CAP_PERFMON (plus CAP_SYS_RESOURCE on older kernels); run it with sudo")]
     Privilege {
         what: String,
         #[source]

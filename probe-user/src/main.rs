@@ -119,7 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             for f in list_symbols(&program.debug, pattern.as_deref()) {
                 use std::io::Write;
-                if writeln!(out, "{}\t{}:{}", f.name, f.file, f.line).is_err() {
+                let pos = if f.file.is_empty() { "<generated>".to_owned() } else { format!("{}:{}", f.file, f.line) };
+                if writeln!(out, "{}\t{pos}", f.name).is_err() {
                     break;
                 }
             }

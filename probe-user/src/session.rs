@@ -112,21 +112,11 @@ pub async fn run(opts: AttachOptions) -> anyhow::Result<Summary> {
     let mut target = Target::resolve(&opts.target, opts.format == Format::Json)?;
     let result = trace(&opts, &mut target).await;
     if let Some(l) = target.child.as_mut() {
-        // Never leave a launched child blocked before exec.
-        target_release_and_stop(l, &result);
+        // We launched it, so we end it (as a debugger ends its debuggee); one
+        // still held before exec is killed, never released untraced.
+        l.stop();
     }
     result
-}
-
-fn target_release_and_stop(l: &mut crate::target::Launched, result: &anyhow::Result<Summary>) {
-    let stop = match result {
-        Err(_) => true,
-        Ok(s) => s.reason != StopReason::TargetExited,
-    };
-    if stop {
-        // We launched it; we end it (like a debugger ending its debuggee).
-        let _ = l.child.start_kill();
-    }
 }
 
 async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {

@@ -34,8 +34,46 @@ pub struct Target {
 
 /// A child process held before `exec` until its probes are attached.
 pub struct Launched {
-    pub child: tokio::process::Child,
+    pub pid: u32,
     gate: Option<OwnedFd>,
+    status: Option<i32>,
+}
+
+impl Launched {
+    /// Reaps the child if it has exited; `true` once it has.
+    fn reap(&mut self, block: bool) -> bool {
+        if self.status.is_some() {
+            return true;
+        }
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(self.pid as i32, &mut st, if block { 0 } else { libc::WNOHANG }) };
+        if r == self.pid as i32 || r < 0 {
+            self.status = Some(st);
+            return true;
+        }
+        false
+    }
+
+    /// Ends a child we launched (SIGTERM, then SIGKILL after a grace period)
+    /// and reaps it. A child still held before exec is killed outright.
+    pub fn stop(&mut self) {
+        if self.reap(false) {
+            return;
+        }
+        let sig = if self.gate.is_some() { libc::SIGKILL } else { libc::SIGTERM };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as i32, sig) };
+        for _ in 0..50 {
+            if self.reap(false) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        self.reap(true);
+    }
 }
 
 impl Target {
@@ -59,9 +97,8 @@ impl Target {
             }
             TargetSpec::Command(argv) => {
                 let exe = find_program(&argv[0])?;
-                let launched = launch_held(&exe, &argv[1..], child_stdout_to_stderr)?;
-                let pid = launched.child.id();
-                Ok(Self { display: exe.clone(), exe, pid, child: Some(launched) })
+                let launched = launch_held(&exe, argv, child_stdout_to_stderr)?;
+                Ok(Self { display: exe.clone(), exe, pid: Some(launched.pid), child: Some(launched) })
             }
         }
     }
@@ -79,7 +116,7 @@ impl Target {
     /// Has the traced process gone away?
     pub fn exited(&mut self) -> bool {
         if let Some(l) = self.child.as_mut() {
-            return !matches!(l.child.try_wait(), Ok(None));
+            return l.reap(false);
         }
         match self.pid {
             Some(pid) => !process_exists(pid),
@@ -119,7 +156,16 @@ fn find_program(name: &str) -> Result<PathBuf, Error> {
         .ok_or_else(not_found)
 }
 
-fn launch_held(exe: &Path, args: &[String], stdout_to_stderr: bool) -> Result<Launched, Error> {
+/// Forks a child that waits on a pipe before `exec`ing `exe`. (std's
+/// `Command::spawn` cannot do this: it blocks until the child has exec'd.)
+fn launch_held(exe: &Path, argv: &[String], stdout_to_stderr: bool) -> Result<Launched, Error> {
+    use std::ffi::CString;
+    let bad_arg = |a: &str| Error::Unsupported(format!("argument {a:?} contains a NUL byte"));
+    let path = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| bad_arg(&exe.display().to_string()))?;
+    let args: Vec<CString> = argv.iter().map(|a| CString::new(a.as_bytes()).map_err(|_| bad_arg(a))).collect::<Result<_, _>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+
     let mut fds = [0; 2];
     // SAFETY: plain pipe creation; both ends close on exec.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -127,29 +173,32 @@ fn launch_held(exe: &Path, args: &[String], stdout_to_stderr: bool) -> Result<La
     }
     // SAFETY: fresh descriptors from pipe2.
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let rfd = read_end.as_raw_fd();
-    let wfd = write_end.as_raw_fd();
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(args);
-    if stdout_to_stderr {
-        // Keep stdout for Probe's own events: the target writes to stderr.
-        cmd.stdout(std::io::stderr());
+    // SAFETY: between fork and exec the child only makes async-signal-safe
+    // calls (close, read, dup2, execv, _exit) on memory prepared before fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::Io { what: format!("cannot start {}", exe.display()), source: std::io::Error::last_os_error() });
     }
-    // SAFETY: only async-signal-safe calls (close, read) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::close(wfd);
+    if pid == 0 {
+        unsafe {
+            libc::close(write_end.as_raw_fd());
             let mut b = 0u8;
-            loop {
-                let n = libc::read(rfd, (&mut b as *mut u8).cast(), 1);
+            let n = loop {
+                let n = libc::read(read_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
                 if n >= 0 || *libc::__errno_location() != libc::EINTR {
-                    break;
+                    break n;
                 }
+            };
+            if n != 1 {
+                libc::_exit(127); // the tracer went away without releasing us
             }
-            Ok(())
-        });
+            if stdout_to_stderr {
+                libc::dup2(2, 1);
+            }
+            libc::execv(path.as_ptr(), ptrs.as_ptr());
+            libc::_exit(127);
+        }
     }
-    let child = cmd.spawn().map_err(|source| Error::Io { what: format!("cannot start {}", exe.display()), source })?;
     drop(read_end);
-    Ok(Launched { child, gate: Some(write_end) })
+    Ok(Launched { pid: pid as u32, gate: Some(write_end), status: None })
 }

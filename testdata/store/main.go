@@ -83,6 +83,9 @@ func step(s *Store, n int) {
 	key := "k" + strconv.Itoa(n)
 	val := []byte{byte(n), byte(n + 1), byte(n + 2)}
 	s.Put(key, val, time.Duration(n)*time.Second)
+	if got, ok := s.Get(key); !ok || len(got) != 3 {
+		panic("store lost " + key)
+	}
 	kinds(int8(n%100), int16(-n), int32(n*3), int64(n)<<33, uint8(n), uint16(n),
 		uint32(n*5), uint64(n)<<40, -n*7, uint(n*11), uintptr(n*13), n%2 == 1,
 		float32(n)/4, float64(n)/8, "name-"+strconv.Itoa(n))

@@ -1,0 +1,98 @@
+//! Day-one errors: each is a clear message and a non-zero exit.
+
+use std::{process::Command, time::Duration};
+
+use probe_integration::{go_versions, probe, probe_bin, testdata, Target};
+
+const T: Duration = Duration::from_secs(60);
+
+fn fails_with(args: &[&str], needles: &[&str]) -> String {
+    let run = probe(args, T);
+    assert!(!run.status.success(), "expected failure for {args:?}; stdout {}", run.stdout);
+    for n in needles {
+        assert!(run.stderr.contains(n), "{args:?}: stderr lacks {n:?}:\n{}", run.stderr);
+    }
+    assert!(run.events.is_empty());
+    run.stderr
+}
+
+#[test]
+fn unknown_function_lists_closest_matches() {
+    let v = go_versions().pop().unwrap();
+    let target = Target::store(&v, &["-interval", "50ms"]);
+    let err = fails_with(
+        &["attach", "--pid", &target.pid().to_string(), "--func", "main.Store.Put"],
+        &["no function \"main.Store.Put\"", "closest matches", "main.(*Store).Put"],
+    );
+    assert!(err.contains("probe: error:"), "{err}");
+}
+
+#[test]
+fn not_an_elf_file() {
+    let dir = std::env::temp_dir().join(format!("probe-notelf-{}", std::process::id()));
+    std::fs::write(&dir, "#!/bin/sh\necho hi\n").unwrap();
+    fails_with(&["attach", "--binary", dir.to_str().unwrap(), "--func", "main.main"], &["is not an ELF executable"]);
+    std::fs::remove_file(dir).unwrap();
+}
+
+#[test]
+fn not_a_go_binary() {
+    fails_with(&["attach", "--binary", "/bin/true", "--func", "main.main"], &["is not a Go binary", ".gopclntab"]);
+}
+
+#[test]
+fn go_binary_without_dwarf() {
+    for v in go_versions() {
+        let bin = testdata(&v, "store-nodwarf");
+        fails_with(
+            &["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put"],
+            &["without DWARF", &format!("go{v}"), "-ldflags=-w"],
+        );
+    }
+}
+
+#[test]
+fn no_such_pid() {
+    // Above the kernel's PID_MAX_LIMIT (4194304): can never exist.
+    fails_with(&["attach", "--pid", "4194305", "--func", "main.main"], &["no process with pid 4194305"]);
+    // A pid that existed and is gone.
+    let mut c = Command::new("/bin/true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    fails_with(&["attach", "--pid", &pid.to_string(), "--func", "main.main"], &[&format!("no process with pid {pid}")]);
+}
+
+#[test]
+fn missing_privilege_is_named() {
+    let v = go_versions().pop().unwrap();
+    let bin = testdata(&v, "store");
+    // Drop to `nobody` with no capabilities, as an unprivileged user would run it.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(probe_bin())
+        .args(["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put"])
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not enough privilege") && stderr.contains("CAP_BPF"), "{stderr}");
+}
+
+#[test]
+fn verifier_rejection_is_explained() {
+    let err = fails_with(&["selftest", "verifier"], &["verifier rejected program selftest_verifier_reject", "invalid mem access", "verifier log"]);
+    assert!(err.contains("dereferenced a value the verifier cannot prove is a valid pointer"), "{err}");
+}
+
+#[test]
+fn no_target_given() {
+    fails_with(&["attach", "--func", "main.main"], &["say what to trace"]);
+}
+
+#[test]
+fn symbols_lists_probeable_functions() {
+    let v = go_versions().remove(0);
+    let run = probe(&["symbols", testdata(&v, "store").to_str().unwrap(), "Store)"], T);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stdout.lines().any(|l| l.starts_with("main.(*Store).Put\t") && l.ends_with("testdata/store/main.go:45")), "{}", run.stdout);
+}
