@@ -32,7 +32,7 @@ fn check_put(ev: &Value, pid: u32) {
     assert_eq!(s["shard"], 7);
     assert_eq!(s["puts"], n);
     assert_eq!(s["ratio"].as_f64().unwrap(), n as f64 / 2.0);
-    assert_eq!(s["ready"], n % 2 == 0);
+    assert_eq!(s["ready"], n.is_multiple_of(2));
     assert_eq!(s["level"], 3);
     assert!(s["data"]["@unavailable"].is_string(), "maps are not decoded yet and say so: {ev}");
 }

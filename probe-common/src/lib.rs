@@ -1,32 +1,51 @@
 //! The kernel/userspace ABI of Probe: every type that crosses between the
 //! eBPF programs (`probe-ebpf`) and the daemon (`probe-user`).
 //!
-//! All types are `#[repr(C)]`, contain no padding that the other side could
-//! misread, and their sizes are asserted at compile time so that a change on
-//! one side cannot silently break the other. `docs/ARCHITECTURE.md` documents
-//! the layout in prose.
+//! All types are `#[repr(C)]` with explicit padding, and their sizes are
+//! asserted at compile time so a change on one side cannot silently break
+//! the other. `docs/ARCHITECTURE.md` documents the layout in prose.
 //!
-//! Data flow across the boundary:
-//! - userspace writes one [`ProbeParams`] per probe into the `PROBES` array map,
-//!   at the index it also passes as the uprobe's BPF cookie;
-//! - the uprobe program interprets the params' [`CaptureOp`]s and submits one
-//!   [`Event`] per hit to the `EVENTS` ring buffer;
-//! - per-probe counters ([`ProbeStats`]) live in the per-CPU `STATS` array.
+//! How a hit is captured (the "capture plan"):
+//! - userspace writes one [`ProbeParams`] per probe into `PROBES`, at the
+//!   index it passes as the uprobe's BPF cookie. Its [`RootOp`]s say where the
+//!   parameters' pointer-carrying words are (registers, stack slots);
+//! - `TYPES` describes, per type id, the size of one value and the
+//!   [`Desc`]riptors of the pointer-carrying words inside it;
+//! - `RTYPES` maps a Go runtime type descriptor's address to the type id to
+//!   read behind an interface holding that dynamic type;
+//! - the program copies the stack window, then walks the roots depth-first
+//!   with a bounded work stack, appending every block of target memory it
+//!   reads as a [`Chunk`] to the event. Userspace decodes the event by reading
+//!   Go values out of those chunks as if reading the process's memory.
 #![no_std]
 
 /// Most probes one loaded program serves (size of `PROBES` and `STATS`).
 pub const MAX_PROBES: u32 = 256;
-/// Capture operations per probe, and capture slots per event.
-pub const MAX_OPS: usize = 8;
-/// Bytes one capture slot holds; longer values are cut and marked truncated.
-pub const SLOT_BYTES: usize = 512;
-/// Bytes of the goroutine stack copied from the stack pointer upwards.
-pub const STACK_BYTES: usize = 512;
+/// Root operations per probe.
+pub const MAX_ROOTS: usize = 16;
+/// Pointer-carrying descriptors per type (nested structs are flattened).
+pub const MAX_DESCS: usize = 8;
+/// Entries of the `TYPES` map.
+pub const MAX_TYPES: u32 = 8192;
+/// Entries of the `RTYPES` map.
+pub const MAX_RTYPES: u32 = 16384;
 /// Registers recorded per hit, in DWARF x86-64 numbering (0 = RAX … 15 = R15,
 /// 16 = return address column, which we fill with RIP).
 pub const NUM_REGS: usize = 17;
+/// Bytes of chunk data one event can carry (the hard cap of `--max-bytes`).
+pub const DATA_BYTES: usize = 16384;
+/// Largest single read (one chunk).
+pub const MAX_CHUNK: usize = 4096;
+/// Depth of the kernel's work stack.
+pub const WORK_DEPTH: usize = 32;
+/// Work steps (reads and descriptor visits) per hit.
+pub const MAX_STEPS: u32 = 1024;
+/// Bytes of the goroutine stack copied from the stack pointer upwards.
+pub const STACK_BYTES: u32 = 512;
 /// Size of the ring buffer shared by all probes.
-pub const RING_BYTES: u32 = 8 << 20;
+pub const RING_BYTES: u32 = 16 << 20;
+/// Type id 0: plain bytes (string data); size 1, no descriptors.
+pub const TID_BYTES: u32 = 0;
 
 /// DWARF register numbers used on the Go amd64 register ABI
 /// (<https://go.dev/s/regabi>; DWARF numbering from the System V psABI).
@@ -47,42 +66,103 @@ pub mod reg {
     pub const RIP: u8 = 16;
 }
 
-/// Where a capture operation takes a 64-bit value from.
+/// Where a root operation takes a 64-bit word from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Source {
     /// One of the `SRC_*` constants.
     pub kind: u8,
-    /// `SRC_REG`: the DWARF register number. `SRC_SLOT`: the slot index,
-    /// which must be lower than the index of the op that reads it.
-    pub index: u8,
+    /// `SRC_REG`: the DWARF register number.
+    pub reg: u8,
     pub _pad: [u8; 2],
     /// `SRC_STACK`: byte offset from the stack pointer at the hit.
-    /// `SRC_SLOT`: byte offset into the slot. `SRC_CONST`: the value itself.
+    /// `SRC_CONST`: the value itself.
     pub offset: i32,
 }
 
-/// No source: the op is unused.
+/// No source: the word is 0.
 pub const SRC_NONE: u8 = 0;
 /// The value of a register.
 pub const SRC_REG: u8 = 1;
 /// The 8 bytes at `rsp + offset` in the target's memory.
 pub const SRC_STACK: u8 = 2;
-/// The 8 bytes at `offset` in an earlier op's slot of the same event.
-pub const SRC_SLOT: u8 = 3;
-/// The constant `offset` (non-negative).
+/// The constant `offset`.
 pub const SRC_CONST: u8 = 4;
 
-/// One capture operation: read `count(len) * elem_size` bytes (at most
-/// `max_bytes`, at most [`SLOT_BYTES`]) at the address given by `addr` into
-/// the slot of the same index.
+/// What the words at a descriptor mean, i.e. what to read next. `w0` is the
+/// word at the descriptor's offset, `w1` the one after it (or at `aux`).
+pub mod desc {
+    /// `w0` is a pointer to one `target`.
+    pub const PTR: u8 = 1;
+    /// `w0` = data, `w1` = length: a string (`TID_BYTES`, `max_string` cap).
+    pub const STRING: u8 = 2;
+    /// `w0` = data, `w1` = length: `min(len, max_elems)` of `target`.
+    pub const SLICE: u8 = 3;
+    /// `w0` = runtime type, `w1` = data: an empty interface.
+    pub const EFACE: u8 = 4;
+    /// `w0` = itab (its `_type` at +8, also captured), `w1` = data: a
+    /// non-empty interface.
+    pub const IFACE: u8 = 5;
+    /// `w0` = pointer to `1 << byte at aux` of `target` (an hmap's buckets).
+    pub const ARRAY_POW2: u8 = 6;
+    /// `w0` = pointer to `(word at aux) + 1` of `target` (a Swiss table's groups).
+    pub const ARRAY_MASK: u8 = 7;
+    /// Swiss map directory: `w0` = dirPtr, word at `aux` = dirLen. dirLen 0:
+    /// one group of `target`; else `dirLen` table pointers of `target2`.
+    pub const SWISS_DIR: u8 = 8;
+}
+
+/// A pointer-carrying word inside a value of some type.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CaptureOp {
-    pub addr: Source,
-    pub len: Source,
-    pub elem_size: u32,
-    pub max_bytes: u32,
+pub struct Desc {
+    /// Byte offset of `w0` in the value.
+    pub offset: u32,
+    /// Byte offset of the length/count word, where the kind uses one.
+    pub aux: u32,
+    /// Type id to read.
+    pub target: u32,
+    /// Second type id (`SWISS_DIR`).
+    pub target2: u32,
+    /// One of the [`desc`] kinds.
+    pub kind: u8,
+    pub _pad: u8,
+    /// The descriptor repeats `repeat` times (an array of such words)…
+    pub repeat: u16,
+    /// …every `stride` bytes.
+    pub stride: u32,
+}
+
+/// One entry of `TYPES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TypeInfo {
+    /// Bytes of one value.
+    pub size: u32,
+    /// Valid entries of `descs`.
+    pub n_descs: u32,
+    pub descs: [Desc; MAX_DESCS],
+}
+
+/// One entry of `RTYPES`: what an interface holding this dynamic type points at.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RType {
+    /// Type id to read at the interface's data word.
+    pub tid: u32,
+    pub _pad: u32,
+}
+
+/// A root: a pointer-carrying word pair of a parameter, read from registers
+/// or the stack, with the same meaning as a [`Desc`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RootOp {
+    pub w0: Source,
+    pub w1: Source,
+    pub target: u32,
+    pub kind: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Per-probe parameters, indexed by the uprobe's attach cookie.
@@ -95,12 +175,23 @@ pub struct ProbeParams {
     pub stack_hi_offset: u32,
     /// Bytes of stack to copy (≤ [`STACK_BYTES`]).
     pub stack_bytes: u32,
-    /// Number of valid entries in `ops`.
-    pub n_ops: u32,
     /// `PARAM_*` flags.
     pub flags: u32,
+    /// Chunk bytes per event (≤ [`DATA_BYTES`]).
+    pub max_bytes: u32,
+    /// Bytes of a string to capture.
+    pub max_string: u32,
+    /// Elements of a slice, array or map table to capture.
+    pub max_elems: u32,
+    /// Pointer hops to follow from a parameter.
+    pub max_depth: u32,
+    /// Valid entries of `roots`.
+    pub n_roots: u32,
     pub _pad: u32,
-    pub ops: [CaptureOp; MAX_OPS],
+    /// Added to runtime type addresses before the `RTYPES` lookup (a PIE's
+    /// load bias is subtracted this way; 0 for static executables).
+    pub rtype_bias: u64,
+    pub roots: [RootOp; MAX_ROOTS],
 }
 
 /// The probe is configured (an all-zero array slot is not).
@@ -116,23 +207,13 @@ pub struct ProbeStats {
     pub hits: u64,
     /// Hits lost because the ring buffer had no room.
     pub ringbuf_drops: u64,
-    /// Capture reads that failed (unmapped memory, paged out).
+    /// Memory reads that failed (unmapped memory, paged out).
     pub read_errors: u64,
+    /// Hits whose capture was cut by a limit (budget, depth, steps, queue).
+    pub truncated: u64,
     /// Hits whose cookie named no configured probe.
     pub unconfigured: u64,
-}
-
-/// The result of one capture op in an [`Event`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SlotInfo {
-    /// The address the op read from.
-    pub addr: u64,
-    /// Bytes the value has in full (`count * elem_size`).
-    pub want: u64,
-    /// Bytes copied into the slot, or a negative errno when the read failed.
-    pub got: i32,
-    pub _pad: u32,
+    pub _pad: [u64; 3],
 }
 
 /// Fixed header of every event.
@@ -155,45 +236,62 @@ pub struct EventHeader {
     pub g: u64,
     /// `EV_*` flags.
     pub flags: u32,
-    /// Bytes of stack copied into [`Event::stack`].
-    pub stack_len: u32,
+    /// Bytes of chunk data following the header.
+    pub data_len: u32,
     /// Registers by DWARF number, see [`NUM_REGS`].
     pub regs: [u64; NUM_REGS],
-    pub _pad: u64,
+    /// Reads that failed during this hit.
+    pub read_errors: u32,
+    /// Work steps used.
+    pub steps: u32,
 }
 
-pub const EVENT_MAGIC: u32 = 0x5052_4231; // "PRB1"
+pub const EVENT_MAGIC: u32 = 0x5052_4232; // "PRB2"
 /// `goid` was read.
 pub const EV_GOID: u32 = 1;
 /// The stack copy failed.
 pub const EV_STACK_FAULT: u32 = 2;
+/// The byte budget ran out: some reads were not made.
+pub const EV_BUDGET: u32 = 4;
+/// The depth limit stopped some pointers from being followed.
+pub const EV_DEPTH: u32 = 8;
+/// The work stack or step limit stopped the walk.
+pub const EV_STEPS: u32 = 16;
 
-/// One hit, as submitted to the ring buffer.
+/// A block of target memory in an event's data: this header, then `len`
+/// bytes, then padding to a multiple of 8.
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Event {
-    pub header: EventHeader,
-    pub slots: [SlotInfo; MAX_OPS],
-    /// The goroutine stack from RSP upwards.
-    pub stack: [u8; STACK_BYTES],
-    /// Capture slots, one per op.
-    pub data: [[u8; SLOT_BYTES]; MAX_OPS],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chunk {
+    /// Target address of the first byte.
+    pub addr: u64,
+    /// Bytes that follow.
+    pub len: u32,
+    /// Bytes the value had in full (≥ `len`; more when a limit cut it).
+    pub want: u32,
 }
 
+/// Size of the per-CPU scratch buffer an event is assembled in: the header,
+/// the data budget, and slack so a bounded write never leaves the buffer.
+pub const SCRATCH_BYTES: usize = core::mem::size_of::<EventHeader>() + DATA_BYTES + MAX_CHUNK + 64;
+
 const _: () = assert!(core::mem::size_of::<Source>() == 8);
-const _: () = assert!(core::mem::size_of::<CaptureOp>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeParams>() == 24 + 24 * MAX_OPS);
-const _: () = assert!(core::mem::size_of::<ProbeStats>() == 32);
-const _: () = assert!(core::mem::size_of::<SlotInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<Desc>() == 24);
+const _: () = assert!(core::mem::size_of::<TypeInfo>() == 8 + 24 * MAX_DESCS);
+const _: () = assert!(core::mem::size_of::<RType>() == 8);
+const _: () = assert!(core::mem::size_of::<RootOp>() == 24);
+const _: () = assert!(core::mem::size_of::<ProbeParams>() == 48 + 24 * MAX_ROOTS);
+const _: () = assert!(core::mem::size_of::<ProbeStats>() == 64);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 192);
-const _: () = assert!(
-    core::mem::size_of::<Event>() == 192 + 24 * MAX_OPS + STACK_BYTES + SLOT_BYTES * MAX_OPS
-);
-const _: () = assert!(SLOT_BYTES.is_power_of_two() && STACK_BYTES.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<Chunk>() == 16);
+const _: () = assert!(DATA_BYTES.is_power_of_two() && MAX_CHUNK.is_power_of_two());
+const _: () = assert!(SCRATCH_BYTES <= 32 * 1024, "per-CPU map values are limited to 32 KiB");
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, `#[repr(C)]`, no padding left implicit.
+    // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding.
     unsafe impl aya::Pod for super::ProbeParams {}
     unsafe impl aya::Pod for super::ProbeStats {}
+    unsafe impl aya::Pod for super::TypeInfo {}
+    unsafe impl aya::Pod for super::RType {}
 }

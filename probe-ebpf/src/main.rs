@@ -1,18 +1,27 @@
 //! Probe's eBPF side: one uprobe program, `probe_entry`, serves every probe.
 //!
-//! The attach cookie is the probe's index into `PROBES`; the program reads
-//! the Go register-ABI registers, the goroutine id through `g` (R14), a
-//! bounded window of the goroutine stack and whatever the probe's capture ops
-//! ask for, and submits one [`Event`] to the `EVENTS` ring buffer. It never
-//! writes to the target and never blocks: failures are recorded in the event
-//! or counted in `STATS`.
+//! The attach cookie is the probe's index into `PROBES`. At each hit the
+//! program records the Go register-ABI registers, the goroutine id through
+//! `g` (R14) and a window of the goroutine stack, then runs the probe's
+//! capture plan: starting from the parameters' pointer-carrying words (roots)
+//! it walks the target's memory depth-first, guided by the type descriptors in
+//! `TYPES` and `RTYPES`, appending each block it reads to the event. The walk
+//! is a `bpf_loop` over a small explicit work stack, bounded by a byte budget,
+//! a depth limit, a step limit and the stack's depth; whatever a bound cuts is
+//! flagged in the event. Everything is read at the instant of the hit, so the
+//! values are consistent with each other.
+//!
+//! The program never writes to the target and never blocks: failures are
+//! recorded in the event or counted in `STATS`.
 #![no_std]
 #![no_main]
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated as gen},
     macros::{map, uprobe},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
 use probe_common::*;
@@ -21,10 +30,80 @@ use probe_common::*;
 static PROBES: Array<ProbeParams> = Array::with_max_entries(MAX_PROBES, 0);
 
 #[map]
+static TYPES: Array<TypeInfo> = Array::with_max_entries(MAX_TYPES, 0);
+
+#[map]
+static RTYPES: HashMap<u64, RType> = HashMap::with_max_entries(MAX_RTYPES, 0);
+
+#[map]
 static STATS: PerCpuArray<ProbeStats> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
+
+/// The event being assembled on this CPU.
+#[repr(C)]
+pub struct Scratch {
+    bytes: [u8; SCRATCH_BYTES],
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+const W_READ: u32 = 0;
+const W_SCAN: u32 = 1;
+const W_ROOT: u32 = 2;
+
+/// One pending piece of work.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Work {
+    /// READ: where to read.
+    addr: u64,
+    /// READ: elements to read. SCAN: elements in the chunk.
+    count: u32,
+    /// Type id of one element.
+    tid: u32,
+    /// Pointer hops from the parameter.
+    depth: u32,
+    /// `W_*`.
+    kind: u32,
+    /// SCAN: data offset of the chunk's first byte. ROOT: root index.
+    chunk_off: u32,
+    /// SCAN cursor.
+    elem: u32,
+    desc: u32,
+    /// READ: bytes the value has in full.
+    want: u32,
+    /// SCAN cursor: repetition of the descriptor.
+    rep: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+pub struct WorkStack {
+    len: u32,
+    _pad: u32,
+    items: [Work; WORK_DEPTH],
+}
+
+#[map]
+static WORK: PerCpuArray<WorkStack> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+const HDR: usize = core::mem::size_of::<EventHeader>();
+const DATA_MASK: u32 = (DATA_BYTES as u32) - 1;
+
+/// State shared with the `bpf_loop` callback (lives on this program's stack).
+#[repr(C)]
+struct LoopCtx {
+    id: u32,
+    /// Bytes of data used so far.
+    pos: u32,
+    flags: u32,
+    read_errors: u32,
+    steps: u32,
+    sp: u64,
+}
 
 #[uprobe]
 pub fn probe_entry(ctx: ProbeContext) -> u32 {
@@ -34,11 +113,10 @@ pub fn probe_entry(ctx: ProbeContext) -> u32 {
     }
 }
 
-/// Reads `len` bytes of target memory at `src` into `dst`; returns the
-/// helper's result (0 or a negative errno).
+/// Reads `len` bytes of target memory at `src` into `dst`; 0 or -errno.
 #[inline(always)]
 unsafe fn read_user(dst: *mut u8, len: u32, src: u64) -> i64 {
-    gen::bpf_probe_read_user(dst as *mut _, len, src as *const _)
+    gen::bpf_probe_read_user(dst as *mut c_void, len, src as *const c_void)
 }
 
 #[inline(always)]
@@ -52,16 +130,17 @@ unsafe fn read_user_u64(src: u64) -> Option<u64> {
 }
 
 #[inline(always)]
-fn stats(id: u32) -> Option<&'static mut ProbeStats> {
-    // SAFETY: per-CPU value, only this CPU's program touches it meanwhile.
-    STATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+fn stats(id: u32) -> Option<*mut ProbeStats> {
+    STATS.get_ptr_mut(id)
 }
 
 fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     // SAFETY: the helper only reads the cookie of the current attachment.
-    let cookie = unsafe { gen::bpf_get_attach_cookie(ctx.regs as *mut _) };
+    let cookie = unsafe { gen::bpf_get_attach_cookie(ctx.regs as *mut c_void) };
     let id = (cookie & 0xffff_ffff) as u32;
     let st = stats(id).ok_or(())?;
+    // SAFETY: per-CPU value of this probe; only this CPU's program touches it.
+    let st = unsafe { &mut *st };
     st.hits += 1;
     let params = match PROBES.get(id) {
         Some(p) if p.flags & PARAM_ENABLED != 0 => p,
@@ -70,188 +149,362 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
             return Err(());
         }
     };
+    let sc = SCRATCH.get_ptr_mut(0).ok_or(())?;
+    let ws = WORK.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: per-CPU scratch, large enough for the header (checked at compile time).
+    let (hdr, sp) = unsafe { fill_header(ctx, id, params, sc) };
 
-    let mut entry = match EVENTS.reserve::<Event>(0) {
-        Some(e) => e,
-        None => {
-            st.ringbuf_drops += 1;
-            return Err(());
-        }
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved ring-buffer record of size_of::<Event>().
+    let mut lc = LoopCtx { id, pos: 0, flags: 0, read_errors: 0, steps: 0, sp };
+    // SAFETY: scratch and work stack are this CPU's; bounds checked inside.
     unsafe {
-        fill_event(ctx, id, params, st, ev);
+        copy_stack(params, &mut lc, sc, (*hdr).g);
+        // Roots go on the stack in reverse so root 0 is walked first.
+        (*ws).len = 0;
+        let n = params.n_roots;
+        for i in 0..MAX_ROOTS as u32 {
+            let r = MAX_ROOTS as u32 - 1 - i;
+            if r < n {
+                push(ws, Work { addr: 0, count: 0, tid: 0, depth: 0, kind: W_ROOT, chunk_off: r, elem: 0, desc: 0, want: 0, rep: 0, _pad: 0 }, &mut lc);
+            }
+        }
+        gen::bpf_loop(MAX_STEPS, walk_step as *mut c_void, &mut lc as *mut LoopCtx as *mut c_void, 0);
+        if (*ws).len > 0 {
+            lc.flags |= EV_STEPS;
+        }
+        (*hdr).flags |= lc.flags;
+        (*hdr).data_len = lc.pos;
+        (*hdr).read_errors = lc.read_errors;
+        (*hdr).steps = lc.steps;
     }
-    entry.submit(0);
+    st.read_errors += lc.read_errors as u64;
+    if lc.flags & (EV_BUDGET | EV_DEPTH | EV_STEPS) != 0 {
+        st.truncated += 1;
+    }
+    let len = (HDR as u32 + lc.pos) as u64;
+    if len > SCRATCH_BYTES as u64 {
+        return Err(());
+    }
+    // SAFETY: `len` bytes of the scratch value are in bounds.
+    let r = unsafe { gen::bpf_ringbuf_output(&EVENTS as *const RingBuf as *mut c_void, sc as *mut c_void, len, 0) };
+    if r != 0 {
+        st.ringbuf_drops += 1;
+    }
     Ok(())
 }
 
+/// Writes the header; returns it and the stack pointer.
 #[inline(always)]
-unsafe fn fill_event(
-    ctx: &ProbeContext,
-    id: u32,
-    params: &ProbeParams,
-    st: &mut ProbeStats,
-    ev: *mut Event,
-) {
+unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mut Scratch) -> (*mut EventHeader, u64) {
     let r = &*ctx.regs;
-    let h = &mut (*ev).header;
+    let h = (*sc).bytes.as_mut_ptr() as *mut EventHeader;
     let pid_tgid = bpf_get_current_pid_tgid();
-    h.magic = EVENT_MAGIC;
-    h.probe_id = id;
-    h.pid = (pid_tgid >> 32) as u32;
-    h.tid = pid_tgid as u32;
-    h.ktime_ns = bpf_ktime_get_ns();
-    h.flags = 0;
-    h._pad = 0;
+    (*h).magic = EVENT_MAGIC;
+    (*h).probe_id = id;
+    (*h).pid = (pid_tgid >> 32) as u32;
+    (*h).tid = pid_tgid as u32;
+    (*h).ktime_ns = bpf_ktime_get_ns();
+    (*h).flags = 0;
+    (*h).data_len = 0;
+    (*h).read_errors = 0;
+    (*h).steps = 0;
     // DWARF x86-64 register numbering.
-    h.regs = [
-        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12,
-        r.r13, r.r14, r.r15, r.rip,
+    (*h).regs = [
+        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
+        r.rip,
     ];
-    let sp = r.rsp;
-    h.g = 0;
-    h.goid = 0;
-    let mut stack_hi: u64 = 0;
+    (*h).g = 0;
+    (*h).goid = 0;
     if params.flags & PARAM_G_IN_R14 != 0 && r.r14 != 0 {
-        let g = r.r14;
-        h.g = g;
-        if let Some(goid) = read_user_u64(g + params.goid_offset as u64) {
-            h.goid = goid;
-            h.flags |= EV_GOID;
-        }
-        if let Some(hi) = read_user_u64(g + params.stack_hi_offset as u64) {
-            stack_hi = hi;
+        (*h).g = r.r14;
+        if let Some(goid) = read_user_u64(r.r14 + params.goid_offset as u64) {
+            (*h).goid = goid;
+            (*h).flags |= EV_GOID;
         }
     }
+    (h, r.rsp)
+}
 
-    // The goroutine stack from RSP to min(RSP + window, g.stack.hi): reading
-    // past stack.hi could fault on an unmapped page and lose the whole copy.
+/// The goroutine stack from RSP to min(RSP + window, g.stack.hi), as the
+/// first chunk: reading past stack.hi could fault and lose the whole copy.
+#[inline(always)]
+unsafe fn copy_stack(params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, g: u64) {
+    let sp = lc.sp;
     let mut len = params.stack_bytes as u64;
     if len > STACK_BYTES as u64 {
         len = STACK_BYTES as u64;
     }
-    if stack_hi > sp && stack_hi - sp < len {
-        len = stack_hi - sp;
+    if g != 0 {
+        if let Some(hi) = read_user_u64(g + params.stack_hi_offset as u64) {
+            if hi > sp && hi - sp < len {
+                len = hi - sp;
+            }
+        }
     }
-    let len = (len as u32) & (STACK_BYTES as u32 * 2 - 1);
-    h.stack_len = 0;
-    if len > 0 && len <= STACK_BYTES as u32 {
-        if read_user((*ev).stack.as_mut_ptr(), len, sp) == 0 {
-            h.stack_len = len;
+    if !emit_chunk(lc, sc, sp, len as u32, len as u32) {
+        (*((*sc).bytes.as_mut_ptr() as *mut EventHeader)).flags |= EV_STACK_FAULT;
+    }
+}
+
+/// Appends a chunk of `len` bytes read at `addr`. Returns false when the
+/// read failed (the chunk is then recorded with length 0).
+#[inline(always)]
+unsafe fn emit_chunk(lc: &mut LoopCtx, sc: *mut Scratch, addr: u64, len: u32, want: u32) -> bool {
+    let pos = lc.pos & DATA_MASK;
+    let base = (*sc).bytes.as_mut_ptr().add(HDR + pos as usize);
+    let ch = base as *mut Chunk;
+    (*ch).addr = addr;
+    (*ch).want = want;
+    let len = len & (MAX_CHUNK as u32 * 2 - 1);
+    let mut ok = true;
+    let mut got = 0u32;
+    if len > 0 && len <= MAX_CHUNK as u32 {
+        if read_user(base.add(16), len, addr) == 0 {
+            got = len;
         } else {
-            h.flags |= EV_STACK_FAULT;
-            st.read_errors += 1;
+            ok = false;
+            lc.read_errors += 1;
         }
     }
+    (*ch).len = got;
+    lc.pos = lc.pos + 16 + ((got + 7) & !7);
+    ok
+}
 
-    let regs = h.regs;
-    let n = params.n_ops as usize;
-    for i in 0..MAX_OPS {
-        let mut info = SlotInfo::default();
-        if i < n {
-            capture(&params.ops[i], &regs, sp, ev, i, st, &mut info);
+#[inline(always)]
+unsafe fn push(ws: *mut WorkStack, w: Work, lc: &mut LoopCtx) {
+    let n = (*ws).len;
+    if n >= WORK_DEPTH as u32 {
+        lc.flags |= EV_STEPS;
+        return;
+    }
+    (*ws).items[(n as usize) & (WORK_DEPTH - 1)] = w;
+    (*ws).len = n + 1;
+}
+
+/// Loads the u64 at data offset `off` of the event being built.
+#[inline(always)]
+unsafe fn data_u64(sc: *mut Scratch, off: u32) -> u64 {
+    let p = (*sc).bytes.as_ptr().add(HDR + (off & DATA_MASK) as usize) as *const u64;
+    core::ptr::read_unaligned(p)
+}
+
+/// The READ that a descriptor of `kind` over words `(w0, w1)` leads to.
+#[inline(always)]
+unsafe fn child(
+    kind: u8,
+    w0: u64,
+    w1: u64,
+    target: u32,
+    target2: u32,
+    depth: u32,
+    params: &ProbeParams,
+    lc: &mut LoopCtx,
+    sc: *mut Scratch,
+) -> Option<Work> {
+    let mk = |addr: u64, count: u64, tid: u32, want: u64| Work {
+        addr,
+        count: count as u32,
+        tid,
+        depth: depth + 1,
+        kind: W_READ,
+        chunk_off: 0,
+        elem: 0,
+        desc: 0,
+        want: if want > u32::MAX as u64 { u32::MAX } else { want as u32 },
+        rep: 0,
+        _pad: 0,
+    };
+    let cap = |n: u64, max: u32| if n > max as u64 { max as u64 } else { n };
+    if w0 == 0 {
+        return None;
+    }
+    match kind {
+        desc::PTR => Some(mk(w0, 1, target, 0)),
+        desc::STRING => {
+            if w1 == 0 {
+                return None;
+            }
+            Some(mk(w0, cap(w1, params.max_string), TID_BYTES, w1))
         }
-        (*ev).slots[i] = info;
+        desc::SLICE => {
+            if w1 == 0 {
+                return None;
+            }
+            Some(mk(w0, cap(w1, params.max_elems), target, 0))
+        }
+        desc::EFACE | desc::IFACE => {
+            let rtype = if kind == desc::IFACE {
+                // Keep the itab's type word in the event: the decoder needs
+                // the dynamic type too.
+                if lc.pos as u64 + 32 > params.max_bytes as u64 {
+                    lc.flags |= EV_BUDGET;
+                    return None;
+                }
+                let off = lc.pos + 16;
+                if !emit_chunk(lc, sc, w0 + 8, 8, 8) {
+                    return None;
+                }
+                data_u64(sc, off)
+            } else {
+                w0
+            };
+            if w1 == 0 {
+                return None;
+            }
+            let key = rtype.wrapping_add(params.rtype_bias);
+            let rt = RTYPES.get(&key)?;
+            Some(mk(w1, 1, rt.tid, 0))
+        }
+        desc::ARRAY_POW2 => {
+            let b = w1 & 0xff;
+            let n = if b > 30 { 1u64 << 30 } else { 1u64 << b };
+            Some(mk(w0, cap(n, params.max_elems), target, 0))
+        }
+        desc::ARRAY_MASK => Some(mk(w0, cap(w1 + 1, params.max_elems), target, 0)),
+        desc::SWISS_DIR => {
+            if w1 == 0 {
+                Some(mk(w0, 1, target, 0))
+            } else {
+                Some(mk(w0, cap(w1, params.max_elems), target2, 0))
+            }
+        }
+        _ => None,
     }
 }
 
-/// Runs one capture op into slot `i` and returns what it did.
+/// Evaluates a root's word source.
 #[inline(always)]
-unsafe fn capture(
-    op: &CaptureOp,
-    regs: &[u64; NUM_REGS],
-    sp: u64,
-    ev: *mut Event,
-    i: usize,
-    st: &mut ProbeStats,
-    info: &mut SlotInfo,
-) {
-    let (addr, count) = match (source(&op.addr, regs, sp, ev, i), source(&op.len, regs, sp, ev, i)) {
-        (Some(a), Some(c)) => (a, c),
-        _ => {
-            info.got = -14; // EFAULT: the address or length could not be read
-            st.read_errors += 1;
-            return;
-        }
-    };
-    // Saturate without 128-bit multiplication, which BPF cannot do.
-    let want = if count > u32::MAX as u64 {
-        u64::MAX
-    } else {
-        count * op.elem_size as u64
-    };
-    info.addr = addr;
-    info.want = want;
-    let mut take = want;
-    if take > op.max_bytes as u64 {
-        take = op.max_bytes as u64;
-    }
-    if take > SLOT_BYTES as u64 {
-        take = SLOT_BYTES as u64;
-    }
-    if take == 0 || addr == 0 {
-        return;
-    }
-    let take = (take as u32) & (SLOT_BYTES as u32 * 2 - 1);
-    if take == 0 || take > SLOT_BYTES as u32 {
-        return;
-    }
-    let ret = read_user((*ev).data[i & (MAX_OPS - 1)].as_mut_ptr(), take, addr);
-    if ret == 0 {
-        info.got = take as i32;
-    } else {
-        info.got = ret as i32;
-        st.read_errors += 1;
-    }
-}
-
-/// Evaluates a [`Source`] at the hit. Slot sources may only name slots of
-/// earlier ops (`< current`), which are already filled.
-#[inline(always)]
-unsafe fn source(
-    s: &Source,
-    regs: &[u64; NUM_REGS],
-    sp: u64,
-    ev: *mut Event,
-    current: usize,
-) -> Option<u64> {
+unsafe fn source(s: &Source, sc: *mut Scratch, sp: u64) -> u64 {
     match s.kind {
         SRC_REG => {
-            let i = s.index as usize;
+            let h = (*sc).bytes.as_ptr() as *const EventHeader;
+            let i = s.reg as usize;
             if i < NUM_REGS {
-                Some(regs[i])
+                (*h).regs[i]
             } else {
-                None
+                0
             }
         }
-        SRC_STACK => read_user_u64(sp.wrapping_add(s.offset as i64 as u64)),
-        SRC_SLOT => {
-            let k = s.index as usize;
-            let off = s.offset as usize;
-            if k >= current || k >= MAX_OPS || off > SLOT_BYTES - 8 {
-                return None;
+        SRC_STACK => read_user_u64(sp.wrapping_add(s.offset as i64 as u64)).unwrap_or(0),
+        SRC_CONST => s.offset as u32 as u64,
+        _ => 0,
+    }
+}
+
+/// One step of the walk (a `bpf_loop` callback): returns 1 to stop. Not
+/// exported: the verifier requires callbacks to be static functions.
+#[inline(never)]
+extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the LoopCtx on probe_entry's stack; maps are this CPU's.
+    unsafe {
+        let lc = &mut *(ctx as *mut LoopCtx);
+        let (Some(ws), Some(sc), Some(params)) = (WORK.get_ptr_mut(0), SCRATCH.get_ptr_mut(0), PROBES.get(lc.id)) else {
+            return 1;
+        };
+        let n = (*ws).len;
+        if n == 0 || n > WORK_DEPTH as u32 {
+            return 1;
+        }
+        lc.steps += 1;
+        let top = ((n - 1) as usize) & (WORK_DEPTH - 1);
+        let w = (*ws).items[top];
+        match w.kind {
+            W_ROOT => {
+                (*ws).len = n - 1;
+                let r = &params.roots[(w.chunk_off as usize) & (MAX_ROOTS - 1)];
+                let w0 = source(&r.w0, sc, lc.sp);
+                let w1 = source(&r.w1, sc, lc.sp);
+                if let Some(c) = child(r.kind, w0, w1, r.target, 0, 0, params, lc, sc) {
+                    push(ws, c, lc);
+                }
             }
-            let slot = &(*ev).slots[k & (MAX_OPS - 1)];
-            if slot.got < 0 || (slot.got as usize) < off + 8 {
-                return None;
+            W_READ => {
+                (*ws).len = n - 1;
+                if w.depth > params.max_depth {
+                    lc.flags |= EV_DEPTH;
+                    return 0;
+                }
+                let Some(ti) = TYPES.get(w.tid) else { return 0 };
+                let size = ti.size as u64;
+                if size == 0 || w.count == 0 {
+                    return 0;
+                }
+                let want = w.count as u64 * size;
+                let left = params.max_bytes as u64;
+                let left = if left > DATA_BYTES as u64 { DATA_BYTES as u64 } else { left };
+                let used = lc.pos as u64 + 16;
+                if used >= left {
+                    lc.flags |= EV_BUDGET;
+                    return 0;
+                }
+                let mut take = want;
+                if take > MAX_CHUNK as u64 {
+                    take = MAX_CHUNK as u64;
+                }
+                if take > left - used {
+                    take = left - used;
+                }
+                let elems = take / size;
+                if elems == 0 {
+                    lc.flags |= EV_BUDGET;
+                    return 0;
+                }
+                if elems < w.count as u64 {
+                    lc.flags |= EV_BUDGET;
+                }
+                let take = elems * size;
+                let full = if w.want != 0 { w.want as u64 } else { want };
+                let full = if full > u32::MAX as u64 { u32::MAX } else { full as u32 };
+                let data_off = lc.pos + 16;
+                if emit_chunk(lc, sc, w.addr, take as u32, full) && ti.n_descs > 0 {
+                    push(
+                        ws,
+                        Work { addr: 0, count: elems as u32, tid: w.tid, depth: w.depth, kind: W_SCAN, chunk_off: data_off, elem: 0, desc: 0, want: 0, rep: 0, _pad: 0 },
+                        lc,
+                    );
+                }
             }
-            let base = (*ev).data[k & (MAX_OPS - 1)].as_ptr();
-            let mut v: u64 = 0;
-            if gen::bpf_probe_read_kernel(
-                &mut v as *mut u64 as *mut _,
-                8,
-                base.add(off & (SLOT_BYTES - 1)) as *const _,
-            ) == 0
-            {
-                Some(v)
-            } else {
-                None
+            _ => {
+                // W_SCAN: visit descriptor `desc` of element `elem`.
+                let Some(ti) = TYPES.get(w.tid) else {
+                    (*ws).len = n - 1;
+                    return 0;
+                };
+                let d = &ti.descs[(w.desc as usize) & (MAX_DESCS - 1)];
+                let base = w.chunk_off + w.elem * ti.size + w.rep * d.stride;
+                let w0 = data_u64(sc, base + d.offset);
+                let w1 = match d.kind {
+                    desc::ARRAY_POW2 | desc::ARRAY_MASK | desc::SWISS_DIR => data_u64(sc, base + d.aux),
+                    _ => data_u64(sc, base + d.offset + 8),
+                };
+                // Advance the cursor before pushing the child on top of it.
+                let mut next = w;
+                next.rep += 1;
+                if next.rep >= d.repeat as u32 {
+                    next.rep = 0;
+                    next.desc += 1;
+                }
+                if next.desc >= ti.n_descs || next.desc >= MAX_DESCS as u32 {
+                    next.desc = 0;
+                    next.elem += 1;
+                }
+                if next.elem >= w.count {
+                    (*ws).len = n - 1;
+                } else {
+                    (*ws).items[top] = next;
+                }
+                if w.depth >= params.max_depth {
+                    if w0 != 0 {
+                        lc.flags |= EV_DEPTH;
+                    }
+                    return 0;
+                }
+                if let Some(c) = child(d.kind, w0, w1, d.target, d.target2, w.depth, params, lc, sc) {
+                    push(ws, c, lc);
+                }
             }
         }
-        SRC_CONST => Some(s.offset as u32 as u64),
-        _ => Some(0),
+        0
     }
 }
 

@@ -19,8 +19,10 @@ const XMM0: u16 = 17;
 /// Where each input parameter (results skipped) lives at the function entry,
 /// or `None` when a type is outside what the ABI model handles. Offsets of
 /// stack-assigned parameters are relative to RSP at the entry instruction.
-pub fn entry_locations(debug: &DebugInfo, params: &[Param]) -> Option<Vec<Vec<Piece>>> {
-    let mut ints = 0usize;
+/// `hidden_dict`: a generic's dictionary pointer is passed first (in RAX)
+/// without a DWARF parameter for it.
+pub fn entry_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -> Option<Vec<Vec<Piece>>> {
+    let mut ints = usize::from(hidden_dict);
     let mut floats = 0usize;
     let mut stack = 0u64;
     let mut out = vec![];
@@ -91,15 +93,9 @@ impl Assign<'_> {
             Kind::Complex => self.float(size / 2) && self.float(size / 2),
             Kind::String => self.int(8) && self.int(8),
             Kind::Slice { .. } => self.int(8) && self.int(8) && self.int(8),
-            Kind::Other { go_kind } => match *go_kind {
-                // map, chan, func, unsafe.Pointer: one pointer word.
-                crate::dwarf::go_kind::MAP
-                | crate::dwarf::go_kind::CHAN
-                | crate::dwarf::go_kind::FUNC
-                | crate::dwarf::go_kind::UNSAFE_POINTER => self.int(8),
-                crate::dwarf::go_kind::INTERFACE => self.int(8) && self.int(8),
-                _ => return None,
-            },
+            Kind::Map { .. } | Kind::Chan { .. } | Kind::Func | Kind::UnsafePointer => self.int(8),
+            Kind::Interface { .. } => self.int(8) && self.int(8),
+            Kind::Other { .. } => return None,
             Kind::Struct { fields } => {
                 let base = self.at;
                 for f in fields.clone() {

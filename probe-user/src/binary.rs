@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::error::Error;
 
@@ -80,6 +80,11 @@ impl Binary {
 
     pub fn object(&self) -> object::File<'_> {
         object::File::parse(&*self.data).expect("parsed in Binary::open")
+    }
+
+    /// The address of symbol `name` in the ELF symbol table.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.object().symbols().find(|s| s.name() == Ok(name)).map(|s| s.address())
     }
 
     /// The file offset of virtual address `addr`, where the kernel places a

@@ -21,6 +21,7 @@ use crate::error::Error;
 type R = gimli::EndianRcSlice<gimli::LittleEndian>;
 
 const DW_AT_GO_KIND: gimli::DwAt = gimli::DwAt(0x2900);
+const DW_AT_GO_RUNTIME_TYPE: gimli::DwAt = gimli::DwAt(0x2904);
 
 /// `reflect.Kind` values as Go's linker writes them in `DW_AT_go_kind`.
 pub mod go_kind {
@@ -62,8 +63,18 @@ pub enum Kind {
     Array { elem: TypeId, count: u64 },
     /// A named type (`DW_TAG_typedef`), e.g. `time.Duration` → `int64`.
     Named { target: TypeId },
-    /// Maps, channels, interfaces, funcs, unsafe.Pointer: decoded by later
-    /// capture work; shown as unavailable with the reason until then.
+    /// `interface{...}`: `empty` for `runtime.eface` (type, data), else
+    /// `runtime.iface` (itab, data).
+    Interface { empty: bool },
+    /// A map: one pointer to `header` (`hash<K,V>` up to Go 1.23, the Swiss
+    /// table `map<K,V>` from Go 1.24).
+    Map { header: TypeId },
+    /// A channel: one pointer to `header` (`hchan<T>`).
+    Chan { header: Option<TypeId> },
+    /// A func value: one pointer to a closure whose first word is the code PC.
+    Func,
+    UnsafePointer,
+    /// Anything else, by Go kind.
     Other { go_kind: u64 },
     /// Placeholder while a recursive type is being read.
     Pending,
@@ -138,6 +149,8 @@ pub struct DebugInfo {
     functions: Vec<Function>,
     by_name: HashMap<String, usize>,
     type_names: HashMap<String, DebugInfoOffset>,
+    /// `DW_AT_go_runtime_type` of type DIEs: offsets from `runtime.types`.
+    runtime_types: Vec<(DebugInfoOffset, u64)>,
     types: Vec<Type>,
     type_cache: HashMap<DebugInfoOffset, TypeId>,
 }
@@ -166,6 +179,7 @@ impl DebugInfo {
             functions: vec![],
             by_name: HashMap::new(),
             type_names: HashMap::new(),
+            runtime_types: vec![],
             types: vec![],
             type_cache: HashMap::new(),
         };
@@ -187,6 +201,15 @@ impl DebugInfo {
                     continue;
                 }
                 let tag = e.tag();
+                if tag != gimli::DW_TAG_subprogram {
+                    if let Some(rt) = e.attr_value(DW_AT_GO_RUNTIME_TYPE)?.and_then(|v| v.udata_value()) {
+                        if rt != 0 {
+                            if let Some(off) = e.offset().to_debug_info_offset(&unit.header) {
+                                self.runtime_types.push((off, rt));
+                            }
+                        }
+                    }
+                }
                 let name = match e.attr_value(gimli::DW_AT_name)? {
                     Some(v) => self.dwarf.attr_string(&unit, v)?.to_string_lossy()?.into_owned(),
                     None => continue,
@@ -249,6 +272,25 @@ impl DebugInfo {
     /// The function named exactly `name` (Go syntax: `main.(*Store).Put`).
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.by_name.get(name).map(|&i| &self.functions[i])
+    }
+
+    /// The shape instantiations of generic function `name`
+    /// (`main.Max` → `main.Max[go.shape.int]`, `main.Max[go.shape.string]`).
+    pub fn instantiations(&self, name: &str) -> Vec<&Function> {
+        let prefix = format!("{name}[");
+        self.functions.iter().filter(|f| f.name.starts_with(&prefix) && f.name.ends_with(']')).collect()
+    }
+
+    /// The function whose code contains `pc`.
+    pub fn function_at(&self, pc: u64) -> Option<&Function> {
+        self.functions.iter().find(|f| f.low_pc <= pc && pc < f.high_pc)
+    }
+
+    /// Every type DIE that has a Go runtime type descriptor, resolved, with
+    /// the descriptor's offset from `runtime.types`.
+    pub fn runtime_types(&mut self) -> Vec<(TypeId, u64)> {
+        let list = self.runtime_types.clone();
+        list.into_iter().filter_map(|(off, rt)| self.type_at(off).ok().map(|t| (t, rt))).collect()
     }
 
     pub fn ty(&self, id: TypeId) -> &Type {
@@ -430,7 +472,7 @@ impl DebugInfo {
                 Some(gimli::DW_ATE_signed) | Some(gimli::DW_ATE_signed_char) => Kind::Int,
                 Some(gimli::DW_ATE_unsigned) | Some(gimli::DW_ATE_unsigned_char) => {
                     if go_kind == go_kind::UNSAFE_POINTER {
-                        Kind::Other { go_kind }
+                        Kind::UnsafePointer
                     } else {
                         Kind::Uint
                     }
@@ -439,10 +481,16 @@ impl DebugInfo {
                 Some(gimli::DW_ATE_complex_float) => Kind::Complex,
                 _ => Kind::Other { go_kind },
             },
+            gimli::DW_TAG_subroutine_type => {
+                size = 8;
+                Kind::Func
+            }
             gimli::DW_TAG_pointer_type => {
                 size = 8;
                 if go_kind == go_kind::UNSAFE_POINTER {
-                    Kind::Other { go_kind }
+                    Kind::UnsafePointer
+                } else if go_kind == go_kind::FUNC {
+                    Kind::Func
                 } else {
                     let pointee = match type_attr {
                         Some(v) => Some(self.type_ref(ui, v)?),
@@ -498,14 +546,31 @@ impl DebugInfo {
             }
             _ => Kind::Other { go_kind },
         };
-        // Go's typedefs for maps, chans and interfaces carry their go_kind on
-        // the typedef itself; keep those opaque for now.
+        // Go's typedefs for maps, chans, interfaces and funcs carry their
+        // go_kind on the typedef itself; the target says the layout.
         let kind = match (&kind, go_kind) {
-            (Kind::Named { .. }, go_kind::MAP | go_kind::CHAN | go_kind::INTERFACE | go_kind::FUNC) => {
-                Kind::Other { go_kind }
+            (Kind::Named { target }, go_kind::MAP) => match self.types[*target].kind {
+                Kind::Pointer { pointee: Some(h) } => Kind::Map { header: h },
+                _ => Kind::Other { go_kind },
+            },
+            (Kind::Named { target }, go_kind::CHAN) => match self.types[*target].kind {
+                Kind::Pointer { pointee } => Kind::Chan { header: pointee },
+                _ => Kind::Other { go_kind },
+            },
+            (Kind::Named { target }, go_kind::INTERFACE) => {
+                let t = &self.types[*target];
+                let empty = t.name == "runtime.eface"
+                    || matches!(&t.kind, Kind::Struct { fields } if fields.first().is_some_and(|f| f.name == "_type"));
+                Kind::Interface { empty }
             }
+            (Kind::Named { .. }, go_kind::FUNC) => Kind::Func,
             _ => kind,
         };
+        if matches!(kind, Kind::Interface { .. }) {
+            size = 16;
+        } else if matches!(kind, Kind::Map { .. } | Kind::Chan { .. } | Kind::Func) {
+            size = 8;
+        }
         self.types[id] = Type { name, size, kind };
         Ok(id)
     }

@@ -9,14 +9,14 @@
 use std::{num::NonZeroU32, path::Path};
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         UProbe,
     },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
-use probe_common::{ProbeParams, ProbeStats, MAX_PROBES};
+use probe_common::{ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES};
 
 use crate::error::Error;
 
@@ -61,6 +61,22 @@ impl Kernel {
         let mut probes: Array<_, ProbeParams> = Array::try_from(self.ebpf.map_mut("PROBES").expect("PROBES map"))
             .map_err(|e| Error::Kernel(format!("PROBES map: {e}")))?;
         probes.set(id, params, 0).map_err(|e| Error::Kernel(format!("writing probe {id}: {e}")))
+    }
+
+    /// Writes the binary's type tables (before attaching any probe).
+    pub fn write_tables(&mut self, types: &[TypeInfo], rtypes: &[(u64, u32)]) -> Result<(), Error> {
+        let mut t: Array<_, TypeInfo> = Array::try_from(self.ebpf.map_mut("TYPES").expect("TYPES map"))
+            .map_err(|e| Error::Kernel(format!("TYPES map: {e}")))?;
+        for (i, info) in types.iter().enumerate() {
+            t.set(i as u32, info, 0).map_err(|e| Error::Kernel(format!("writing type {i}: {e}")))?;
+        }
+        let mut r: BpfHashMap<_, u64, RType> = BpfHashMap::try_from(self.ebpf.map_mut("RTYPES").expect("RTYPES map"))
+            .map_err(|e| Error::Kernel(format!("RTYPES map: {e}")))?;
+        for (addr, tid) in rtypes.iter().take(probe_common::MAX_RTYPES as usize) {
+            r.insert(addr, RType { tid: *tid, _pad: 0 }, 0)
+                .map_err(|e| Error::Kernel(format!("writing runtime type {addr:#x}: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Attaches probe `id` at `offset` in `target` (a path the kernel resolves
@@ -110,6 +126,7 @@ impl Kernel {
             sum.hits += s.hits;
             sum.ringbuf_drops += s.ringbuf_drops;
             sum.read_errors += s.read_errors;
+            sum.truncated += s.truncated;
             sum.unconfigured += s.unconfigured;
         }
         Ok(sum)

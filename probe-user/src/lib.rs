@@ -2,20 +2,20 @@
 //!
 //! The pipeline, one module per noun (see docs/ARCHITECTURE.md):
 //! [`target`] → [`binary`] → [`dwarf`] → [`resolve`] (resolved probe) →
-//! [`plan`] (capture plan) → [`kernel`] (eBPF maps, uprobes, ring buffer) →
+//! [`capture`] (capture plan) → [`kernel`] (eBPF maps, uprobes, ring buffer) →
 //! [`decode`] → [`value`] → [`output`]; [`session`] runs it for `probe attach`.
 //!
-//! `binary`, `dwarf`, `resolve`, `plan`, `decode`, `value` and `output` use
+//! `binary`, `dwarf`, `abi`, `prologue`, `resolve`, `capture`, `decode`, `value` and `output` use
 //! neither aya nor tokio, so they unit-test without root.
 
 pub mod abi;
 pub mod binary;
+pub mod capture;
 pub mod decode;
 pub mod dwarf;
 pub mod error;
 pub mod kernel;
 pub mod output;
-pub mod plan;
 pub mod prologue;
 pub mod resolve;
 pub mod session;

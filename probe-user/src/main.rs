@@ -4,6 +4,7 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use probe::{
+    capture::Limits,
     output::Format,
     resolve::{list_symbols, Program},
     session::{self, AttachOptions},
@@ -80,6 +81,19 @@ struct AttachArgs {
     /// Stop after this long (e.g. 30s, 5m).
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Pointer hops followed from each argument.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    max_depth: u32,
+    /// Bytes of each string captured.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_string)]
+    max_string: u32,
+    /// Elements of each slice, array or map captured.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_elems)]
+    max_elems: u32,
+    /// Bytes of memory captured per hit, all values together (at most 16384).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_bytes,
+          value_parser = clap::value_parser!(u32).range(64..=probe_common::DATA_BYTES as i64))]
+    max_bytes: u32,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -108,7 +122,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
             };
             let format = a.format.unwrap_or(if std::io::stdout().is_terminal() { Format::Pretty } else { Format::Json });
-            let opts = AttachOptions { target, funcs: a.funcs, format, max_hits: a.max_hits, duration: a.duration };
+            let limits =
+                Limits { max_depth: a.max_depth, max_string: a.max_string, max_elems: a.max_elems, max_bytes: a.max_bytes };
+            let opts = AttachOptions { target, funcs: a.funcs, format, max_hits: a.max_hits, duration: a.duration, limits };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(session::run(opts))?;
             eprint!("{summary}");

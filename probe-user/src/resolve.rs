@@ -5,12 +5,14 @@
 //! Free of aya and tokio. Near-match suggestions for unknown names and the
 //! `probe symbols` listing live here too, as they search the same index.
 
+use std::collections::HashMap;
+
 use crate::{
     abi,
     binary::Binary,
-    dwarf::{DebugInfo, Function, Param, RuntimeLayout},
+    capture::{self, Limits, ProbePlan, Tables},
+    dwarf::{DebugInfo, Function, Param, RuntimeLayout, TypeId},
     error::Error,
-    plan::{self, CapturePlan},
     prologue,
 };
 
@@ -25,7 +27,7 @@ pub struct ResolvedProbe {
     /// `pc` as an offset into the ELF file, where the uprobe goes.
     pub file_offset: u64,
     pub params: Vec<Param>,
-    pub plan: CapturePlan,
+    pub plan: ProbePlan,
 }
 
 /// A target binary with its DWARF, ready to resolve probes against.
@@ -33,6 +35,10 @@ pub struct Program {
     pub binary: Binary,
     pub debug: DebugInfo,
     pub runtime: RuntimeLayout,
+    /// Kernel type tables shared by every probe on this binary.
+    pub tables: Tables,
+    /// Runtime type descriptor address → DWARF type (for interfaces).
+    pub rtypes: HashMap<u64, TypeId>,
 }
 
 impl Program {
@@ -45,16 +51,41 @@ impl Program {
             path: path.to_owned(),
             reason: "no runtime.g type with goid and stack fields".into(),
         })?;
-        Ok(Self { binary, debug, runtime })
+        Ok(Self { binary, debug, runtime, tables: Tables::new(), rtypes: HashMap::new() })
     }
 
-    /// Resolves `--func NAME`.
+    /// Registers the binary's runtime type descriptors so interfaces can be
+    /// followed to their dynamic values (needs the `runtime.types` symbol).
+    pub fn load_runtime_types(&mut self) {
+        if let Some(base) = self.binary.symbol("runtime.types") {
+            self.rtypes = self.tables.register_rtypes(&mut self.debug, base);
+        }
+    }
+
+    /// Resolves `--func NAME` with default limits; see [`Program::resolve`].
     pub fn resolve_func(&mut self, name: &str) -> Result<ResolvedProbe, Error> {
-        let function = self.debug.function(name).cloned().ok_or_else(|| Error::UnknownFunction {
-            name: name.to_owned(),
-            path: self.binary.path.clone(),
-            near: near_matches(self.debug.functions().iter().map(|f| f.name.as_str()), name, 5),
-        })?;
+        Ok(self.resolve(name, Limits::default())?.remove(0))
+    }
+
+    /// Resolves `--func NAME`: the function, or every shape instantiation of
+    /// a generic function named without its type arguments (`main.Max`).
+    pub fn resolve(&mut self, name: &str, limits: Limits) -> Result<Vec<ResolvedProbe>, Error> {
+        let funcs: Vec<Function> = match self.debug.function(name) {
+            Some(f) => vec![f.clone()],
+            None => self.debug.instantiations(name).into_iter().cloned().collect(),
+        };
+        if funcs.is_empty() {
+            return Err(Error::UnknownFunction {
+                name: name.to_owned(),
+                path: self.binary.path.clone(),
+                near: near_matches(self.debug.functions().iter().map(|f| f.name.as_str()), name, 5),
+            });
+        }
+        funcs.into_iter().map(|f| self.resolve_one(name, f, limits)).collect()
+    }
+
+    fn resolve_one(&mut self, spec: &str, function: Function, limits: Limits) -> Result<ResolvedProbe, Error> {
+        let name = function.name.clone();
         let entry = function.low_pc;
         let not_loadable = || {
             Error::Unsupported(format!("{name} at {entry:#x} is not in a loadable segment of {}", self.binary.path.display()))
@@ -71,13 +102,16 @@ impl Program {
         })?;
         // At the entry the register ABI says exactly where every argument is;
         // DWARF location lists remain the fallback for types it cannot place.
-        if let Some(locs) = abi::entry_locations(&self.debug, &params) {
+        // A shape-instantiated generic takes its dictionary first, in RAX,
+        // whether or not DWARF lists it (Go 1.21 does not).
+        let hidden_dict = name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict");
+        if let Some(locs) = abi::entry_locations(&self.debug, &params, hidden_dict) {
             for (p, pieces) in params.iter_mut().filter(|p| !p.is_result).zip(locs) {
                 p.pieces = pieces;
             }
         }
-        let plan = plan::compile(&self.debug, &params);
-        Ok(ResolvedProbe { spec: name.to_owned(), function, pc, file_offset, params, plan })
+        let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+        Ok(ResolvedProbe { spec: spec.to_owned(), function, pc, file_offset, params, plan })
     }
 }
 

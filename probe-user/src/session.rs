@@ -10,11 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_common::{Event, ProbeParams, EVENT_MAGIC, PARAM_ENABLED, PARAM_G_IN_R14};
+use probe_common::{ProbeParams, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, STACK_BYTES};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    decode,
+    capture::Limits,
+    decode::{self, RawEvent},
     error::Error,
     kernel::{Kernel, ENTRY_PROGRAM},
     output::{Format, Hit},
@@ -30,6 +31,7 @@ pub struct AttachOptions {
     pub format: Format,
     pub max_hits: Option<u64>,
     pub duration: Option<Duration>,
+    pub limits: Limits,
 }
 
 /// Why the session ended.
@@ -49,6 +51,7 @@ pub struct ProbeSummary {
     pub shown: u64,
     pub dropped: u64,
     pub read_errors: u64,
+    pub truncated: u64,
 }
 
 /// The end-of-run report.
@@ -71,8 +74,8 @@ impl std::fmt::Display for Summary {
         for p in &self.probes {
             writeln!(
                 f,
-                "  {}: {} hits, {} shown, {} dropped (ring buffer full), {} memory reads failed",
-                p.spec, p.hits, p.shown, p.dropped, p.read_errors
+                "  {}: {} hits, {} shown, {} dropped (ring buffer full), {} cut by capture limits, {} memory reads failed",
+                p.spec, p.hits, p.shown, p.dropped, p.truncated, p.read_errors
             )?;
         }
         Ok(())
@@ -81,17 +84,22 @@ impl std::fmt::Display for Summary {
 
 /// Kernel params for one probe from its plan and the runtime layout.
 pub fn probe_params(p: &ResolvedProbe, program: &Program) -> ProbeParams {
+    let l = p.plan.limits;
     let mut params = ProbeParams {
         goid_offset: program.runtime.goid_offset as u32,
         stack_hi_offset: program.runtime.stack_hi_offset as u32,
-        stack_bytes: p.plan.stack_bytes,
-        n_ops: p.plan.ops.len() as u32,
+        stack_bytes: STACK_BYTES,
         // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
         flags: PARAM_ENABLED | PARAM_G_IN_R14,
+        max_bytes: l.max_bytes,
+        max_string: l.max_string,
+        max_elems: l.max_elems,
+        max_depth: l.max_depth,
+        n_roots: p.plan.roots.len().min(MAX_ROOTS) as u32,
         ..Default::default()
     };
-    for (i, op) in p.plan.ops.iter().enumerate() {
-        params.ops[i] = *op;
+    for (i, r) in p.plan.roots.iter().take(MAX_ROOTS).enumerate() {
+        params.roots[i] = *r;
     }
     params
 }
@@ -128,13 +136,15 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     })?;
     let mut probes = vec![];
     for f in &opts.funcs {
-        probes.push(program.resolve_func(f).map_err(|e| match e {
+        probes.extend(program.resolve(f, opts.limits).map_err(|e| match e {
             Error::UnknownFunction { name, near, .. } => Error::UnknownFunction { name, path: target.display.clone(), near },
             other => other,
         })?);
     }
+    program.load_runtime_types();
 
     let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
+    kernel.write_tables(&program.tables.types, &program.tables.rtypes)?;
     for (id, p) in probes.iter().enumerate() {
         kernel.configure(id as u32, &probe_params(p, &program))?;
     }
@@ -180,7 +190,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                     if opts.max_hits.is_some_and(|m| total >= m) {
                         continue; // drain, but show no more than asked
                     }
-                    if let Some((id, line)) = render(&item, &probes, wall, opts.format) {
+                    if let Some((id, line)) = render(&item, &probes, &program, wall, opts.format) {
                         shown[id] += 1;
                         total += 1;
                         if out.write_all(line.as_bytes()).is_err() {
@@ -216,7 +226,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     if reason != StopReason::MaxHits {
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
-            if let Some((id, line)) = render(&item, &probes, wall, opts.format) {
+            if let Some((id, line)) = render(&item, &probes, &program, wall, opts.format) {
                 if opts.max_hits.is_some_and(|m| total >= m) {
                     break;
                 }
@@ -237,6 +247,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             shown: shown[id],
             dropped: st.ringbuf_drops,
             read_errors: st.read_errors,
+            truncated: st.truncated,
         });
     }
     drop(kernel); // detaches every uprobe
@@ -244,18 +255,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
 }
 
 /// Decodes one ring-buffer record into an output line.
-fn render(bytes: &[u8], probes: &[ResolvedProbe], wall: i128, format: Format) -> Option<(usize, String)> {
-    if bytes.len() < std::mem::size_of::<Event>() {
-        return None;
-    }
-    // SAFETY: Event is plain old data and the buffer is at least that long.
-    let ev: Box<Event> = unsafe {
-        let mut b = Box::<Event>::new_uninit();
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), b.as_mut_ptr().cast::<u8>(), std::mem::size_of::<Event>());
-        b.assume_init()
-    };
-    if ev.header.magic != EVENT_MAGIC {
-        return None;
+fn render(bytes: &[u8], probes: &[ResolvedProbe], program: &Program, wall: i128, format: Format) -> Option<(usize, String)> {
+    let ev = RawEvent::parse(bytes)?;
+    if std::env::var_os("PROBE_DEBUG_EVENTS").is_some() {
+        eprintln!("{}", ev.describe());
     }
     let id = ev.header.probe_id as usize;
     let probe = probes.get(id)?;
@@ -265,7 +268,7 @@ fn render(bytes: &[u8], probes: &[ResolvedProbe], wall: i128, format: Format) ->
         tid: ev.header.tid,
         goid: (ev.header.flags & probe_common::EV_GOID != 0).then_some(ev.header.goid),
         time_ns: wall + ev.header.ktime_ns as i128,
-        args: decode::decode_args(&probe.plan, &ev),
+        args: decode::decode_args(&program.debug, &program.rtypes, &probe.plan, &ev),
     };
     let line = match format {
         Format::Json => {

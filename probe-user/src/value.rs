@@ -25,12 +25,31 @@ pub enum Value {
     List { items: Vec<Value>, len: u64 },
     /// Could not be read, and why.
     Unavailable(String),
+    /// `complex64`/`complex128`: JSON `"(1+2i)"` as Go prints it.
+    Complex(f64, f64),
+    /// A map: `entries` captured, `len` its real length. JSON: an object
+    /// keyed by the keys rendered as strings.
+    Map { entries: Vec<(Value, Value)>, len: u64 },
+    /// A non-nil interface: its dynamic type and value.
+    Iface { type_name: String, value: Box<Value> },
+    /// A non-nil channel.
+    Chan { type_name: String, len: u64, cap: u64 },
+    /// A non-nil func: the function's name.
+    Func(String),
+    /// An `unsafe.Pointer`.
+    Addr(u64),
+    /// A pointer back to a value already being shown (a cycle).
+    Cycle(u64),
+    /// `time.Time`: its fields in JSON (the contract), `text` in pretty output.
+    Time { fields: Box<Value>, text: String },
 }
 
 /// JSON key marking a value Probe could not read (Go identifiers never start with `@`).
 pub const UNAVAILABLE_KEY: &str = "@unavailable";
 /// JSON key marking a value cut short by capture limits; `@len` gives its full length.
 pub const TRUNCATED_KEY: &str = "@truncated";
+/// JSON key marking a pointer back to a value already shown (its address).
+pub const CYCLE_KEY: &str = "@cycle";
 
 impl Value {
     /// The JSON contract: see the README's "JSON events" section.
@@ -66,6 +85,36 @@ impl Value {
                 }
             }
             Value::Unavailable(why) => json!({ UNAVAILABLE_KEY: why }),
+            Value::Complex(re, im) => Json::String(go_complex(*re, *im)),
+            Value::Map { entries, len } => {
+                let mut m = Map::new();
+                for (k, v) in entries {
+                    m.insert(k.key_string(), v.to_json());
+                }
+                if (entries.len() as u64) < *len {
+                    json!({ TRUNCATED_KEY: Json::Object(m), "@len": len })
+                } else {
+                    Json::Object(m)
+                }
+            }
+            Value::Iface { type_name, value } => json!({ "type": type_name, "value": value.to_json() }),
+            Value::Chan { type_name, len, cap } => json!({ "type": type_name, "len": len, "cap": cap }),
+            Value::Func(name) => Json::String(name.clone()),
+            Value::Addr(a) => Json::String(format!("{a:#x}")),
+            Value::Cycle(a) => json!({ CYCLE_KEY: format!("{a:#x}") }),
+            Value::Time { fields, .. } => fields.to_json(),
+        }
+    }
+
+    /// A map key as a JSON object key.
+    pub fn key_string(&self) -> String {
+        match self {
+            Value::Str { text, .. } => text.clone(),
+            Value::Pointer(v) => v.key_string(),
+            other => {
+                let p = other.pretty();
+                p
+            }
         }
     }
 
@@ -120,6 +169,32 @@ impl Value {
                 out.push(']');
             }
             Value::Unavailable(why) => write!(out, "<unavailable: {why}>").unwrap(),
+            Value::Complex(re, im) => out.push_str(&go_complex(*re, *im)),
+            Value::Map { entries, len } => {
+                out.push_str("map[");
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    k.write_pretty(out);
+                    out.push(':');
+                    v.write_pretty(out);
+                }
+                if (entries.len() as u64) < *len {
+                    write!(out, " …(+{} more)", len - entries.len() as u64).unwrap();
+                }
+                out.push(']');
+            }
+            Value::Iface { type_name, value } => {
+                write!(out, "{type_name}(").unwrap();
+                value.write_pretty(out);
+                out.push(')');
+            }
+            Value::Chan { type_name, len, cap } => write!(out, "({type_name} len={len} cap={cap})").unwrap(),
+            Value::Func(name) => out.push_str(name),
+            Value::Addr(a) => write!(out, "{a:#x}").unwrap(),
+            Value::Cycle(a) => write!(out, "<cycle to {a:#x}>").unwrap(),
+            Value::Time { text, .. } => out.push_str(text),
         }
     }
 }
@@ -142,6 +217,12 @@ fn go_float(f: f64) -> String {
     } else {
         format!("{f}")
     }
+}
+
+/// Formats like Go's `%v` of a complex number: `(1+2i)`.
+pub fn go_complex(re: f64, im: f64) -> String {
+    let sign = if im >= 0.0 || im.is_nan() { "+" } else { "" };
+    format!("({}{sign}{}i)", go_float(re), go_float(im))
 }
 
 /// Formats like Go's `time.Duration.String` (`1h2m3.5s`, `1.5ms`, `0s`).
