@@ -102,6 +102,11 @@ struct LoopCtx {
     flags: u32,
     read_errors: u32,
     steps: u32,
+    /// Data bytes the current root's walk may use: each root gets an equal
+    /// share of what is left when it starts, so one large argument cannot
+    /// starve the others.
+    root_limit: u32,
+    _pad: u32,
     sp: u64,
 }
 
@@ -154,7 +159,7 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     // SAFETY: per-CPU scratch, large enough for the header (checked at compile time).
     let (hdr, sp) = unsafe { fill_header(ctx, id, params, sc) };
 
-    let mut lc = LoopCtx { id, pos: 0, flags: 0, read_errors: 0, steps: 0, sp };
+    let mut lc = LoopCtx { id, pos: 0, flags: 0, read_errors: 0, steps: 0, root_limit: 0, _pad: 0, sp };
     // SAFETY: scratch and work stack are this CPU's; bounds checked inside.
     unsafe {
         copy_stack(params, &mut lc, sc, (*hdr).g);
@@ -411,6 +416,11 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
         match w.kind {
             W_ROOT => {
                 (*ws).len = n - 1;
+                // Roots left, this one included, are exactly those on the stack.
+                let max = if params.max_bytes > DATA_BYTES as u32 { DATA_BYTES as u32 } else { params.max_bytes };
+                if lc.pos < max {
+                    lc.root_limit = lc.pos + (max - lc.pos) / n;
+                }
                 let r = &params.roots[(w.chunk_off as usize) & (MAX_ROOTS - 1)];
                 let w0 = source(&r.w0, sc, lc.sp);
                 let w1 = source(&r.w1, sc, lc.sp);
@@ -432,6 +442,7 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
                 let want = w.count as u64 * size;
                 let left = params.max_bytes as u64;
                 let left = if left > DATA_BYTES as u64 { DATA_BYTES as u64 } else { left };
+                let left = if (lc.root_limit as u64) < left { lc.root_limit as u64 } else { left };
                 let used = lc.pos as u64 + 16;
                 if used >= left {
                     lc.flags |= EV_BUDGET;

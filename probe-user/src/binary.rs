@@ -82,6 +82,12 @@ impl Binary {
         object::File::parse(&*self.data).expect("parsed in Binary::open")
     }
 
+    /// `len` bytes of the file's initialised data at virtual address `addr`.
+    pub fn read_virt(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        let off = self.file_offset(addr)?;
+        self.data.get(off as usize..(off + len) as usize)
+    }
+
     /// The address of symbol `name` in the ELF symbol table.
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.object().symbols().find(|s| s.name() == Ok(name)).map(|s| s.address())

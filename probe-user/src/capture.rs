@@ -232,7 +232,9 @@ impl Tables {
     pub fn register_rtypes(&mut self, d: &mut DebugInfo, types_base: u64) -> HashMap<u64, TypeId> {
         let mut by_addr = HashMap::new();
         for (ty, off) in d.runtime_types() {
-            let addr = types_base + off;
+            // An offset from runtime.types (what Go emits), or already an
+            // address inside the types section.
+            let addr = if off >= types_base { off } else { types_base + off };
             by_addr.entry(addr).or_insert(ty);
             if self.types.len() >= MAX_TYPES as usize - 64 {
                 continue; // keep room for the probes' own types

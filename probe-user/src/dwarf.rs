@@ -202,7 +202,12 @@ impl DebugInfo {
                 }
                 let tag = e.tag();
                 if tag != gimli::DW_TAG_subprogram {
-                    if let Some(rt) = e.attr_value(DW_AT_GO_RUNTIME_TYPE)?.and_then(|v| v.udata_value()) {
+                    let rt = match e.attr_value(DW_AT_GO_RUNTIME_TYPE)? {
+                        Some(AttributeValue::Addr(a)) => Some(a),
+                        Some(v) => v.udata_value(),
+                        None => None,
+                    };
+                    if let Some(rt) = rt {
                         if rt != 0 {
                             if let Some(off) = e.offset().to_debug_info_offset(&unit.header) {
                                 self.runtime_types.push((off, rt));
@@ -306,6 +311,14 @@ impl DebugInfo {
             }
         }
         &self.types[id]
+    }
+
+    /// A pointer type to `elem` that DWARF does not describe (Go omits
+    /// pointer types no variable uses, yet interfaces can hold them).
+    pub fn add_pointer_type(&mut self, elem: TypeId) -> TypeId {
+        let name = format!("*{}", self.types[elem].name);
+        self.types.push(Type { name, size: 8, kind: Kind::Pointer { pointee: Some(elem) } });
+        self.types.len() - 1
     }
 
     /// A named type by its Go name (`runtime.g`).

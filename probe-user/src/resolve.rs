@@ -57,8 +57,27 @@ impl Program {
     /// Registers the binary's runtime type descriptors so interfaces can be
     /// followed to their dynamic values (needs the `runtime.types` symbol).
     pub fn load_runtime_types(&mut self) {
-        if let Some(base) = self.binary.symbol("runtime.types") {
-            self.rtypes = self.tables.register_rtypes(&mut self.debug, base);
+        let Some(base) = self.binary.symbol("runtime.types") else { return };
+        self.rtypes = self.tables.register_rtypes(&mut self.debug, base);
+        // Pointer types that DWARF leaves out (no variable has them) are
+        // still reachable through interfaces: find each described type's
+        // pointer type through its runtime descriptor's PtrToThis (an offset
+        // from runtime.types at +44 of abi.Type, see internal/abi/type.go).
+        let known: Vec<(u64, TypeId)> = self.rtypes.iter().map(|(a, t)| (*a, *t)).collect();
+        for (addr, ty) in known {
+            let Some(b) = self.binary.read_virt(addr + 44, 4) else { continue };
+            let off = i32::from_le_bytes(b.try_into().unwrap());
+            if off <= 0 {
+                continue;
+            }
+            let paddr = base + off as u64;
+            if self.rtypes.contains_key(&paddr) {
+                continue;
+            }
+            let pt = self.debug.add_pointer_type(ty);
+            self.rtypes.insert(paddr, pt);
+            let tid = self.tables.tid(&self.debug, ty);
+            self.tables.rtypes.push((paddr, tid));
         }
     }
 

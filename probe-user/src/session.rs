@@ -242,7 +242,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     for (id, p) in probes.iter().enumerate() {
         let st = kernel.stats(id as u32)?;
         summaries.push(ProbeSummary {
-            spec: p.spec.clone(),
+            spec: if p.spec == p.function.name { p.spec.clone() } else { format!("{} ({})", p.spec, p.function.name) },
             hits: st.hits,
             shown: shown[id],
             dropped: st.ringbuf_drops,

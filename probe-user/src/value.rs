@@ -88,8 +88,13 @@ impl Value {
             Value::Complex(re, im) => Json::String(go_complex(*re, *im)),
             Value::Map { entries, len } => {
                 let mut m = Map::new();
-                for (k, v) in entries {
-                    m.insert(k.key_string(), v.to_json());
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    // Keys that could not be read must not collide.
+                    let key = match k {
+                        Value::Unavailable(_) => format!("{UNAVAILABLE_KEY}#{i}"),
+                        k => k.key_string(),
+                    };
+                    m.insert(key, v.to_json());
                 }
                 if (entries.len() as u64) < *len {
                     json!({ TRUNCATED_KEY: Json::Object(m), "@len": len })
@@ -109,6 +114,8 @@ impl Value {
     /// A map key as a JSON object key.
     pub fn key_string(&self) -> String {
         match self {
+            // A key cut by --max-string must not pass for a shorter key.
+            Value::Str { text, truncated: true, .. } => format!("{text}…"),
             Value::Str { text, .. } => text.clone(),
             Value::Pointer(v) => v.key_string(),
             other => {

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 /// Go versions installed and tested by default (oldest and newest supported).
-const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
+const GO_VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 #[derive(Parser)]
