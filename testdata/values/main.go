@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"time"
@@ -48,6 +49,17 @@ type Order struct {
 }
 
 // Node is recursive; a ring of Nodes is a pointer cycle.
+// Nums holds floats and complex numbers in memory, where a uprobe can read
+// them (as arguments they travel in XMM registers, which it cannot).
+type Nums struct {
+	F32  float32
+	F64  float64
+	C64  complex64
+	C128 complex128
+	Inf  float64
+	NaN  float64
+}
+
 type Node struct {
 	Val  int
 	Next *Node
@@ -69,12 +81,13 @@ func (e *CodeErr) Error() string { return "code " + strconv.Itoa(e.Code) }
 
 // scalars(N): b=N%2==0, i8=int8(N%100), i16=-N, i32=N*3, i64=-N<<33,
 // u8=uint8(N), u16=uint16(N*7), u32=N*5, u64=N<<40, i=-N, u=N*11,
-// uptr=N*13, c64=complex(N, -N), c128=complex(N/2, 2N), up=unsafe.Pointer(&global)
+// uptr=N*13, c64=complex(N, -N), c128=complex(N/2, 2N), up=unsafe.Pointer(&global),
+// nums=&Nums{N/4, N/8, complex(N, -N), complex(N/2, 2N), +Inf, NaN}
 //
 //go:noinline
 func scalars(b bool, i8 int8, i16 int16, i32 int32, i64 int64, u8 uint8, u16 uint16,
 	u32 uint32, u64 uint64, i int, u uint, uptr uintptr, c64 complex64, c128 complex128,
-	up unsafe.Pointer) int {
+	up unsafe.Pointer, nums *Nums) int {
 	if b {
 		return int(i8) + int(i16) + int(i32) + int(i64) + int(u8) + int(u16) + int(u32) + int(u64) + i + int(u) + int(uptr) + int(real(c64)) + int(imag(c128)) + int(uintptr(up)&1)
 	}
@@ -146,7 +159,9 @@ var global int64 = 42
 func step(n int, bigSlice []int64, st *State) {
 	scalars(n%2 == 0, int8(n%100), int16(-n), int32(n*3), -int64(n)<<33, uint8(n), uint16(n*7),
 		uint32(n*5), uint64(n)<<40, -n, uint(n*11), uintptr(n*13),
-		complex(float32(n), float32(-n)), complex(float64(n)/2, float64(2*n)), unsafe.Pointer(&global))
+		complex(float32(n), float32(-n)), complex(float64(n)/2, float64(2*n)), unsafe.Pointer(&global),
+		&Nums{float32(n) / 4, float64(n) / 8, complex(float32(n), float32(-n)), complex(float64(n)/2, float64(2*n)),
+			math.Inf(1), math.NaN()})
 
 	o := &Order{
 		Base:     Base{ID: int64(n), Tag: "t" + strconv.Itoa(n)},
