@@ -14,7 +14,7 @@ use probe::decode::RawEvent;
 use probe_common::{desc, reg, Chunk, EventHeader, EVENT_MAGIC, EV_GOID, NUM_REGS};
 use serde_json::json;
 
-const GO_VERSIONS: &[&str] = &["1.21.13", "1.27.3"];
+const GO_VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
 
 fn testdata(version: &str, program: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/testdata");
@@ -208,5 +208,43 @@ fn decodes_captured_bytes_into_go_values() {
         assert_eq!(j["key"]["@len"], json!(1000));
         assert_eq!(j["key"]["@truncated"].as_str().unwrap().len(), 256);
         assert!(j["val"]["@unavailable"].as_str().unwrap().contains("--max-bytes"), "{}", j["val"]);
+    }
+}
+
+#[test]
+fn capture_plans_describe_maps_interfaces_and_arrays_per_go_release() {
+    for v in GO_VERSIONS {
+        let mut prog = Program::open(&testdata(v, "values")).unwrap();
+        let p = prog.resolve_func("main.composite").unwrap();
+        // o (pointer), pts (slice), arr (no pointers: no root), m, mp, nilm
+        // (map headers), empty, nils (slices), nilp (pointer).
+        let kinds: Vec<u8> = p.plan.roots.iter().map(|r| r.kind).collect();
+        use desc::*;
+        assert_eq!(kinds, [PTR, SLICE, PTR, PTR, PTR, SLICE, SLICE, PTR], "go{v}");
+        // The map header's walk depends on the release's map layout.
+        let header = &prog.tables.types[p.plan.roots[2].target as usize];
+        let hk = header.descs[0].kind;
+        if v.starts_with("1.21") {
+            assert_eq!(hk, ARRAY_POW2, "go{v}: hash<K,V>.buckets, 1 << B of them");
+        } else {
+            assert_eq!(hk, SWISS_DIR, "go{v}: Swiss directory or single group");
+        }
+        // [2]string inside Order: one descriptor repeated twice.
+        let order = prog.debug.type_by_name("main.Order").unwrap();
+        let t = prog.tables.tid(&prog.debug, order);
+        let info = prog.tables.types[t as usize];
+        assert!(info.descs[..info.n_descs as usize].iter().any(|d| d.kind == STRING && d.repeat == 2 && d.stride == 16), "go{v}: {info:?}");
+        let i = prog.resolve_func("main.ifaces").unwrap();
+        let kinds: Vec<u8> = i.plan.roots.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [EFACE, IFACE, IFACE, IFACE, IFACE, IFACE, EFACE, EFACE], "go{v}");
+        // Generic shape instantiations are found from the plain name; the
+        // dictionary argument is hidden and accounted for in the ABI.
+        let max = prog.resolve("main.Max", probe::capture::Limits::default()).unwrap();
+        assert_eq!(max.len(), 2, "go{v}");
+        for m in &max {
+            let names: Vec<_> = m.plan.params.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["a", "b"], "go{v}: {}", m.function.name);
+            assert_eq!(m.plan.params[0].pieces[0].place, Place::Reg(3), "go{v}: RAX carries the dictionary, a is in RBX");
+        }
     }
 }
