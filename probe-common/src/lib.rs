@@ -88,6 +88,9 @@ pub const SRC_REG: u8 = 1;
 pub const SRC_STACK: u8 = 2;
 /// The constant `offset`.
 pub const SRC_CONST: u8 = 4;
+/// The address `rsp + offset`: a stack-resident variable, read and walked
+/// as if a pointer pointed at it.
+pub const SRC_SP: u8 = 5;
 
 /// What the words at a descriptor mean, i.e. what to read next. `w0` is the
 /// word at the descriptor's offset, `w1` the one after it (or at `aux`).

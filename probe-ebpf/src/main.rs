@@ -392,6 +392,7 @@ unsafe fn source(s: &Source, sc: *mut Scratch, sp: u64) -> u64 {
         }
         SRC_STACK => read_user_u64(sp.wrapping_add(s.offset as i64 as u64)).unwrap_or(0),
         SRC_CONST => s.offset as u32 as u64,
+        SRC_SP => sp.wrapping_add(s.offset as i64 as u64),
         _ => 0,
     }
 }

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use probe_common::{desc, Desc, RootOp, Source, TypeInfo, MAX_DESCS, MAX_ROOTS, MAX_TYPES, SRC_REG, SRC_STACK, TID_BYTES};
+use probe_common::{desc, Desc, RootOp, Source, TypeInfo, MAX_DESCS, MAX_ROOTS, MAX_TYPES, SRC_REG, SRC_SP, SRC_STACK, TID_BYTES};
 
 use crate::dwarf::{DebugInfo, Kind, Param, Piece, Place, TypeId};
 
@@ -322,6 +322,8 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct ParamPlan {
     pub name: String,
+    /// A local variable rather than a parameter.
+    pub local: bool,
     pub ty: TypeId,
     /// Where its own bytes are at the probed PC.
     pub pieces: Vec<Piece>,
@@ -342,7 +344,19 @@ pub struct ProbePlan {
 pub fn compile(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits: Limits) -> ProbePlan {
     let mut plan = ProbePlan { limits, ..Default::default() };
     for p in params.iter().filter(|p| !p.is_result && !p.name.starts_with('.')) {
-        plan.params.push(ParamPlan { name: p.name.clone(), ty: p.ty, pieces: p.pieces.clone() });
+        plan.params.push(ParamPlan { name: p.name.clone(), local: p.local, ty: p.ty, pieces: p.pieces.clone() });
+        // A variable wholly in one stack slot: read it where it lives (its
+        // own bytes may lie beyond the stack window) and walk from there.
+        if let [Piece { place: Place::Stack(off), size: None }] = p.pieces.as_slice() {
+            if plan.roots.len() >= MAX_ROOTS {
+                plan.dropped_roots += 1;
+                continue;
+            }
+            let at = Source { kind: SRC_SP, reg: 0, _pad: [0; 2], offset: *off as i32 };
+            let target = tables.tid(d, p.ty);
+            plan.roots.push(RootOp { w0: at, w1: Source::default(), target, kind: desc::PTR, _pad: [0; 3] });
+            continue;
+        }
         let mut descs = vec![];
         tables.flatten(d, p.ty, 0, &mut descs);
         for dd in descs {

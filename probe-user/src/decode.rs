@@ -116,9 +116,15 @@ impl<'a> RawEvent<'a> {
 
 /// Decodes every parameter of `plan` from `ev`.
 pub fn decode_args(d: &DebugInfo, rtypes: &HashMap<u64, TypeId>, plan: &ProbePlan, ev: &RawEvent) -> Vec<(String, Value)> {
+    decode_vars(d, rtypes, plan, ev, false)
+}
+
+/// Decodes the parameters (`locals` false) or the local variables of `plan`.
+pub fn decode_vars(d: &DebugInfo, rtypes: &HashMap<u64, TypeId>, plan: &ProbePlan, ev: &RawEvent, locals: bool) -> Vec<(String, Value)> {
     let dec = Decoder { d, rtypes, ev };
     plan.params
         .iter()
+        .filter(|p| p.local == locals)
         .map(|p| {
             let size = d.underlying(p.ty).size;
             let v = match dec.direct(&p.pieces, size) {

@@ -127,6 +127,8 @@ pub struct Param {
     pub ty: TypeId,
     /// Go results are formal parameters with `DW_AT_variable_parameter`.
     pub is_result: bool,
+    /// A local variable (`DW_TAG_variable`), not a parameter.
+    pub local: bool,
     /// Location at the queried PC; empty when the compiler dropped it there.
     pub pieces: Vec<Piece>,
 }
@@ -143,6 +145,8 @@ pub struct RuntimeLayout {
 /// Parsed DWARF of one binary.
 pub struct DebugInfo {
     dwarf: gimli::Dwarf<R>,
+    /// `.debug_frame` (Go's call frame information), for the CFA at a PC.
+    frame: gimli::DebugFrame<R>,
     units: Vec<gimli::Unit<R>>,
     /// Start offset of each unit in `.debug_info`, ascending.
     unit_starts: Vec<DebugInfoOffset>,
@@ -172,8 +176,11 @@ impl DebugInfo {
             Ok(R::new(bytes, gimli::LittleEndian))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(|e| bad(e.to_string()))?;
+        let mut frame = gimli::DebugFrame::from(load(gimli::SectionId::DebugFrame).map_err(|e| bad(e.to_string()))?);
+        frame.set_address_size(8);
         let mut me = Self {
             dwarf,
+            frame,
             units: vec![],
             unit_starts: vec![],
             functions: vec![],
@@ -343,45 +350,150 @@ impl DebugInfo {
         Some(RuntimeLayout { goid_offset: goid, stack_hi_offset: stack.offset + hi })
     }
 
-    /// The parameters (inputs, then results) of `f` with their locations at `pc`.
+    /// The CFA at `pc` as an offset from RSP, from `.debug_frame` (Go keeps
+    /// the CFA RSP-relative: `rsp + 8` at entry, `rsp + frame + 8` in the body).
+    pub fn cfa_offset(&self, pc: u64) -> Option<i64> {
+        use gimli::UnwindSection;
+        let bases = gimli::BaseAddresses::default();
+        let mut ctx = Box::new(gimli::UnwindContext::new());
+        let row = self
+            .frame
+            .unwind_info_for_address(&bases, &mut ctx, pc, gimli::DebugFrame::cie_from_offset)
+            .ok()?;
+        match row.cfa() {
+            gimli::CfaRule::RegisterAndOffset { register, offset } if register.0 == 7 => Some(*offset),
+            _ => None,
+        }
+    }
+
+    /// The parameters (inputs, then results) of `f` with their locations at
+    /// `pc`, a function entry (the CFA is `rsp + 8`).
     pub fn params(&mut self, f: &Function, pc: u64) -> Result<Vec<Param>, gimli::Error> {
+        self.variables(f, pc, 8, false)
+    }
+
+    /// Parameters, and with `locals` the local variables in scope at `pc`,
+    /// with their locations there; `cfa` is the CFA's offset from RSP at `pc`.
+    pub fn variables(&mut self, f: &Function, pc: u64, cfa: i64, locals: bool) -> Result<Vec<Param>, gimli::Error> {
         let unit_idx = f.unit;
         let mut raw = vec![];
         {
             let unit = &self.units[unit_idx];
             let mut tree = unit.entries_tree(Some(f.offset))?;
             let root = tree.root()?;
-            let mut children = root.children();
-            while let Some(child) = children.next()? {
-                let e = child.entry();
-                if e.tag() != gimli::DW_TAG_formal_parameter {
-                    continue;
-                }
-                let name = match e.attr_value(gimli::DW_AT_name)? {
-                    Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
-                    None => continue,
-                };
-                let is_result = matches!(
-                    e.attr_value(gimli::DW_AT_variable_parameter)?,
-                    Some(AttributeValue::Flag(true))
-                ) || e.attr_value(gimli::DW_AT_variable_parameter)?.and_then(|v| v.udata_value()) == Some(1);
-                let ty = e.attr_value(gimli::DW_AT_type)?;
-                let pieces = match e.attr(gimli::DW_AT_location)? {
-                    Some(attr) => location_at(&self.dwarf, unit, attr.value(), pc)?,
-                    None => vec![],
-                };
-                raw.push((name, is_result, ty, pieces));
-            }
+            self.collect_vars(unit, root, pc, cfa, locals, &mut raw)?;
         }
         let mut out = vec![];
-        for (name, is_result, ty, pieces) in raw {
+        for (name, is_result, local, ty, pieces) in raw {
             let ty = match ty {
                 Some(v) => self.type_ref(unit_idx, v)?,
                 None => self.void_type(),
             };
-            out.push(Param { name, ty, is_result, pieces });
+            out.push(Param { name, ty, is_result, local, pieces });
         }
         Ok(out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn collect_vars(
+        &self,
+        unit: &gimli::Unit<R>,
+        node: gimli::EntriesTreeNode<R>,
+        pc: u64,
+        cfa: i64,
+        locals: bool,
+        out: &mut Vec<(String, bool, bool, Option<AttributeValue<R>>, Vec<Piece>)>,
+    ) -> Result<(), gimli::Error> {
+        let mut children = node.children();
+        while let Some(child) = children.next()? {
+            let e = child.entry();
+            match e.tag() {
+                gimli::DW_TAG_formal_parameter | gimli::DW_TAG_variable => {
+                    let local = e.tag() == gimli::DW_TAG_variable;
+                    if local && !locals {
+                        continue;
+                    }
+                    let name = match e.attr_value(gimli::DW_AT_name)? {
+                        Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                        None => continue,
+                    };
+                    let is_result = !local
+                        && (matches!(e.attr_value(gimli::DW_AT_variable_parameter)?, Some(AttributeValue::Flag(true)))
+                            || e.attr_value(gimli::DW_AT_variable_parameter)?.and_then(|v| v.udata_value()) == Some(1));
+                    let ty = e.attr_value(gimli::DW_AT_type)?;
+                    let pieces = match e.attr(gimli::DW_AT_location)? {
+                        Some(attr) => location_at(&self.dwarf, unit, attr.value(), pc, cfa)?,
+                        None => vec![],
+                    };
+                    // A local with no location here is not live at this PC.
+                    if local && pieces.is_empty() {
+                        continue;
+                    }
+                    out.push((name, is_result, local, ty, pieces));
+                }
+                gimli::DW_TAG_lexical_block if locals => {
+                    if self.block_contains(unit, e, pc)? {
+                        self.collect_vars(unit, child, pc, cfa, locals, out)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn block_contains(&self, unit: &gimli::Unit<R>, e: &gimli::DebuggingInformationEntry<R>, pc: u64) -> Result<bool, gimli::Error> {
+        let mut ranges = self.dwarf.die_ranges(unit, e)?;
+        while let Some(r) = ranges.next()? {
+            if r.begin <= pc && pc < r.end {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Every `is_stmt` address where line `line` of a file whose path ends
+    /// with `file` begins, with the function containing it.
+    pub fn line_addresses(&self, file: &str, line: u64) -> Vec<(u64, String)> {
+        let mut out = vec![];
+        let suffix = file.trim_start_matches("./");
+        for unit in &self.units {
+            let Some(lp) = unit.line_program.clone() else { continue };
+            let mut rows = lp.rows();
+            let mut prev: Option<(u64, u64)> = None; // (file index, line) of the previous row
+            while let Ok(Some((header, row))) = rows.next_row() {
+                if row.end_sequence() {
+                    prev = None;
+                    continue;
+                }
+                let cur = (row.file_index(), row.line().map(|l| l.get()).unwrap_or(0));
+                let starts = prev != Some(cur);
+                prev = Some(cur);
+                if !starts || !row.is_stmt() || cur.1 != line {
+                    continue;
+                }
+                let Some(fe) = header.file(row.file_index()) else { continue };
+                let mut path = self
+                    .dwarf
+                    .attr_string(unit, fe.path_name())
+                    .ok()
+                    .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
+                    .unwrap_or_default();
+                if !path.starts_with('/') {
+                    if let Some(d) = fe.directory(header).and_then(|d| self.dwarf.attr_string(unit, d).ok()) {
+                        if let Ok(d) = d.to_string_lossy() {
+                            path = format!("{d}/{path}");
+                        }
+                    }
+                }
+                if path == suffix || path.ends_with(&format!("/{suffix}")) {
+                    out.push((row.address(), path));
+                }
+            }
+        }
+        out.sort();
+        out.dedup_by_key(|a| a.0);
+        out
     }
 
     fn void_type(&mut self) -> TypeId {
@@ -613,14 +725,14 @@ fn file_name(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, index: u64) -> Stri
     }
 }
 
-/// The location of a variable at `pc`, as pieces. At a function's entry the
-/// CFA is `rsp + 8` (the return address was just pushed), which is how the
-/// frame-base-relative locations Go emits become stack offsets.
+/// The location of a variable at `pc`, as pieces; frame-base-relative
+/// locations become RSP offsets through `cfa` (the CFA's offset from RSP).
 fn location_at(
     dwarf: &gimli::Dwarf<R>,
     unit: &gimli::Unit<R>,
     value: AttributeValue<R>,
     pc: u64,
+    cfa: i64,
 ) -> gimli::Result<Vec<Piece>> {
     let expr = match value {
         AttributeValue::Exprloc(e) => Some(e),
@@ -638,12 +750,12 @@ fn location_at(
         }
     };
     let Some(expr) = expr else { return Ok(vec![]) };
-    Ok(pieces_of(expr, unit.encoding()))
+    Ok(pieces_of(expr, unit.encoding(), cfa))
 }
 
-/// Interprets the subset of DWARF expressions Go emits for variables.
-pub fn pieces_of(expr: gimli::Expression<R>, encoding: gimli::Encoding) -> Vec<Piece> {
-    const CFA_AT_ENTRY: i64 = 8;
+/// Interprets the subset of DWARF expressions Go emits for variables; `cfa`
+/// is the CFA's offset from RSP at the PC (Go's frame base is the CFA).
+pub fn pieces_of(expr: gimli::Expression<R>, encoding: gimli::Encoding, cfa: i64) -> Vec<Piece> {
     let mut out = vec![];
     let mut cur: Option<Place> = None;
     let mut ops = expr.operations(encoding);
@@ -658,8 +770,8 @@ pub fn pieces_of(expr: gimli::Expression<R>, encoding: gimli::Encoding) -> Vec<P
         };
         match op {
             gimli::Operation::Register { register } => cur = Some(Place::Reg(register.0)),
-            gimli::Operation::CallFrameCFA => cur = Some(Place::Stack(CFA_AT_ENTRY)),
-            gimli::Operation::FrameOffset { offset } => cur = Some(Place::Stack(CFA_AT_ENTRY + offset)),
+            gimli::Operation::CallFrameCFA => cur = Some(Place::Stack(cfa)),
+            gimli::Operation::FrameOffset { offset } => cur = Some(Place::Stack(cfa + offset)),
             gimli::Operation::RegisterOffset { register, offset, .. } if register.0 == 7 => {
                 cur = Some(Place::Stack(offset))
             }

@@ -35,6 +35,8 @@ enum Command {
   probe attach --pid 4242 --func 'net/http.(*ServeMux).ServeHTTP' --duration 10s
   probe attach --binary /usr/local/bin/api --func main.handler --format json | jq .args
   probe attach --func main.step --max-hits 5 -- ./store -interval 10ms
+  probe attach --pid 4242 --line store.go:57 --capture args,locals
+  probe attach --pid 4242 --func main.handler --max-depth 3 --max-string 64 --max-elems 16
 
 The target keeps running at full speed: probes never stop it. Ctrl-C detaches
 and prints a summary (hits, shown, dropped) on stderr.")]
@@ -70,8 +72,16 @@ struct AttachArgs {
     binary: Option<PathBuf>,
     /// Function to probe, in Go's syntax: main.handler, main.(*Store).Put,
     /// net/http.(*ServeMux).ServeHTTP. Repeatable.
-    #[arg(long = "func", short = 'f', value_name = "SYMBOL", required = true)]
+    #[arg(long = "func", short = 'f', value_name = "SYMBOL", required_unless_present = "lines")]
     funcs: Vec<String>,
+    /// Probe a source line: every address where FILE:LINE begins (FILE
+    /// matched as a path suffix, e.g. main.go:42 or store/main.go:42). Repeatable.
+    #[arg(long = "line", short = 'l', value_name = "FILE:LINE")]
+    lines: Vec<String>,
+    /// What to capture: args, or args,locals (locals are live inside a
+    /// function, so use them with --line).
+    #[arg(long, value_name = "WHAT", default_value = "args", value_parser = ["args", "args,locals", "locals,args"])]
+    capture: String,
     /// Output format [default: pretty on a terminal, json otherwise].
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -124,7 +134,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = a.format.unwrap_or(if std::io::stdout().is_terminal() { Format::Pretty } else { Format::Json });
             let limits =
                 Limits { max_depth: a.max_depth, max_string: a.max_string, max_elems: a.max_elems, max_bytes: a.max_bytes };
-            let opts = AttachOptions { target, funcs: a.funcs, format, max_hits: a.max_hits, duration: a.duration, limits };
+            let opts = AttachOptions {
+                target,
+                funcs: a.funcs,
+                lines: a.lines,
+                locals: a.capture.contains("locals"),
+                format,
+                max_hits: a.max_hits,
+                duration: a.duration,
+                limits,
+            };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(session::run(opts))?;
             eprint!("{summary}");

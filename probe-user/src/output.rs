@@ -23,41 +23,53 @@ pub struct Hit<'a> {
     /// Wall-clock nanoseconds since the Unix epoch.
     pub time_ns: i128,
     pub args: Vec<(String, Value)>,
+    /// Local variables, when captured (`--capture locals`).
+    pub locals: Option<Vec<(String, Value)>>,
 }
 
 impl Hit<'_> {
     /// One line of the JSON contract (version 1).
     pub fn to_json(&self) -> serde_json::Value {
-        let mut args = Map::new();
-        for (k, v) in &self.args {
-            args.insert(k.clone(), v.to_json());
-        }
-        let f = &self.probe.function;
-        json!({
+        let obj = |vals: &[(String, Value)]| {
+            let mut m = Map::new();
+            for (k, v) in vals {
+                m.insert(k.clone(), v.to_json());
+            }
+            serde_json::Value::Object(m)
+        };
+        let p = self.probe;
+        let mut j = json!({
             "v": 1,
-            "kind": "entry",
-            "probe": self.probe.spec,
-            "function": f.name,
-            "file": f.file,
-            "line": f.line,
-            "pc": format!("{:#x}", self.probe.pc),
+            "kind": p.kind,
+            "probe": p.spec,
+            "function": p.function.name,
+            "file": p.file,
+            "line": p.line,
+            "pc": format!("{:#x}", p.pc),
             "pid": self.pid,
             "tid": self.tid,
             "goid": self.goid,
             "time": rfc3339_nanos(self.time_ns),
-            "args": args,
-        })
+            "args": obj(&self.args),
+        });
+        if let Some(l) = &self.locals {
+            j["locals"] = obj(l);
+        }
+        j
     }
 
     pub fn pretty(&self) -> String {
-        let f = &self.probe.function;
-        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+        let (f, p) = (&self.probe.function, self.probe);
+        let file = p.file.rsplit('/').next().unwrap_or(&p.file);
         let t = rfc3339_nanos(self.time_ns);
         let clock = t.get(11..26).unwrap_or(&t);
         let goid = self.goid.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
-        let mut s = format!("{clock} {} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, f.line, self.pid, self.tid);
+        let mut s = format!("{clock} {} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, p.line, self.pid, self.tid);
         for (k, v) in &self.args {
             s.push_str(&format!("    {k} = {}\n", v.pretty()));
+        }
+        for (k, v) in self.locals.iter().flatten() {
+            s.push_str(&format!("    {k} := {}\n", v.pretty()));
         }
         s
     }

@@ -21,7 +21,14 @@ use crate::{
 pub struct ResolvedProbe {
     /// The spec as the user wrote it (the `probe` field of JSON events).
     pub spec: String,
+    /// `entry` (a function probe) or `line`.
+    pub kind: &'static str,
+    /// Local variables are captured and shown.
+    pub locals: bool,
     pub function: Function,
+    /// Source position of the probed PC.
+    pub file: String,
+    pub line: u64,
     /// The probed instruction: the function's entry, after Go's stack check.
     pub pc: u64,
     /// `pc` as an offset into the ELF file, where the uprobe goes.
@@ -130,7 +137,37 @@ impl Program {
             }
         }
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-        Ok(ResolvedProbe { spec: spec.to_owned(), function, pc, file_offset, params, plan })
+        let (file, line) = (function.file.clone(), function.line);
+        Ok(ResolvedProbe { spec: spec.to_owned(), kind: "entry", locals: false, function, file, line, pc, file_offset, params, plan })
+    }
+
+    /// Resolves `--line FILE:LINE`: a probe at every address where the line
+    /// begins (`is_stmt` rows of the line table), with the parameters and,
+    /// with `locals`, the local variables live there.
+    pub fn resolve_line(&mut self, spec: &str, limits: Limits, locals: bool) -> Result<Vec<ResolvedProbe>, Error> {
+        let bad = |why: String| Error::Unsupported(format!("--line {spec}: {why}"));
+        let (file, line) = spec.rsplit_once(':').ok_or_else(|| bad("expected FILE:LINE, e.g. main.go:42".into()))?;
+        let line: u64 = line.parse().map_err(|_| bad(format!("{line:?} is not a line number")))?;
+        let addrs = self.debug.line_addresses(file, line);
+        if addrs.is_empty() {
+            return Err(bad(format!(
+                "no code at line {line} of a file ending in {file:?} in {} (a blank or comment line, or a file not in this binary?)",
+                self.binary.path.display()
+            )));
+        }
+        let mut out = vec![];
+        for (pc, path) in addrs {
+            let Some(function) = self.debug.function_at(pc).cloned() else { continue };
+            let file_offset = self.binary.file_offset(pc).ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
+            let cfa = self.debug.cfa_offset(pc).ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
+            let params = self.debug.variables(&function, pc, cfa, locals).map_err(|e| Error::BadDwarf {
+                path: self.binary.path.clone(),
+                reason: format!("variables of {} at {pc:#x}: {e}", function.name),
+            })?;
+            let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+            out.push(ResolvedProbe { spec: spec.to_owned(), kind: "line", locals, function, file: path, line, pc, file_offset, params, plan });
+        }
+        Ok(out)
     }
 }
 

@@ -28,6 +28,10 @@ use crate::{
 pub struct AttachOptions {
     pub target: TargetSpec,
     pub funcs: Vec<String>,
+    /// `--line FILE:LINE` specs.
+    pub lines: Vec<String>,
+    /// Capture local variables too (`--capture args,locals`).
+    pub locals: bool,
     pub format: Format,
     pub max_hits: Option<u64>,
     pub duration: Option<Duration>,
@@ -140,6 +144,12 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             Error::UnknownFunction { name, near, .. } => Error::UnknownFunction { name, path: target.display.clone(), near },
             other => other,
         })?);
+    }
+    for l in &opts.lines {
+        probes.extend(program.resolve_line(l, opts.limits, opts.locals)?);
+    }
+    if opts.locals && !opts.funcs.is_empty() {
+        eprintln!("probe: note: locals are not live yet at a function's entry; use --line FILE:LINE to see them");
     }
     program.load_runtime_types();
 
@@ -269,6 +279,7 @@ fn render(bytes: &[u8], probes: &[ResolvedProbe], program: &Program, wall: i128,
         goid: (ev.header.flags & probe_common::EV_GOID != 0).then_some(ev.header.goid),
         time_ns: wall + ev.header.ktime_ns as i128,
         args: decode::decode_args(&program.debug, &program.rtypes, &probe.plan, &ev),
+        locals: probe.locals.then(|| decode::decode_vars(&program.debug, &program.rtypes, &probe.plan, &ev, true)),
     };
     let line = match format {
         Format::Json => {
