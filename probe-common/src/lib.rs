@@ -24,7 +24,7 @@ pub const MAX_PROBES: u32 = 256;
 /// Root operations per probe.
 pub const MAX_ROOTS: usize = 16;
 /// Pointer-carrying descriptors per type (nested structs are flattened).
-pub const MAX_DESCS: usize = 8;
+pub const MAX_DESCS: usize = 16;
 /// Entries of the `TYPES` map.
 pub const MAX_TYPES: u32 = 8192;
 /// Entries of the `RTYPES` map.

@@ -257,3 +257,15 @@ fn capture_plans_describe_maps_interfaces_and_arrays_per_go_release() {
         }
     }
 }
+
+#[test]
+fn runtime_types_fit_the_kernel_tables() {
+    for v in GO_VERSIONS {
+        let mut prog = Program::open(&testdata(v, "store")).unwrap();
+        prog.load_runtime_types();
+        let (types, rtypes) = (prog.tables.types.len(), prog.tables.rtypes.len());
+        assert!(rtypes > 100, "go{v}: runtime types registered: {rtypes}");
+        assert!(types < probe_common::MAX_TYPES as usize && rtypes < probe_common::MAX_RTYPES as usize, "go{v}: {types} types, {rtypes} rtypes");
+        eprintln!("go{v}: {types} kernel types, {rtypes} runtime types, {} overflowed", prog.tables.overflowed);
+    }
+}
