@@ -190,7 +190,12 @@ pub struct ProbeParams {
     pub max_depth: u32,
     /// Valid entries of `roots`.
     pub n_roots: u32,
-    pub _pad: u32,
+    /// Return addresses to record (≤ [`MAX_FRAMES`]); 0: no stack.
+    pub stack_frames: u32,
+    /// For a return probe: the id of its entry probe (for `ENTRIES`).
+    pub pair_id: u32,
+    /// `--rate`: hits per second let through (0: unlimited).
+    pub rate_per_sec: u32,
     /// Added to runtime type addresses before the `RTYPES` lookup (a PIE's
     /// load bias is subtracted this way; 0 for static executables).
     pub rtype_bias: u64,
@@ -201,6 +206,13 @@ pub struct ProbeParams {
 pub const PARAM_ENABLED: u32 = 1;
 /// `g` is in R14 at the probed PC (Go ≥1.17 ABIInternal on amd64).
 pub const PARAM_G_IN_R14: u32 = 2;
+/// Record the entry time in `ENTRIES` for a later return (`--returns`).
+pub const PARAM_RECORD_ENTRY: u32 = 4;
+/// This is a return probe: look its entry up in `ENTRIES`.
+pub const PARAM_RETURN: u32 = 8;
+/// The return address is at [rsp] (function entry or a RET instruction);
+/// otherwise at [rbp + 8] (inside a function body).
+pub const PARAM_RET_AT_SP: u32 = 16;
 
 /// Per-probe counters, one copy per CPU in the `STATS` map.
 #[repr(C)]
@@ -216,7 +228,22 @@ pub struct ProbeStats {
     pub truncated: u64,
     /// Hits whose cookie named no configured probe.
     pub unconfigured: u64,
-    pub _pad: [u64; 3],
+    /// Hits not captured because of `--rate`.
+    pub rate_limited: u64,
+    /// Hits not captured because the kernel-side condition did not match.
+    pub filtered: u64,
+    /// Hits not captured because probes were suspended (CPU budget).
+    pub suspended: u64,
+}
+
+/// Token-bucket state of one probe (`RATE` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateState {
+    /// Tokens × 1e9 (nanotokens), at most one second's worth.
+    pub nanotokens: u64,
+    /// When the bucket was last refilled.
+    pub last_ns: u64,
 }
 
 /// Fixed header of every event.
@@ -247,9 +274,39 @@ pub struct EventHeader {
     pub read_errors: u32,
     /// Work steps used.
     pub steps: u32,
+    /// `EVK_ENTRY` or `EVK_RETURN`.
+    pub kind: u32,
+    /// Return addresses at the start of the data (`--stack`).
+    pub nstack: u32,
+    /// `g.stack.hi - rsp`: identifies the frame within its goroutine, and
+    /// survives the runtime copying the stack elsewhere (copystack keeps
+    /// offsets from the top).
+    pub frame: u64,
+    /// For a return: the paired entry's `ktime_ns`, or 0 if none was seen.
+    pub entry_ktime: u64,
 }
 
-pub const EVENT_MAGIC: u32 = 0x5052_4232; // "PRB2"
+/// An entry (or line/address) hit.
+pub const EVK_ENTRY: u32 = 0;
+/// A return-instruction hit.
+pub const EVK_RETURN: u32 = 1;
+
+/// Key of the `ENTRIES` map that pairs entries with returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryKey {
+    /// The entry probe's id.
+    pub probe: u32,
+    pub _pad: u32,
+    pub goid: u64,
+    /// `g.stack.hi - rsp` at the entry (and at the matching return).
+    pub frame: u64,
+}
+
+/// Most return addresses `--stack` records.
+pub const MAX_FRAMES: u32 = 32;
+
+pub const EVENT_MAGIC: u32 = 0x5052_4233; // "PRB3"
 /// `goid` was read.
 pub const EV_GOID: u32 = 1;
 /// The stack copy failed.
@@ -283,9 +340,11 @@ const _: () = assert!(core::mem::size_of::<Desc>() == 24);
 const _: () = assert!(core::mem::size_of::<TypeInfo>() == 8 + 24 * MAX_DESCS);
 const _: () = assert!(core::mem::size_of::<RType>() == 8);
 const _: () = assert!(core::mem::size_of::<RootOp>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeParams>() == 48 + 24 * MAX_ROOTS);
+const _: () = assert!(core::mem::size_of::<ProbeParams>() == 56 + 24 * MAX_ROOTS);
 const _: () = assert!(core::mem::size_of::<ProbeStats>() == 64);
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 192);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 216);
+const _: () = assert!(core::mem::size_of::<EntryKey>() == 24);
+const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<Chunk>() == 16);
 const _: () = assert!(DATA_BYTES.is_power_of_two() && MAX_CHUNK.is_power_of_two());
 const _: () = assert!(SCRATCH_BYTES <= 32 * 1024, "per-CPU map values are limited to 32 KiB");
@@ -297,4 +356,5 @@ mod user {
     unsafe impl aya::Pod for super::ProbeStats {}
     unsafe impl aya::Pod for super::TypeInfo {}
     unsafe impl aya::Pod for super::RType {}
+    unsafe impl aya::Pod for super::RateState {}
 }

@@ -21,7 +21,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated as gen},
     macros::{map, uprobe},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
 use probe_common::*;
@@ -90,6 +90,19 @@ static WORK: PerCpuArray<WorkStack> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
+/// Entry times of calls in flight, for `--returns` (LRU: a frame abandoned
+/// by a panic is eventually evicted, never leaked).
+#[map]
+static ENTRIES: LruHashMap<EntryKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Token buckets for `--rate`.
+#[map]
+static RATE: Array<RateState> = Array::with_max_entries(MAX_PROBES, 0);
+
+/// Index 0: non-zero while probes are suspended (CPU budget exceeded).
+#[map]
+static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
+
 const HDR: usize = core::mem::size_of::<EventHeader>();
 const DATA_MASK: u32 = (DATA_BYTES as u32) - 1;
 
@@ -154,15 +167,48 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
             return Err(());
         }
     };
+    if CONTROL.get(0).is_some_and(|c| *c != 0) {
+        st.suspended += 1;
+        return Err(());
+    }
+    if params.rate_per_sec != 0 && !take_token(id, params.rate_per_sec) {
+        st.rate_limited += 1;
+        return Err(());
+    }
     let sc = SCRATCH.get_ptr_mut(0).ok_or(())?;
     let ws = WORK.get_ptr_mut(0).ok_or(())?;
     // SAFETY: per-CPU scratch, large enough for the header (checked at compile time).
-    let (hdr, sp) = unsafe { fill_header(ctx, id, params, sc) };
+    let (hdr, sp, hi) = unsafe { fill_header(ctx, id, params, sc) };
+    // SAFETY: the header was just written.
+    let (goid, frame, ktime) = unsafe { ((*hdr).goid, (*hdr).frame, (*hdr).ktime_ns) };
+    if params.flags & PARAM_RECORD_ENTRY != 0 && goid != 0 {
+        let key = EntryKey { probe: id, _pad: 0, goid, frame };
+        let _ = ENTRIES.insert(&key, &ktime, 0);
+    }
+    if params.flags & PARAM_RETURN != 0 {
+        let key = EntryKey { probe: params.pair_id, _pad: 0, goid, frame };
+        // SAFETY: plain map lookup of a u64.
+        let entry = unsafe { ENTRIES.get(&key) }.copied();
+        let _ = ENTRIES.remove(&key);
+        match entry {
+            // SAFETY: header written above.
+            Some(t) => unsafe { (*hdr).entry_ktime = t },
+            None => {
+                // The call began before we attached, or its entry was not
+                // captured (rate limit): nothing to pair it with.
+                st.filtered += 1;
+                return Err(());
+            }
+        }
+    }
 
     let mut lc = LoopCtx { id, pos: 0, flags: 0, read_errors: 0, steps: 0, root_limit: 0, _pad: 0, sp };
     // SAFETY: scratch and work stack are this CPU's; bounds checked inside.
     unsafe {
-        copy_stack(params, &mut lc, sc, (*hdr).g);
+        if params.stack_frames > 0 {
+            walk_frames(ctx, params, &mut lc, sc, hdr);
+        }
+        copy_stack(params, &mut lc, sc, hi);
         // Roots go on the stack in reverse so root 0 is walked first.
         (*ws).len = 0;
         let n = params.n_roots;
@@ -197,9 +243,9 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Writes the header; returns it and the stack pointer.
+/// Writes the header; returns it, the stack pointer and `g.stack.hi`.
 #[inline(always)]
-unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mut Scratch) -> (*mut EventHeader, u64) {
+unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mut Scratch) -> (*mut EventHeader, u64, u64) {
     let r = &*ctx.regs;
     let h = (*sc).bytes.as_mut_ptr() as *mut EventHeader;
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -219,31 +265,94 @@ unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mu
     ];
     (*h).g = 0;
     (*h).goid = 0;
+    (*h).kind = if params.flags & PARAM_RETURN != 0 { EVK_RETURN } else { EVK_ENTRY };
+    (*h).nstack = 0;
+    (*h).frame = 0;
+    (*h).entry_ktime = 0;
+    let mut hi = 0;
     if params.flags & PARAM_G_IN_R14 != 0 && r.r14 != 0 {
         (*h).g = r.r14;
         if let Some(goid) = read_user_u64(r.r14 + params.goid_offset as u64) {
             (*h).goid = goid;
             (*h).flags |= EV_GOID;
         }
+        if let Some(v) = read_user_u64(r.r14 + params.stack_hi_offset as u64) {
+            hi = v;
+            (*h).frame = v.wrapping_sub(r.rsp);
+        }
     }
-    (h, r.rsp)
+    (h, r.rsp, hi)
+}
+
+/// Takes one token from probe `id`'s bucket (refilled at `rate` per second,
+/// holding at most one second's worth). Concurrent hits on several CPUs may
+/// race on the bucket; the error is at most a token or two.
+#[inline(always)]
+fn take_token(id: u32, rate: u32) -> bool {
+    let Some(b) = RATE.get_ptr_mut(id) else { return true };
+    // SAFETY: map value of this probe.
+    let b = unsafe { &mut *b };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut elapsed = now.wrapping_sub(b.last_ns);
+    if elapsed > 1_000_000_000 {
+        elapsed = 1_000_000_000;
+    }
+    b.last_ns = now;
+    let cap = rate as u64 * 1_000_000_000;
+    let mut tokens = b.nanotokens + elapsed * rate as u64;
+    if tokens > cap {
+        tokens = cap;
+    }
+    if tokens < 1_000_000_000 {
+        b.nanotokens = tokens;
+        return false;
+    }
+    b.nanotokens = tokens - 1_000_000_000;
+    true
+}
+
+/// Records return addresses by walking frame pointers (Go keeps RBP as a
+/// frame pointer on amd64): first the probed PC, then the return address at
+/// [rsp] (entry, RET) or [rbp + 8] (function body), then up the RBP chain.
+#[inline(always)]
+unsafe fn walk_frames(ctx: &ProbeContext, params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, hdr: *mut EventHeader) {
+    let r = &*ctx.regs;
+    let base = (*sc).bytes.as_mut_ptr().add(HDR) as *mut u64;
+    let max = if params.stack_frames > MAX_FRAMES { MAX_FRAMES } else { params.stack_frames };
+    *base = r.rip;
+    let mut n: u32 = 1;
+    let (mut ret, mut fp) = if params.flags & PARAM_RET_AT_SP != 0 {
+        (read_user_u64(r.rsp).unwrap_or(0), r.rbp)
+    } else {
+        (read_user_u64(r.rbp.wrapping_add(8)).unwrap_or(0), read_user_u64(r.rbp).unwrap_or(0))
+    };
+    for i in 1..MAX_FRAMES {
+        if i >= max || ret == 0 {
+            break;
+        }
+        *base.add((i & (MAX_FRAMES - 1)) as usize) = ret;
+        n = i + 1;
+        if fp == 0 {
+            break;
+        }
+        ret = read_user_u64(fp.wrapping_add(8)).unwrap_or(0);
+        fp = read_user_u64(fp).unwrap_or(0);
+    }
+    (*hdr).nstack = n;
+    lc.pos = n * 8;
 }
 
 /// The goroutine stack from RSP to min(RSP + window, g.stack.hi), as the
 /// first chunk: reading past stack.hi could fault and lose the whole copy.
 #[inline(always)]
-unsafe fn copy_stack(params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, g: u64) {
+unsafe fn copy_stack(params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, hi: u64) {
     let sp = lc.sp;
     let mut len = params.stack_bytes as u64;
     if len > STACK_BYTES as u64 {
         len = STACK_BYTES as u64;
     }
-    if g != 0 {
-        if let Some(hi) = read_user_u64(g + params.stack_hi_offset as u64) {
-            if hi > sp && hi - sp < len {
-                len = hi - sp;
-            }
-        }
+    if hi > sp && hi - sp < len {
+        len = hi - sp;
     }
     if !emit_chunk(lc, sc, sp, len as u32, len as u32) {
         (*((*sc).bytes.as_mut_ptr() as *mut EventHeader)).flags |= EV_STACK_FAULT;

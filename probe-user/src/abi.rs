@@ -26,7 +26,7 @@ pub fn entry_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -
     let mut floats = 0usize;
     let mut stack = 0u64;
     let mut out = vec![];
-    for p in params.iter().filter(|p| !p.is_result) {
+    for p in params.iter().filter(|p| !p.is_result && !p.local) {
         let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
         if a.reg(p.ty)? {
             a.pad_to(debug.ty(p.ty).size);
@@ -115,6 +115,45 @@ impl Assign<'_> {
             Kind::Named { .. } | Kind::Pending => return None,
         })
     }
+}
+
+/// Where each result is at a RET instruction: results are assigned like
+/// arguments, from the first register again, and stack-assigned results
+/// follow the stack-assigned arguments (abi-internal.md, "Function call
+/// argument and result passing"). At RET, RSP is back where it was at entry.
+pub fn return_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -> Option<Vec<Vec<Piece>>> {
+    // The size of the stack-assigned arguments, to find where results start.
+    let mut ints = usize::from(hidden_dict);
+    let mut floats = 0usize;
+    let mut stack = 0u64;
+    for p in params.iter().filter(|p| !p.is_result && !p.local) {
+        let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
+        if a.reg(p.ty)? {
+            ints = a.ints;
+            floats = a.floats;
+        } else {
+            let align = alignment(debug, p.ty)?;
+            stack = stack.div_ceil(align) * align + debug.ty(p.ty).size;
+        }
+    }
+    stack = stack.div_ceil(8) * 8;
+    let (mut ints, mut floats) = (0usize, 0usize);
+    let mut out = vec![];
+    for p in params.iter().filter(|p| p.is_result) {
+        let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
+        if a.reg(p.ty)? {
+            a.pad_to(debug.ty(p.ty).size);
+            ints = a.ints;
+            floats = a.floats;
+            out.push(a.pieces);
+        } else {
+            let align = alignment(debug, p.ty)?;
+            stack = stack.div_ceil(align) * align;
+            out.push(vec![Piece { place: Place::Stack(8 + stack as i64), size: None }]);
+            stack += debug.ty(p.ty).size;
+        }
+    }
+    Some(out)
 }
 
 /// Go's alignment of a type on amd64.

@@ -342,8 +342,13 @@ pub struct ProbePlan {
 /// Compiles the plan for `params` (results are skipped: unset at entry;
 /// compiler-internal parameters such as a generic's `.dict` are hidden).
 pub fn compile(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits: Limits) -> ProbePlan {
+    compile_vars(d, tables, params, limits, false)
+}
+
+/// Compiles the plan for the results (`results`) or everything else.
+pub fn compile_vars(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits: Limits, results: bool) -> ProbePlan {
     let mut plan = ProbePlan { limits, ..Default::default() };
-    for p in params.iter().filter(|p| !p.is_result && !p.name.starts_with('.')) {
+    for p in params.iter().filter(|p| p.is_result == results && !p.name.starts_with('.')) {
         plan.params.push(ParamPlan { name: p.name.clone(), local: p.local, ty: p.ty, pieces: p.pieces.clone() });
         // A variable wholly in one stack slot: read it where it lives (its
         // own bytes may lie beyond the stack window) and walk from there.

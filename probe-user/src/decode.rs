@@ -25,6 +25,8 @@ const MAX_INLINE: u64 = 4096;
 /// A parsed event: header and memory chunks.
 pub struct RawEvent<'a> {
     pub header: EventHeader,
+    /// Return addresses recorded by `--stack` (the probed PC first).
+    pub stack: Vec<u64>,
     /// (address, captured bytes, full length), sorted by address.
     chunks: Vec<(u64, &'a [u8], u32)>,
 }
@@ -43,8 +45,10 @@ impl<'a> RawEvent<'a> {
         }
         let data = &bytes[hs..];
         let data = &data[..(header.data_len as usize).min(data.len())];
+        let nstack = (header.nstack as usize).min(probe_common::MAX_FRAMES as usize).min(data.len() / 8);
+        let stack = (0..nstack).map(|i| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap())).collect();
         let mut chunks = vec![];
-        let mut pos = 0usize;
+        let mut pos = nstack * 8;
         while pos + 16 <= data.len() {
             // SAFETY: Chunk is plain old data; 16 bytes are in bounds.
             let c: Chunk = unsafe { std::ptr::read_unaligned(data[pos..].as_ptr().cast()) };
@@ -54,7 +58,7 @@ impl<'a> RawEvent<'a> {
             pos = start.saturating_add((c.len as usize + 7) & !7);
         }
         chunks.sort_by_key(|c| c.0);
-        Some(Self { header, chunks })
+        Some(Self { header, stack, chunks })
     }
 
     /// The captured bytes at `addr` (as many as were captured from there on)

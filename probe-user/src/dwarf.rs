@@ -157,6 +157,8 @@ pub struct DebugInfo {
     runtime_types: Vec<(DebugInfoOffset, u64)>,
     types: Vec<Type>,
     type_cache: HashMap<DebugInfoOffset, TypeId>,
+    /// Address → (file, line) rows of every line program, built on first use.
+    lines: std::cell::OnceCell<(Vec<(u64, u32, u32)>, Vec<String>)>,
 }
 
 impl DebugInfo {
@@ -189,6 +191,7 @@ impl DebugInfo {
             runtime_types: vec![],
             types: vec![],
             type_cache: HashMap::new(),
+            lines: std::cell::OnceCell::new(),
         };
         me.index().map_err(|e| bad(e.to_string()))?;
         Ok(me)
@@ -450,6 +453,49 @@ impl DebugInfo {
             }
         }
         Ok(false)
+    }
+
+    /// The source file and line of `pc` (the line-table row covering it).
+    pub fn line_at(&self, pc: u64) -> Option<(&str, u64)> {
+        let (rows, files) = self.lines.get_or_init(|| self.build_line_table());
+        let i = rows.partition_point(|r| r.0 <= pc);
+        let r = rows.get(i.checked_sub(1)?)?;
+        if r.2 == 0 {
+            return None;
+        }
+        Some((files.get(r.1 as usize)?.as_str(), r.2 as u64))
+    }
+
+    fn build_line_table(&self) -> (Vec<(u64, u32, u32)>, Vec<String>) {
+        let mut rows = vec![];
+        let mut files: Vec<String> = vec![];
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        for unit in &self.units {
+            let Some(lp) = unit.line_program.clone() else { continue };
+            let mut it = lp.rows();
+            let mut cache: HashMap<u64, u32> = HashMap::new();
+            while let Ok(Some((header, row))) = it.next_row() {
+                if row.end_sequence() {
+                    rows.push((row.address(), 0, 0));
+                    continue;
+                }
+                let fi = row.file_index();
+                let id = *cache.entry(fi).or_insert_with(|| {
+                    let name = header
+                        .file(fi)
+                        .and_then(|f| self.dwarf.attr_string(unit, f.path_name()).ok())
+                        .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
+                        .unwrap_or_default();
+                    *ids.entry(name.clone()).or_insert_with(|| {
+                        files.push(name);
+                        files.len() as u32 - 1
+                    })
+                });
+                rows.push((row.address(), id, row.line().map(|l| l.get() as u32).unwrap_or(0)));
+            }
+        }
+        rows.sort_by_key(|r| r.0);
+        (rows, files)
     }
 
     /// Every `is_stmt` address where line `line` of a file whose path ends

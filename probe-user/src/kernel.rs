@@ -127,6 +127,9 @@ impl Kernel {
             sum.ringbuf_drops += s.ringbuf_drops;
             sum.read_errors += s.read_errors;
             sum.truncated += s.truncated;
+            sum.rate_limited += s.rate_limited;
+            sum.filtered += s.filtered;
+            sum.suspended += s.suspended;
             sum.unconfigured += s.unconfigured;
         }
         Ok(sum)

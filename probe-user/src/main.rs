@@ -104,9 +104,28 @@ struct AttachArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_bytes,
           value_parser = clap::value_parser!(u32).range(64..=probe_common::DATA_BYTES as i64))]
     max_bytes: u32,
+    /// Also report every return: results and duration (probes each RET
+    /// instruction; never a uretprobe, which breaks Go's moving stacks).
+    #[arg(long)]
+    returns: bool,
+    /// Record and print the N innermost frames of the call stack.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    stack: u32,
+    /// Capture at most N hits per second per probe (e.g. 100/s); the rest are
+    /// counted as dropped.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate: Option<u32>,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.parse::<u32>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("expected a rate like 100/s, got {s:?}")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -143,6 +162,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_hits: a.max_hits,
                 duration: a.duration,
                 limits,
+                returns: a.returns,
+                stack: a.stack,
+                rate: a.rate,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(session::run(opts))?;

@@ -25,6 +25,20 @@ pub struct Hit<'a> {
     pub args: Vec<(String, Value)>,
     /// Local variables, when captured (`--capture locals`).
     pub locals: Option<Vec<(String, Value)>>,
+    /// For a return: the results, and the time since the paired entry.
+    pub returns: Option<Vec<(String, Value)>>,
+    pub duration_ns: Option<u64>,
+    /// `--stack`: innermost first.
+    pub stack: Option<Vec<Frame>>,
+}
+
+/// One symbolized stack frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub pc: u64,
+    pub function: String,
+    pub file: String,
+    pub line: u64,
 }
 
 impl Hit<'_> {
@@ -50,10 +64,22 @@ impl Hit<'_> {
             "tid": self.tid,
             "goid": self.goid,
             "time": rfc3339_nanos(self.time_ns),
-            "args": obj(&self.args),
         });
+        match &self.returns {
+            Some(r) => {
+                j["returns"] = obj(r);
+                j["duration_ns"] = json!(self.duration_ns);
+            }
+            None => j["args"] = obj(&self.args),
+        }
         if let Some(l) = &self.locals {
             j["locals"] = obj(l);
+        }
+        if let Some(st) = &self.stack {
+            j["stack"] = st
+                .iter()
+                .map(|f| json!({"function": f.function, "file": f.file, "line": f.line, "pc": format!("{:#x}", f.pc)}))
+                .collect();
         }
         j
     }
@@ -64,12 +90,21 @@ impl Hit<'_> {
         let t = rfc3339_nanos(self.time_ns);
         let clock = t.get(11..26).unwrap_or(&t);
         let goid = self.goid.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
-        let mut s = format!("{clock} {} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, p.line, self.pid, self.tid);
-        for (k, v) in &self.args {
+        let what = if self.returns.is_some() { " returned" } else { "" };
+        let took = match self.duration_ns {
+            Some(d) => format!(" after {}", crate::value::go_duration(d as i64)),
+            None => String::new(),
+        };
+        let mut s = format!("{clock} {}{what}{took} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, p.line, self.pid, self.tid);
+        for (k, v) in self.returns.as_ref().unwrap_or(&self.args) {
             s.push_str(&format!("    {k} = {}\n", v.pretty()));
         }
         for (k, v) in self.locals.iter().flatten() {
             s.push_str(&format!("    {k} := {}\n", v.pretty()));
+        }
+        for fr in self.stack.iter().flatten() {
+            let file = fr.file.rsplit('/').next().unwrap_or(&fr.file);
+            s.push_str(&format!("      at {} {file}:{}\n", fr.function, fr.line));
         }
         s
     }

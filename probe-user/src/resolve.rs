@@ -33,6 +33,9 @@ pub struct ResolvedProbe {
     pub pc: u64,
     /// `pc` as an offset into the ELF file, where the uprobe goes.
     pub file_offset: u64,
+    /// Further (pc, file offset) sites sharing this probe (every RET of a
+    /// function for its return probe).
+    pub more_sites: Vec<(u64, u64)>,
     pub params: Vec<Param>,
     pub plan: ProbePlan,
 }
@@ -138,7 +141,72 @@ impl Program {
         }
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
         let (file, line) = (function.file.clone(), function.line);
-        Ok(ResolvedProbe { spec: spec.to_owned(), kind: "entry", locals: false, function, file, line, pc, file_offset, params, plan })
+        Ok(ResolvedProbe {
+            spec: spec.to_owned(),
+            kind: "entry",
+            locals: false,
+            function,
+            file,
+            line,
+            pc,
+            file_offset,
+            more_sites: vec![],
+            params,
+            plan,
+        })
+    }
+
+    /// The return probe of entry probe `entry`: every RET instruction of the
+    /// function (decoded with iced-x86; never a uretprobe, which would
+    /// rewrite return addresses on stacks the Go runtime moves), capturing
+    /// the results where the register ABI leaves them.
+    pub fn resolve_returns(&mut self, entry: &ResolvedProbe) -> Result<ResolvedProbe, Error> {
+        let f = &entry.function;
+        let bad = |why: String| Error::Unsupported(format!("--returns for {}: {why}", f.name));
+        let start = self.binary.file_offset(f.low_pc).ok_or_else(|| bad("code not in the file".into()))?;
+        let code = self
+            .binary
+            .data
+            .get(start as usize..(start + (f.high_pc - f.low_pc)) as usize)
+            .ok_or_else(|| bad("code not in the file".into()))?;
+        let mut decoder = iced_x86::Decoder::with_ip(64, code, f.low_pc, iced_x86::DecoderOptions::NONE);
+        let mut sites = vec![];
+        let mut insn = iced_x86::Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut insn);
+            if insn.mnemonic() == iced_x86::Mnemonic::Ret {
+                let pc = insn.ip();
+                sites.push((pc, start + (pc - f.low_pc)));
+            }
+        }
+        if sites.is_empty() {
+            return Err(bad("no return instruction (the function never returns normally)".into()));
+        }
+        let mut params = entry.params.clone();
+        let hidden_dict = f.name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict");
+        match abi::return_locations(&self.debug, &params, hidden_dict) {
+            Some(locs) => {
+                for (p, pieces) in params.iter_mut().filter(|p| p.is_result).zip(locs) {
+                    p.pieces = pieces;
+                }
+            }
+            None => params.iter_mut().filter(|p| p.is_result).for_each(|p| p.pieces.clear()),
+        }
+        let plan = capture::compile_vars(&self.debug, &mut self.tables, &params, entry.plan.limits, true);
+        let (pc, file_offset) = sites.remove(0);
+        Ok(ResolvedProbe {
+            spec: entry.spec.clone(),
+            kind: "return",
+            locals: false,
+            function: f.clone(),
+            file: entry.file.clone(),
+            line: entry.line,
+            pc,
+            file_offset,
+            more_sites: sites,
+            params,
+            plan,
+        })
     }
 
     /// Resolves `--line FILE:LINE`: a probe at every address where the line
@@ -165,7 +233,19 @@ impl Program {
                 reason: format!("variables of {} at {pc:#x}: {e}", function.name),
             })?;
             let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-            out.push(ResolvedProbe { spec: spec.to_owned(), kind: "line", locals, function, file: path, line, pc, file_offset, params, plan });
+            out.push(ResolvedProbe {
+                spec: spec.to_owned(),
+                kind: "line",
+                locals,
+                function,
+                file: path,
+                line,
+                pc,
+                file_offset,
+                more_sites: vec![],
+                params,
+                plan,
+            });
         }
         Ok(out)
     }

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_common::{ProbeParams, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, STACK_BYTES};
+use probe_common::{
+    ProbeParams, EVK_RETURN, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, PARAM_RECORD_ENTRY, PARAM_RETURN, PARAM_RET_AT_SP,
+    STACK_BYTES,
+};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
@@ -36,6 +39,12 @@ pub struct AttachOptions {
     pub max_hits: Option<u64>,
     pub duration: Option<Duration>,
     pub limits: Limits,
+    /// `--returns`: also probe every return instruction.
+    pub returns: bool,
+    /// `--stack N`: return addresses to record per hit.
+    pub stack: u32,
+    /// `--rate N/s` per probe.
+    pub rate: Option<u32>,
 }
 
 /// Why the session ended.
@@ -56,6 +65,8 @@ pub struct ProbeSummary {
     pub dropped: u64,
     pub read_errors: u64,
     pub truncated: u64,
+    pub rate_limited: u64,
+    pub unpaired: u64,
 }
 
 /// The end-of-run report.
@@ -76,25 +87,47 @@ impl std::fmt::Display for Summary {
         };
         writeln!(f, "probe: detached after {:.1}s ({why})", self.elapsed.as_secs_f64())?;
         for p in &self.probes {
-            writeln!(
+            write!(
                 f,
                 "  {}: {} hits, {} shown, {} dropped (ring buffer full), {} cut by capture limits, {} memory reads failed",
                 p.spec, p.hits, p.shown, p.dropped, p.truncated, p.read_errors
             )?;
+            if p.rate_limited > 0 {
+                write!(f, ", {} dropped by --rate", p.rate_limited)?;
+            }
+            if p.unpaired > 0 {
+                write!(f, ", {} returns without a captured entry", p.unpaired)?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
 }
 
-/// Kernel params for one probe from its plan and the runtime layout.
-pub fn probe_params(p: &ResolvedProbe, program: &Program) -> ProbeParams {
+/// Kernel params for one probe from its plan and the runtime layout; `pair`
+/// is the entry probe's id for a return probe.
+pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, pair: Option<u32>) -> ProbeParams {
     let l = p.plan.limits;
+    let mut flags = PARAM_ENABLED | PARAM_G_IN_R14;
+    if p.kind != "line" {
+        flags |= PARAM_RET_AT_SP;
+    }
+    if p.kind == "entry" && opts.returns {
+        flags |= PARAM_RECORD_ENTRY;
+    }
+    if pair.is_some() {
+        flags |= PARAM_RETURN;
+    }
     let mut params = ProbeParams {
+        stack_frames: opts.stack.min(probe_common::MAX_FRAMES),
+        pair_id: pair.unwrap_or(0),
+        // Returns are only shown for captured entries: the entry's rate rules.
+        rate_per_sec: if pair.is_some() { 0 } else { opts.rate.unwrap_or(0) },
         goid_offset: program.runtime.goid_offset as u32,
         stack_hi_offset: program.runtime.stack_hi_offset as u32,
         stack_bytes: STACK_BYTES,
         // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
-        flags: PARAM_ENABLED | PARAM_G_IN_R14,
+        flags,
         max_bytes: l.max_bytes,
         max_string: l.max_string,
         max_elems: l.max_elems,
@@ -151,15 +184,29 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     if opts.locals && !opts.funcs.is_empty() {
         eprintln!("probe: note: locals are not live yet at a function's entry; use --line FILE:LINE to see them");
     }
+    // Return probes follow the entry probes; `pairs[i]` is the entry of probe i.
+    let mut pairs: Vec<Option<u32>> = vec![None; probes.len()];
+    if opts.returns {
+        for i in 0..probes.len() {
+            if probes[i].kind == "entry" {
+                let r = program.resolve_returns(&probes[i])?;
+                probes.push(r);
+                pairs.push(Some(i as u32));
+            }
+        }
+    }
     program.load_runtime_types();
 
     let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
     kernel.write_tables(&program.tables.types, &program.tables.rtypes)?;
     for (id, p) in probes.iter().enumerate() {
-        kernel.configure(id as u32, &probe_params(p, &program))?;
+        kernel.configure(id as u32, &probe_params(p, &program, opts, pairs[id]))?;
     }
     for (id, p) in probes.iter().enumerate() {
         kernel.attach(id as u32, &target.exe, p.file_offset, target.pid)?;
+        for (_, off) in &p.more_sites {
+            kernel.attach(id as u32, &target.exe, *off, target.pid)?;
+        }
     }
     target.release();
     let who = match (target.pid, &opts.target) {
@@ -252,16 +299,39 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     for (id, p) in probes.iter().enumerate() {
         let st = kernel.stats(id as u32)?;
         summaries.push(ProbeSummary {
-            spec: if p.spec == p.function.name { p.spec.clone() } else { format!("{} ({})", p.spec, p.function.name) },
+            spec: {
+                let s = if p.spec == p.function.name { p.spec.clone() } else { format!("{} ({})", p.spec, p.function.name) };
+                if p.kind == "return" {
+                    format!("{s} returns")
+                } else {
+                    s
+                }
+            },
             hits: st.hits,
             shown: shown[id],
             dropped: st.ringbuf_drops,
             read_errors: st.read_errors,
             truncated: st.truncated,
+            rate_limited: st.rate_limited,
+            unpaired: st.filtered,
         });
     }
     drop(kernel); // detaches every uprobe
     Ok(Summary { reason, probes: summaries, elapsed: started.elapsed() })
+}
+
+/// Function, file and line of each return address (the call instruction
+/// just before it, for all but the probed PC itself).
+fn symbolize(program: &Program, pcs: &[u64]) -> Vec<crate::output::Frame> {
+    pcs.iter()
+        .enumerate()
+        .map(|(i, &pc)| {
+            let at = if i == 0 { pc } else { pc.saturating_sub(1) };
+            let function = program.debug.function_at(at).map(|f| f.name.clone()).unwrap_or_else(|| "?".into());
+            let (file, line) = program.debug.line_at(at).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+            crate::output::Frame { pc, function, file, line }
+        })
+        .collect()
 }
 
 /// Decodes one ring-buffer record into an output line.
@@ -280,7 +350,16 @@ fn render(bytes: &[u8], probes: &[ResolvedProbe], program: &Program, wall: i128,
         time_ns: wall + ev.header.ktime_ns as i128,
         args: decode::decode_args(&program.debug, &program.rtypes, &probe.plan, &ev),
         locals: probe.locals.then(|| decode::decode_vars(&program.debug, &program.rtypes, &probe.plan, &ev, true)),
+        returns: None,
+        duration_ns: None,
+        stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack)),
     };
+    let mut hit = hit;
+    if ev.header.kind == EVK_RETURN {
+        hit.returns = Some(std::mem::take(&mut hit.args));
+        hit.duration_ns =
+            (ev.header.entry_ktime != 0).then(|| ev.header.ktime_ns.saturating_sub(ev.header.entry_ktime));
+    }
     let line = match format {
         Format::Json => {
             let mut s = hit.to_json().to_string();

@@ -1,0 +1,153 @@
+// Command calls exercises breakpoints beyond function entry: return values
+// and durations, deep recursion that grows goroutine stacks, conditions,
+// rate limits, inlined functions and loops. -mode picks the workload; the
+// program prints what it did so a test can compare.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+var ErrDivZero = errors.New("division by zero")
+
+// divide returns named results; b == 0 gives an error.
+//
+//go:noinline
+func divide(a, b int) (q int, err error) {
+	if b == 0 {
+		return 0, ErrDivZero
+	}
+	return a / b, nil
+}
+
+// sleepy sleeps 10ms and returns n*2.
+//
+//go:noinline
+func sleepy(n int) int {
+	time.Sleep(10 * time.Millisecond)
+	return n * 2
+}
+
+// recurse recurses depth times with a big frame, forcing stack growth.
+//
+//go:noinline
+func recurse(depth int, pad [256]byte) int {
+	if depth == 0 {
+		return int(pad[0])
+	}
+	pad[depth%256] = byte(depth)
+	return recurse(depth-1, pad) + 1
+}
+
+// filter is probed with a condition; the test counts matches itself.
+//
+//go:noinline
+func filter(n int, name string) int {
+	return n + len(name)
+}
+
+// hot is called 10000 times a second in -mode rate.
+//
+//go:noinline
+func hot(n int) int { return n + 1 }
+
+// add is small enough to be inlined into its callers.
+func add(a, b int) int {
+	return a*10 + b
+}
+
+//go:noinline
+func useAdd(n int) int {
+	return add(n, 1) + add(n, 2)
+}
+
+// loop's line 84 runs once per iteration with i and s live.
+//
+//go:noinline
+func loop(n int) int {
+	s := 0
+	for i := 0; i < n; i++ {
+		s += i * i
+	}
+	return s
+}
+
+func main() {
+	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop")
+	count := flag.Int("count", 100, "iterations")
+	flag.Parse()
+	switch *mode {
+	case "returns":
+		for n := 0; n < *count; n++ {
+			q, err := divide(n*6, n%3)
+			fmt.Printf("divide %d %d %v\n", n, q, err)
+			if n%10 == 0 {
+				sleepy(n)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	case "recurse":
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for i := 0; i < *count; i++ {
+					var pad [256]byte
+					pad[0] = byte(g)
+					if got := recurse(100+g, pad); got != 100+g+g {
+						errs <- fmt.Errorf("recurse(%d) = %d", 100+g, got)
+						return
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		fmt.Println("recurse ok")
+	case "filter":
+		for n := 0; n < *count; n++ {
+			name := "even"
+			if n%2 == 1 {
+				name = "odd"
+			}
+			filter(n, name)
+			if n%100 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		fmt.Printf("filter calls %d\n", *count)
+	case "rate":
+		// 10000 calls a second for count/10000 seconds.
+		next := time.Now()
+		for n := 0; n < *count; n++ {
+			hot(n)
+			next = next.Add(100 * time.Microsecond)
+			for time.Now().Before(next) {
+			}
+		}
+		fmt.Printf("rate calls %d\n", *count)
+	case "inline":
+		total := 0
+		for n := 0; n < *count; n++ {
+			total += useAdd(n)
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Printf("inline %d\n", total)
+	case "loop":
+		for n := 0; n < *count; n++ {
+			loop(5)
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
