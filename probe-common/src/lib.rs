@@ -196,10 +196,50 @@ pub struct ProbeParams {
     pub pair_id: u32,
     /// `--rate`: hits per second let through (0: unlimited).
     pub rate_per_sec: u32,
+    /// Valid entries of `filters`.
+    pub n_filters: u32,
+    pub _pad: u32,
     /// Added to runtime type addresses before the `RTYPES` lookup (a PIE's
     /// load bias is subtracted this way; 0 for static executables).
     pub rtype_bias: u64,
     pub roots: [RootOp; MAX_ROOTS],
+    /// Kernel-side condition terms, all of which must hold.
+    pub filters: [Filter; FILTER_OPS],
+}
+
+/// Condition terms per probe checked in the kernel.
+pub const FILTER_OPS: usize = 4;
+
+/// Filter kinds and comparison operators.
+pub mod filter {
+    /// Signed integer of `size` bytes compared with `value as i64`.
+    pub const INT: u8 = 1;
+    /// Unsigned integer (or bool) of `size` bytes compared with `value`.
+    pub const UINT: u8 = 2;
+    /// String (data word `src`, length word `len_src`) equal to the first
+    /// `value` bytes of `bytes` (EQ/NE only).
+    pub const STR: u8 = 3;
+    pub const EQ: u8 = 1;
+    pub const NE: u8 = 2;
+    pub const LT: u8 = 3;
+    pub const LE: u8 = 4;
+    pub const GT: u8 = 5;
+    pub const GE: u8 = 6;
+}
+
+/// One `variable OP literal` term of a condition, checked at the hit so a
+/// non-matching hit sends nothing to userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub src: Source,
+    pub len_src: Source,
+    pub value: u64,
+    pub bytes: [u8; 16],
+    pub kind: u8,
+    pub op: u8,
+    pub size: u8,
+    pub _pad: [u8; 5],
 }
 
 /// The probe is configured (an all-zero array slot is not).
@@ -234,6 +274,9 @@ pub struct ProbeStats {
     pub filtered: u64,
     /// Hits not captured because probes were suspended (CPU budget).
     pub suspended: u64,
+    /// Returns whose entry was not captured (began before attach, or
+    /// filtered/rate-limited at entry).
+    pub unpaired: u64,
 }
 
 /// Token-bucket state of one probe (`RATE` map).
@@ -340,8 +383,9 @@ const _: () = assert!(core::mem::size_of::<Desc>() == 24);
 const _: () = assert!(core::mem::size_of::<TypeInfo>() == 8 + 24 * MAX_DESCS);
 const _: () = assert!(core::mem::size_of::<RType>() == 8);
 const _: () = assert!(core::mem::size_of::<RootOp>() == 24);
-const _: () = assert!(core::mem::size_of::<ProbeParams>() == 56 + 24 * MAX_ROOTS);
-const _: () = assert!(core::mem::size_of::<ProbeStats>() == 64);
+const _: () = assert!(core::mem::size_of::<ProbeParams>() == 64 + 24 * MAX_ROOTS + 48 * FILTER_OPS);
+const _: () = assert!(core::mem::size_of::<Filter>() == 48);
+const _: () = assert!(core::mem::size_of::<ProbeStats>() == 72);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 216);
 const _: () = assert!(core::mem::size_of::<EntryKey>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);

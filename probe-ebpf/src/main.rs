@@ -171,14 +171,19 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
         st.suspended += 1;
         return Err(());
     }
-    if params.rate_per_sec != 0 && !take_token(id, params.rate_per_sec) {
-        st.rate_limited += 1;
-        return Err(());
-    }
     let sc = SCRATCH.get_ptr_mut(0).ok_or(())?;
     let ws = WORK.get_ptr_mut(0).ok_or(())?;
     // SAFETY: per-CPU scratch, large enough for the header (checked at compile time).
     let (hdr, sp, hi) = unsafe { fill_header(ctx, id, params, sc) };
+    // SAFETY: the header's registers were just written.
+    if params.n_filters > 0 && !unsafe { filters_pass(params, sc, sp) } {
+        st.filtered += 1;
+        return Err(());
+    }
+    if params.rate_per_sec != 0 && !take_token(id, params.rate_per_sec) {
+        st.rate_limited += 1;
+        return Err(());
+    }
     // SAFETY: the header was just written.
     let (goid, frame, ktime) = unsafe { ((*hdr).goid, (*hdr).frame, (*hdr).ktime_ns) };
     if params.flags & PARAM_RECORD_ENTRY != 0 && goid != 0 {
@@ -195,8 +200,8 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
             Some(t) => unsafe { (*hdr).entry_ktime = t },
             None => {
                 // The call began before we attached, or its entry was not
-                // captured (rate limit): nothing to pair it with.
-                st.filtered += 1;
+                // captured (rate limit, condition): nothing to pair it with.
+                st.unpaired += 1;
                 return Err(());
             }
         }
@@ -282,6 +287,71 @@ unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mu
         }
     }
     (h, r.rsp, hi)
+}
+
+/// Do all kernel-side condition terms hold?
+#[inline(always)]
+unsafe fn filters_pass(params: &ProbeParams, sc: *mut Scratch, sp: u64) -> bool {
+    for i in 0..FILTER_OPS {
+        if i as u32 >= params.n_filters {
+            break;
+        }
+        let f = &params.filters[i];
+        let w = source(&f.src, sc, sp);
+        let ok = match f.kind {
+            filter::INT => {
+                let bits = (f.size as u32).min(8) * 8;
+                let v = if bits == 0 || bits >= 64 { w as i64 } else { ((w << (64 - bits)) as i64) >> (64 - bits) };
+                cmp_ord(f.op, v.cmp(&(f.value as i64)))
+            }
+            filter::UINT => {
+                let bits = (f.size as u32).min(8) * 8;
+                let v = if bits == 0 || bits >= 64 { w } else { w & ((1u64 << bits) - 1) };
+                cmp_ord(f.op, v.cmp(&f.value))
+            }
+            filter::STR => {
+                let len = source(&f.len_src, sc, sp);
+                let mut eq = len == f.value;
+                if eq && len > 0 {
+                    let mut buf = [0u8; 16];
+                    let n = (len as u32) & 31;
+                    if n > 16 || read_user(buf.as_mut_ptr(), if n == 0 { 1 } else { n }, w) != 0 {
+                        eq = false;
+                    } else {
+                        for j in 0..16 {
+                            if (j as u64) < len && buf[j] != f.bytes[j] {
+                                eq = false;
+                            }
+                        }
+                    }
+                }
+                if f.op == filter::NE {
+                    !eq
+                } else {
+                    eq
+                }
+            }
+            _ => true,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn cmp_ord(op: u8, o: core::cmp::Ordering) -> bool {
+    use core::cmp::Ordering::*;
+    match op {
+        filter::EQ => o == Equal,
+        filter::NE => o != Equal,
+        filter::LT => o == Less,
+        filter::LE => o != Greater,
+        filter::GT => o == Greater,
+        filter::GE => o != Less,
+        _ => true,
+    }
 }
 
 /// Takes one token from probe `id`'s bucket (refilled at `rate` per second,

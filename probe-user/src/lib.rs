@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod binary;
 pub mod capture;
+pub mod cond;
 pub mod decode;
 pub mod dwarf;
 pub mod error;

@@ -115,6 +115,16 @@ struct AttachArgs {
     /// counted as dropped.
     #[arg(long, value_name = "N/s", value_parser = parse_rate)]
     rate: Option<u32>,
+    /// Only show hits where this Go-like expression over arguments and
+    /// locals is true, e.g. 'n % 7 == 3 && name == "odd"' or
+    /// 'o.Customer.Address.City == "Paris"'. Simple comparisons of
+    /// arguments with literals are checked in the kernel.
+    #[arg(long, value_name = "EXPR")]
+    cond: Option<String>,
+    /// Resolve the probes and explain them (PCs, variables and their
+    /// locations, capture plan, where the condition runs); attach nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -165,6 +175,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 returns: a.returns,
                 stack: a.stack,
                 rate: a.rate,
+                cond: a.cond,
+                dry_run: a.dry_run,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(session::run(opts))?;

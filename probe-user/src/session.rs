@@ -14,10 +14,13 @@ use probe_common::{
     ProbeParams, EVK_RETURN, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, PARAM_RECORD_ENTRY, PARAM_RETURN, PARAM_RET_AT_SP,
     STACK_BYTES,
 };
+use std::collections::HashSet;
+
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     capture::Limits,
+    cond::Condition,
     decode::{self, RawEvent},
     error::Error,
     kernel::{Kernel, ENTRY_PROGRAM},
@@ -45,6 +48,10 @@ pub struct AttachOptions {
     pub stack: u32,
     /// `--rate N/s` per probe.
     pub rate: Option<u32>,
+    /// `--cond EXPR` for every entry and line probe.
+    pub cond: Option<String>,
+    /// `--dry-run`: resolve and explain, attach nothing.
+    pub dry_run: bool,
 }
 
 /// Why the session ended.
@@ -54,6 +61,7 @@ pub enum StopReason {
     Duration,
     Signal,
     TargetExited,
+    DryRun,
 }
 
 /// Per-probe outcome, printed to stderr at the end.
@@ -67,6 +75,12 @@ pub struct ProbeSummary {
     pub truncated: u64,
     pub rate_limited: u64,
     pub unpaired: u64,
+    /// Hits the condition rejected, in the kernel and in userspace.
+    pub cond_kernel: u64,
+    pub cond_user: u64,
+    /// Hits whose condition could not be evaluated (a value it reads was
+    /// not captured); not shown.
+    pub cond_unknown: u64,
 }
 
 /// The end-of-run report.
@@ -84,6 +98,7 @@ impl std::fmt::Display for Summary {
             StopReason::Duration => "reached --duration",
             StopReason::Signal => "interrupted",
             StopReason::TargetExited => "the target exited",
+            StopReason::DryRun => return writeln!(f, "probe: dry run: nothing was attached"),
         };
         writeln!(f, "probe: detached after {:.1}s ({why})", self.elapsed.as_secs_f64())?;
         for p in &self.probes {
@@ -97,6 +112,12 @@ impl std::fmt::Display for Summary {
             }
             if p.unpaired > 0 {
                 write!(f, ", {} returns without a captured entry", p.unpaired)?;
+            }
+            if p.cond_kernel + p.cond_user > 0 {
+                write!(f, ", {} not matching --cond ({} in the kernel)", p.cond_kernel + p.cond_user, p.cond_kernel)?;
+            }
+            if p.cond_unknown > 0 {
+                write!(f, ", {} with --cond unknown (a value it reads was not captured)", p.cond_unknown)?;
             }
             writeln!(f)?;
         }
@@ -195,12 +216,46 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             }
         }
     }
+    // Conditions: checked against each probe's variables before anything is
+    // attached; the terms the kernel can test go into its filters.
+    let mut conds: Vec<Option<Condition>> = vec![None; probes.len()];
+    let mut filters: Vec<Vec<(probe_common::Filter, String)>> = vec![vec![]; probes.len()];
+    let mut user_terms: Vec<Vec<String>> = vec![vec![]; probes.len()];
+    if let Some(src) = &opts.cond {
+        for (i, p) in probes.iter().enumerate() {
+            if p.kind == "return" {
+                continue;
+            }
+            let c = Condition::new(src, &program.debug, &p.plan.params).map_err(|e| {
+                anyhow::anyhow!(
+                    "--cond for {} ({}): {e}\n    {src}\n    {:>width$}",
+                    p.spec,
+                    p.function.name,
+                    "^",
+                    width = e.col
+                )
+            })?;
+            let (f, rest) = c.pushdown(&program.debug, &p.plan.params);
+            filters[i] = f;
+            user_terms[i] = rest;
+            conds[i] = Some(c);
+        }
+    }
+    if opts.dry_run {
+        print!("{}", dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms));
+        return Ok(Summary { reason: StopReason::DryRun, probes: vec![], elapsed: Duration::ZERO });
+    }
     program.load_runtime_types();
 
     let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
     kernel.write_tables(&program.tables.types, &program.tables.rtypes)?;
     for (id, p) in probes.iter().enumerate() {
-        kernel.configure(id as u32, &probe_params(p, &program, opts, pairs[id]))?;
+        let mut params = probe_params(p, &program, opts, pairs[id]);
+        params.n_filters = filters[id].len() as u32;
+        for (j, (f, _)) in filters[id].iter().enumerate() {
+            params.filters[j] = *f;
+        }
+        kernel.configure(id as u32, &params)?;
     }
     for (id, p) in probes.iter().enumerate() {
         kernel.attach(id as u32, &target.exe, p.file_offset, target.pid)?;
@@ -234,6 +289,17 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut shown = vec![0u64; probes.len()];
+    let mut rd = Renderer {
+        probes: &probes,
+        program: &program,
+        conds: &conds,
+        pairs: &pairs,
+        wall,
+        format: opts.format,
+        matched: HashSet::new(),
+        cond_user: vec![0; probes.len()],
+        cond_unknown: vec![0; probes.len()],
+    };
     let mut total = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut broken_pipe = false;
@@ -247,7 +313,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                     if opts.max_hits.is_some_and(|m| total >= m) {
                         continue; // drain, but show no more than asked
                     }
-                    if let Some((id, line)) = render(&item, &probes, &program, wall, opts.format) {
+                    if let Some((id, line)) = rd.render(&item) {
                         shown[id] += 1;
                         total += 1;
                         if out.write_all(line.as_bytes()).is_err() {
@@ -283,7 +349,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     if reason != StopReason::MaxHits {
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
-            if let Some((id, line)) = render(&item, &probes, &program, wall, opts.format) {
+            if let Some((id, line)) = rd.render(&item) {
                 if opts.max_hits.is_some_and(|m| total >= m) {
                     break;
                 }
@@ -313,7 +379,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             read_errors: st.read_errors,
             truncated: st.truncated,
             rate_limited: st.rate_limited,
-            unpaired: st.filtered,
+            unpaired: st.unpaired,
+            cond_kernel: st.filtered,
+            cond_user: rd.cond_user[id],
+            cond_unknown: rd.cond_unknown[id],
         });
     }
     drop(kernel); // detaches every uprobe
@@ -334,39 +403,130 @@ fn symbolize(program: &Program, pcs: &[u64]) -> Vec<crate::output::Frame> {
         .collect()
 }
 
-/// Decodes one ring-buffer record into an output line.
-fn render(bytes: &[u8], probes: &[ResolvedProbe], program: &Program, wall: i128, format: Format) -> Option<(usize, String)> {
-    let ev = RawEvent::parse(bytes)?;
-    if std::env::var_os("PROBE_DEBUG_EVENTS").is_some() {
-        eprintln!("{}", ev.describe());
-    }
-    let id = ev.header.probe_id as usize;
-    let probe = probes.get(id)?;
-    let hit = Hit {
-        probe,
-        pid: ev.header.pid,
-        tid: ev.header.tid,
-        goid: (ev.header.flags & probe_common::EV_GOID != 0).then_some(ev.header.goid),
-        time_ns: wall + ev.header.ktime_ns as i128,
-        args: decode::decode_args(&program.debug, &program.rtypes, &probe.plan, &ev),
-        locals: probe.locals.then(|| decode::decode_vars(&program.debug, &program.rtypes, &probe.plan, &ev, true)),
-        returns: None,
-        duration_ns: None,
-        stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack)),
-    };
-    let mut hit = hit;
-    if ev.header.kind == EVK_RETURN {
-        hit.returns = Some(std::mem::take(&mut hit.args));
-        hit.duration_ns =
-            (ev.header.entry_ktime != 0).then(|| ev.header.ktime_ns.saturating_sub(ev.header.entry_ktime));
-    }
-    let line = match format {
-        Format::Json => {
-            let mut s = hit.to_json().to_string();
-            s.push('\n');
-            s
-        }
-        Format::Pretty => hit.pretty(),
-    };
-    Some((id, line))
+/// Turns ring-buffer records into output lines, applying conditions.
+struct Renderer<'a> {
+    probes: &'a [ResolvedProbe],
+    program: &'a Program,
+    conds: &'a [Option<Condition>],
+    pairs: &'a [Option<u32>],
+    wall: i128,
+    format: Format,
+    /// (entry probe, goid, frame) of shown entries whose returns are due.
+    matched: HashSet<(u32, u64, u64)>,
+    cond_user: Vec<u64>,
+    cond_unknown: Vec<u64>,
 }
+
+impl Renderer<'_> {
+    /// Decodes one record; `None` when it is not shown.
+    fn render(&mut self, bytes: &[u8]) -> Option<(usize, String)> {
+        let ev = RawEvent::parse(bytes)?;
+        if std::env::var_os("PROBE_DEBUG_EVENTS").is_some() {
+            eprintln!("{}", ev.describe());
+        }
+        let id = ev.header.probe_id as usize;
+        let probe = self.probes.get(id)?;
+        let (program, h) = (self.program, &ev.header);
+        let args = decode::decode_args(&program.debug, &program.rtypes, &probe.plan, &ev);
+        let locals = (probe.locals || self.conds[id].is_some())
+            .then(|| decode::decode_vars(&program.debug, &program.rtypes, &probe.plan, &ev, true));
+        if let Some(c) = &self.conds[id] {
+            let mut vars = args.clone();
+            vars.extend(locals.clone().unwrap_or_default());
+            match c.eval(&vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.cond_user[id] += 1;
+                    return None;
+                }
+                Err(_) => {
+                    self.cond_unknown[id] += 1;
+                    return None;
+                }
+            }
+        }
+        if let Some(entry) = self.pairs[id] {
+            // Only returns of shown entries are shown.
+            if self.conds[entry as usize].is_some() && !self.matched.remove(&(entry, h.goid, h.frame)) {
+                return None;
+            }
+        } else if self.conds[id].is_some() {
+            self.matched.insert((id as u32, h.goid, h.frame));
+        }
+        let mut hit = Hit {
+            probe,
+            pid: h.pid,
+            tid: h.tid,
+            goid: (h.flags & probe_common::EV_GOID != 0).then_some(h.goid),
+            time_ns: self.wall + h.ktime_ns as i128,
+            args,
+            locals: if probe.locals { locals } else { None },
+            returns: None,
+            duration_ns: None,
+            stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack)),
+        };
+        if h.kind == EVK_RETURN {
+            hit.returns = Some(std::mem::take(&mut hit.args));
+            hit.duration_ns = (h.entry_ktime != 0).then(|| h.ktime_ns.saturating_sub(h.entry_ktime));
+        }
+        let line = match self.format {
+            Format::Json => {
+                let mut s = hit.to_json().to_string();
+                s.push('\n');
+                s
+            }
+            Format::Pretty => hit.pretty(),
+        };
+        Some((id, line))
+    }
+}
+
+/// `--dry-run`: what would be attached where, and what runs where.
+fn dry_run(
+    probes: &[ResolvedProbe],
+    pairs: &[Option<u32>],
+    program: &Program,
+    conds: &[Option<Condition>],
+    filters: &[Vec<(probe_common::Filter, String)>],
+    user_terms: &[Vec<String>],
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for (i, p) in probes.iter().enumerate() {
+        let _ = writeln!(s, "probe {i}: {} [{}] {} at {}:{}", p.spec, p.kind, p.function.name, p.file, p.line);
+        let mut pcs = vec![format!("{:#x}", p.pc)];
+        pcs.extend(p.more_sites.iter().map(|(pc, _)| format!("{pc:#x}")));
+        let _ = writeln!(s, "  uprobe at {} (file offset {:#x}{})", pcs.join(", "), p.file_offset, if p.more_sites.is_empty() { "" } else { ", …" });
+        if let Some(e) = pairs[i] {
+            let _ = writeln!(s, "  returns of probe {e}, paired by goroutine and frame");
+        }
+        for v in &p.plan.params {
+            let ty = decode::type_name(&program.debug, v.ty);
+            let places: Vec<String> = v.pieces.iter().map(|pc| format!("{:?}", pc.place)).collect();
+            let role = if p.kind == "return" { "result" } else if v.local { "local" } else { "arg" };
+            let _ = writeln!(s, "  {role} {} {ty}: {}", v.name, places.join(" + "));
+        }
+        let l = p.plan.limits;
+        let _ = writeln!(
+            s,
+            "  capture: {} roots, depth {}, strings {} B, {} elements, {} B per hit",
+            p.plan.roots.len(),
+            l.max_depth,
+            l.max_string,
+            l.max_elems,
+            l.max_bytes
+        );
+        if let Some(c) = &conds[i] {
+            let _ = writeln!(s, "  condition {}", c.src);
+            let kt: Vec<&str> = filters[i].iter().map(|(_, t)| t.as_str()).collect();
+            let _ = writeln!(s, "    in the kernel: {}", if kt.is_empty() { "nothing".into() } else { kt.join(" && ") });
+            let _ = writeln!(
+                s,
+                "    in userspace: the whole condition{}",
+                if user_terms[i].is_empty() { String::new() } else { format!(" (kernel cannot check: {})", user_terms[i].join(", ")) }
+            );
+        }
+    }
+    s
+}
+
