@@ -151,6 +151,8 @@ pub struct DebugInfo {
     /// Start offset of each unit in `.debug_info`, ascending.
     unit_starts: Vec<DebugInfoOffset>,
     functions: Vec<Function>,
+    /// Indices of `functions` sorted by `low_pc`, for address lookups.
+    by_addr: Vec<usize>,
     by_name: HashMap<String, usize>,
     type_names: HashMap<String, DebugInfoOffset>,
     /// `DW_AT_go_runtime_type` of type DIEs: offsets from `runtime.types`.
@@ -186,6 +188,7 @@ impl DebugInfo {
             units: vec![],
             unit_starts: vec![],
             functions: vec![],
+            by_addr: vec![],
             by_name: HashMap::new(),
             type_names: HashMap::new(),
             runtime_types: vec![],
@@ -194,6 +197,9 @@ impl DebugInfo {
             lines: std::cell::OnceCell::new(),
         };
         me.index().map_err(|e| bad(e.to_string()))?;
+        let mut by_addr: Vec<usize> = (0..me.functions.len()).collect();
+        by_addr.sort_by_key(|&i| me.functions[i].low_pc);
+        me.by_addr = by_addr;
         Ok(me)
     }
 
@@ -298,7 +304,8 @@ impl DebugInfo {
 
     /// The function whose code contains `pc`.
     pub fn function_at(&self, pc: u64) -> Option<&Function> {
-        self.functions.iter().find(|f| f.low_pc <= pc && pc < f.high_pc)
+        let i = self.by_addr.partition_point(|&i| self.functions[i].low_pc <= pc);
+        self.by_addr[..i].iter().rev().take(4).map(|&i| &self.functions[i]).find(|f| f.low_pc <= pc && pc < f.high_pc)
     }
 
     /// Every type DIE that has a Go runtime type descriptor, resolved, with

@@ -87,6 +87,8 @@ pub struct ProbeSummary {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub reason: StopReason,
+    /// How a launched target ended, when it ended by itself.
+    pub target_exit: Option<String>,
     pub probes: Vec<ProbeSummary>,
     pub elapsed: Duration,
 }
@@ -97,9 +99,18 @@ impl std::fmt::Display for Summary {
             StopReason::MaxHits => "reached --max-hits",
             StopReason::Duration => "reached --duration",
             StopReason::Signal => "interrupted",
-            StopReason::TargetExited => "the target exited",
+            StopReason::TargetExited => match &self.target_exit {
+                Some(how) => return self.write_body(f, &format!("the target exited, {how}")),
+                None => "the target exited",
+            },
             StopReason::DryRun => return writeln!(f, "probe: dry run: nothing was attached"),
         };
+        self.write_body(f, why)
+    }
+}
+
+impl Summary {
+    fn write_body(&self, f: &mut std::fmt::Formatter<'_>, why: &str) -> std::fmt::Result {
         writeln!(f, "probe: detached after {:.1}s ({why})", self.elapsed.as_secs_f64())?;
         for p in &self.probes {
             write!(
@@ -243,7 +254,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     }
     if opts.dry_run {
         print!("{}", dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms));
-        return Ok(Summary { reason: StopReason::DryRun, probes: vec![], elapsed: Duration::ZERO });
+        return Ok(Summary { reason: StopReason::DryRun, target_exit: None, probes: vec![], elapsed: Duration::ZERO });
     }
     program.load_runtime_types();
 
@@ -386,7 +397,8 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         });
     }
     drop(kernel); // detaches every uprobe
-    Ok(Summary { reason, probes: summaries, elapsed: started.elapsed() })
+    let target_exit = target.child.as_ref().and_then(|l| l.exit_description());
+    Ok(Summary { reason, target_exit, probes: summaries, elapsed: started.elapsed() })
 }
 
 /// Function, file and line of each return address (the call instruction

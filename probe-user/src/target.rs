@@ -55,6 +55,18 @@ impl Launched {
         false
     }
 
+    /// How a launched child ended, once it has: "status 0", "signal 9".
+    pub fn exit_description(&self) -> Option<String> {
+        let st = self.status?;
+        Some(if libc::WIFEXITED(st) {
+            format!("exit status {}", libc::WEXITSTATUS(st))
+        } else if libc::WIFSIGNALED(st) {
+            format!("killed by signal {}", libc::WTERMSIG(st))
+        } else {
+            format!("wait status {st:#x}")
+        })
+    }
+
     /// Ends a child we launched (SIGTERM, then SIGKILL after a grace period)
     /// and reaps it. A child still held before exec is killed outright.
     pub fn stop(&mut self) {

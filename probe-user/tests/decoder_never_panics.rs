@@ -92,6 +92,10 @@ fn random_event(rng: &mut Rng, probe_id: u32) -> Vec<u8> {
         regs,
         read_errors: rng.next() as u32,
         steps: 0,
+        kind: rng.below(2) as u32,
+        nstack: rng.below(40) as u32,
+        frame: rng.next(),
+        entry_ktime: rng.next(),
     };
     // SAFETY: EventHeader is plain old data.
     let mut out =

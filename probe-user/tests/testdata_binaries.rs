@@ -137,6 +137,10 @@ fn event(regs: &[(u8, u64)], chunks: &[(u64, &[u8], u32)], flags: u32) -> Vec<u8
         regs: [0; NUM_REGS],
         read_errors: 0,
         steps: 0,
+        kind: 0,
+        nstack: 0,
+        frame: 0,
+        entry_ktime: 0,
     };
     for (r, v) in regs {
         h.regs[*r as usize] = *v;

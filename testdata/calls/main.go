@@ -66,13 +66,16 @@ func useAdd(n int) int {
 	return add(n, 1) + add(n, 2)
 }
 
-// loop's line 84 runs once per iteration with i and s live.
+//go:noinline
+func sq(i int) int { return i * i }
+
+// loop's line 78 runs once per iteration with i and s live.
 //
 //go:noinline
 func loop(n int) int {
 	s := 0
 	for i := 0; i < n; i++ {
-		s += i * i
+		s += sq(i)
 	}
 	return s
 }

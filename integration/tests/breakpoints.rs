@@ -1,0 +1,166 @@
+//! Breakpoints beyond function entry on Go 1.21 and 1.27 (and 1.24): return
+//! values and durations, stack growth under --returns and --stack,
+//! conditions (kernel and userspace), --rate, loops.
+
+use std::time::Duration;
+
+use probe_integration::{go_versions, probe, testdata};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(120);
+
+fn calls(v: &str) -> String {
+    testdata(v, "calls").to_str().unwrap().to_owned()
+}
+
+#[test]
+fn returns_report_named_results_errors_and_durations() {
+    for v in go_versions() {
+        let bin = calls(&v);
+        let run = probe(
+            &["attach", "--func", "main.divide", "--func", "main.sleepy", "--returns", "--format", "json", "--", &bin, "-count", "30"],
+            T,
+        );
+        assert!(run.status.success(), "go{v}: {}", run.stderr);
+        assert!(run.stderr.contains("the target exited, exit status 0"), "{}", run.stderr);
+        let (mut entries, mut returns, mut sleeps) = (0, 0, 0);
+        let mut last_n: Option<i64> = None;
+        for e in &run.events {
+            match (e["function"].as_str().unwrap(), e["kind"].as_str().unwrap()) {
+                ("main.divide", "entry") => {
+                    entries += 1;
+                    let (a, b) = (e["args"]["a"].as_i64().unwrap(), e["args"]["b"].as_i64().unwrap());
+                    assert_eq!(a % 6, 0);
+                    last_n = Some(a / 6);
+                    assert_eq!(b, (a / 6) % 3);
+                }
+                ("main.divide", "return") => {
+                    returns += 1;
+                    let n = last_n.take().expect("a return follows its entry");
+                    let r = &e["returns"];
+                    if n % 3 == 0 {
+                        assert_eq!(r["q"], 0);
+                        assert_eq!(r["err"], json!({"type": "*errors.errorString", "value": {"s": "division by zero"}}), "go{v}: {e}");
+                    } else {
+                        assert_eq!(r["q"], (n * 6) / (n % 3), "go{v}: {e}");
+                        assert_eq!(r["err"], Value::Null);
+                    }
+                    assert!(e["duration_ns"].as_u64().is_some(), "{e}");
+                }
+                ("main.sleepy", "return") => {
+                    sleeps += 1;
+                    assert!(e["duration_ns"].as_u64().unwrap() >= 10_000_000, "go{v}: slept 10ms: {e}");
+                    assert!(e["returns"]["~r0"].as_i64().unwrap() % 20 == 0, "{e}");
+                }
+                ("main.sleepy", "entry") => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((entries, returns, sleeps), (30, 30, 3), "go{v}");
+    }
+}
+
+#[test]
+fn recursion_that_grows_stacks_is_traced_without_harm() {
+    for v in go_versions() {
+        let bin = calls(&v);
+        // 16 goroutines × 6 calls × ~110 levels of 256-byte frames: the
+        // runtime copies goroutine stacks while calls are in flight.
+        let run = probe(
+            &[
+                "attach", "--func", "main.recurse", "--returns", "--stack", "32", "--max-bytes", "1024", "--format", "json", "--", &bin,
+                "-mode", "recurse", "-count", "6",
+            ],
+            T,
+        );
+        assert!(run.status.success(), "go{v}: {}", run.stderr);
+        assert!(run.stderr.contains("recurse ok"), "go{v}: the target checked its own results: {}", run.stderr);
+        assert!(run.stderr.contains("exit status 0"), "go{v}: {}", run.stderr);
+        let entries: Vec<&Value> = run.events.iter().filter(|e| e["kind"] == "entry").collect();
+        let returns: Vec<&Value> = run.events.iter().filter(|e| e["kind"] == "return").collect();
+        let expected: usize = (0..16).map(|g| 6 * (100 + g + 1)).sum();
+        // Every call is seen once, and every event is shown or counted as
+        // dropped (a burst this size can outrun the ring buffer).
+        for (kind, shown) in [("main.recurse:", entries.len()), ("main.recurse returns:", returns.len())] {
+            let line = run.stderr.lines().find(|l| l.trim_start().starts_with(kind)).unwrap();
+            let num = |what: &str| -> usize {
+                line.split(", ").find(|p| p.contains(what)).unwrap().split_whitespace().rev().find_map(|w| w.parse().ok()).unwrap()
+            };
+            let hits: usize = line.split_whitespace().nth(kind.split(' ').count()).unwrap().parse().unwrap();
+            assert_eq!(hits, expected, "go{v}: {line}");
+            assert_eq!(shown + num("dropped (ring buffer full)"), expected, "go{v}: {line}");
+        }
+        for r in &returns {
+            let got = r["returns"]["~r0"].as_i64().unwrap();
+            assert!((0..=2 * 115).contains(&got), "{r}");
+            assert!(r["duration_ns"].as_u64().is_some());
+        }
+        for e in entries.iter().take(200) {
+            let st = e["stack"].as_array().unwrap();
+            assert_eq!(st[0]["function"], "main.recurse");
+            assert!(st.len() <= 32 && st.len() >= 2, "{e}");
+            assert!(st.iter().all(|f| f["function"] != "?"), "every frame symbolized: {e}");
+        }
+    }
+}
+
+#[test]
+fn condition_selects_exactly_the_matching_hits() {
+    for v in go_versions() {
+        let bin = calls(&v);
+        for (cond, want) in [
+            // Kernel-side terms (name == "odd") and a userspace-only term.
+            ("n % 7 == 3 && name == \"odd\"", (0..2000).filter(|n| n % 7 == 3 && n % 2 == 1).count()),
+            // Entirely in the kernel.
+            ("n >= 1990 && name != \"odd\"", 5),
+            // Entirely in userspace.
+            ("len(name) == 4 || n * 2 == 10", 1001),
+        ] {
+            let run = probe(&["attach", "--func", "main.filter", "--cond", cond, "--format", "json", "--", &bin, "-mode", "filter", "-count", "2000"], T);
+            assert!(run.status.success(), "go{v}: {}", run.stderr);
+            assert!(run.stderr.contains("filter calls 2000"));
+            assert_eq!(run.events.len(), want, "go{v}: {cond}");
+        }
+        let run = probe(&["attach", "--func", "main.filter", "--cond", "n > 3 && nmae == \"odd\"", "--", &bin, "-mode", "filter"], T);
+        assert!(!run.status.success());
+        assert!(run.stderr.contains("column 10") && run.stderr.contains("no argument or local named \"nmae\""), "{}", run.stderr);
+        assert!(!run.stderr.contains("attached"), "nothing attached: {}", run.stderr);
+    }
+}
+
+#[test]
+fn rate_limit_captures_about_the_rate_and_counts_the_rest() {
+    let v = go_versions().pop().unwrap();
+    let bin = calls(&v);
+    // ~10 000 calls a second for ~3 seconds.
+    let run = probe(&["attach", "--func", "main.hot", "--rate", "100/s", "--format", "json", "--", &bin, "-mode", "rate", "-count", "30000"], T);
+    assert!(run.status.success(), "{}", run.stderr);
+    let shown = run.events.len();
+    // One second's burst, then 100 a second.
+    assert!((150..=600).contains(&shown), "{shown} events captured:\n{}", run.stderr);
+    let line = run.stderr.lines().find(|l| l.contains("main.hot:")).unwrap();
+    let hits: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let limited: usize = line.split(", ").find(|p| p.contains("dropped by --rate")).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(hits, 30000, "{line}");
+    assert_eq!(shown + limited, hits, "nothing lost silently: {line}");
+}
+
+#[test]
+fn line_in_a_loop_shows_each_iterations_locals() {
+    for v in go_versions() {
+        let bin = calls(&v);
+        let run = probe(
+            &["attach", "--line", "calls/main.go:78", "--capture", "args,locals", "--format", "json", "--max-hits", "10", "--", &bin, "-mode", "loop"],
+            T,
+        );
+        assert!(run.status.success(), "go{v}: {}", run.stderr);
+        assert_eq!(run.events.len(), 10);
+        for (k, e) in run.events.iter().enumerate() {
+            let i = (k % 5) as i64;
+            let l = &e["locals"];
+            assert_eq!(l["i"], i, "go{v}: iteration {k}: {e}");
+            assert_eq!(l["s"], (0..i).map(|x| x * x).sum::<i64>(), "go{v}: {e}");
+            assert_eq!(e["args"]["n"], 5);
+        }
+    }
+}
