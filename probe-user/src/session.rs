@@ -269,9 +269,15 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         kernel.configure(id as u32, &params)?;
     }
     for (id, p) in probes.iter().enumerate() {
-        kernel.attach(id as u32, &target.exe, p.file_offset, target.pid)?;
-        for (_, off) in &p.more_sites {
-            kernel.attach(id as u32, &target.exe, *off, target.pid)?;
+        let mut sites = vec![p.file_offset];
+        sites.extend(p.more_sites.iter().map(|s| s.1));
+        for off in sites {
+            if let Err(e) = kernel.attach(id as u32, &target.exe, off, target.pid) {
+                if target.exited() {
+                    anyhow::bail!("the target exited while probes were being attached; nothing is left attached");
+                }
+                return Err(e.into());
+            }
         }
     }
     target.release();
