@@ -164,3 +164,29 @@ fn line_in_a_loop_shows_each_iterations_locals() {
         }
     }
 }
+
+#[test]
+fn inlined_function_is_traced_through_its_copies() {
+    for v in go_versions() {
+        let bin = calls(&v);
+        let run = probe(&["attach", "--func", "main.bump", "--format", "json", "--", &bin, "-mode", "inline", "-count", "20"], T);
+        assert!(run.status.success(), "go{v}: {}", run.stderr);
+        // bump has no out-of-line copy: both call sites in useBump are probed.
+        let mut by_line: std::collections::BTreeMap<u64, Vec<&Value>> = Default::default();
+        for e in &run.events {
+            assert_eq!(e["function"], "main.bump");
+            assert_eq!(e["inlined"]["caller"], "main.useBump", "{e}");
+            assert!(e["file"].as_str().unwrap().ends_with("testdata/calls/main.go"), "{e}");
+            by_line.entry(e["inlined"]["line"].as_u64().unwrap()).or_default().push(e);
+        }
+        assert_eq!(by_line.keys().copied().collect::<Vec<_>>(), [69, 70], "go{v}");
+        for (line, evs) in &by_line {
+            assert_eq!(evs.len(), 20, "go{v}: line {line}: one hit per call");
+        }
+        // Where DWARF locates the argument, it is right (bump(n) at line 69).
+        for (n, e) in by_line[&69].iter().enumerate() {
+            let by = &e["args"]["by"];
+            assert!(by == &json!(n) || by.get("@unavailable").is_some(), "go{v}: {e}");
+        }
+    }
+}

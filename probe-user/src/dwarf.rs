@@ -101,6 +101,29 @@ pub struct Function {
     offset: UnitOffset,
 }
 
+impl Function {
+    /// A function record for code DWARF describes only as an inlined copy.
+    pub fn synthetic(name: &str, pc: u64, file: &str, line: u64) -> Self {
+        Self { name: name.to_owned(), low_pc: pc, high_pc: pc, file: file.to_owned(), line, unit: 0, offset: UnitOffset(0) }
+    }
+}
+
+/// A copy of a function the compiler inlined into another
+/// (`DW_TAG_inlined_subroutine`).
+#[derive(Clone, Debug)]
+pub struct InlinedCopy {
+    /// The inlined function's name.
+    pub name: String,
+    /// First instruction of the copy.
+    pub entry_pc: u64,
+    /// The function it was inlined into, and where it is called from there.
+    pub caller: String,
+    pub call_file: String,
+    pub call_line: u64,
+    unit: usize,
+    offset: UnitOffset,
+}
+
 /// Where one piece of a value lives at a PC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Place {
@@ -151,6 +174,10 @@ pub struct DebugInfo {
     /// Start offset of each unit in `.debug_info`, ascending.
     unit_starts: Vec<DebugInfoOffset>,
     functions: Vec<Function>,
+    /// Inlined copies by the inlined function's name.
+    inlined: HashMap<String, Vec<InlinedCopy>>,
+    /// Abstract (inline-only) subprograms: their names by DIE.
+    abstract_names: HashMap<DebugInfoOffset, String>,
     /// Indices of `functions` sorted by `low_pc`, for address lookups.
     by_addr: Vec<usize>,
     by_name: HashMap<String, usize>,
@@ -188,6 +215,8 @@ impl DebugInfo {
             units: vec![],
             unit_starts: vec![],
             functions: vec![],
+            inlined: HashMap::new(),
+            abstract_names: HashMap::new(),
             by_addr: vec![],
             by_name: HashMap::new(),
             type_names: HashMap::new(),
@@ -197,6 +226,7 @@ impl DebugInfo {
             lines: std::cell::OnceCell::new(),
         };
         me.index().map_err(|e| bad(e.to_string()))?;
+        me.index_inlined().map_err(|e| bad(e.to_string()))?;
         let mut by_addr: Vec<usize> = (0..me.functions.len()).collect();
         by_addr.sort_by_key(|&i| me.functions[i].low_pc);
         me.by_addr = by_addr;
@@ -283,6 +313,93 @@ impl DebugInfo {
             self.unit_starts.push(start);
         }
         Ok(())
+    }
+
+    /// Second pass: abstract subprograms and their inlined copies.
+    fn index_inlined(&mut self) -> gimli::Result<()> {
+        let mut pending = vec![]; // (origin, copy without name)
+        for (ui, unit) in self.units.iter().enumerate() {
+            let mut entries = unit.entries();
+            let mut depth = 0isize;
+            let mut caller = String::new();
+            while let Some((delta, e)) = entries.next_dfs()? {
+                depth += delta;
+                match e.tag() {
+                    gimli::DW_TAG_subprogram if depth == 1 => {
+                        let name = match e.attr_value(gimli::DW_AT_name)? {
+                            Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                            None => String::new(),
+                        };
+                        if e.attr_value(gimli::DW_AT_inline)?.is_some() {
+                            if let Some(off) = e.offset().to_debug_info_offset(&unit.header) {
+                                self.abstract_names.insert(off, name.clone());
+                            }
+                        }
+                        caller = name;
+                    }
+                    gimli::DW_TAG_inlined_subroutine => {
+                        let origin = match e.attr_value(gimli::DW_AT_abstract_origin)? {
+                            Some(AttributeValue::UnitRef(o)) => o.to_debug_info_offset(&unit.header),
+                            Some(AttributeValue::DebugInfoRef(o)) => Some(o),
+                            _ => None,
+                        };
+                        let Some(origin) = origin else { continue };
+                        let mut entry_pc = None;
+                        let mut ranges = self.dwarf.die_ranges(unit, e)?;
+                        while let Some(r) = ranges.next()? {
+                            entry_pc = Some(entry_pc.map_or(r.begin, |p: u64| p.min(r.begin)));
+                        }
+                        let Some(entry_pc) = entry_pc else { continue };
+                        let call_line = e.attr_value(gimli::DW_AT_call_line)?.and_then(|v| v.udata_value()).unwrap_or(0);
+                        let call_file = match e.attr_value(gimli::DW_AT_call_file)? {
+                            Some(AttributeValue::FileIndex(i)) => file_name(&self.dwarf, unit, i),
+                            Some(v) => v.udata_value().map(|i| file_name(&self.dwarf, unit, i)).unwrap_or_default(),
+                            None => String::new(),
+                        };
+                        pending.push((
+                            origin,
+                            InlinedCopy {
+                                name: String::new(),
+                                entry_pc,
+                                caller: caller.clone(),
+                                call_file,
+                                call_line,
+                                unit: ui,
+                                offset: e.offset(),
+                            },
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (origin, mut copy) in pending {
+            if let Some(name) = self.abstract_names.get(&origin) {
+                copy.name = name.clone();
+                self.inlined.entry(name.clone()).or_default().push(copy);
+            }
+        }
+        Ok(())
+    }
+
+    /// The inlined copies of function `name`.
+    pub fn inlined_copies(&self, name: &str) -> &[InlinedCopy] {
+        self.inlined.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Variables of an inlined copy at `pc` (names and types come from the
+    /// abstract function through `DW_AT_abstract_origin`).
+    pub fn inlined_variables(&mut self, copy: &InlinedCopy, pc: u64, cfa: i64, locals: bool) -> Result<Vec<Param>, gimli::Error> {
+        let f = Function {
+            name: copy.name.clone(),
+            low_pc: copy.entry_pc,
+            high_pc: copy.entry_pc,
+            file: String::new(),
+            line: 0,
+            unit: copy.unit,
+            offset: copy.offset,
+        };
+        self.variables(&f, pc, cfa, locals)
     }
 
     /// Every function with code, in DWARF order.
@@ -396,9 +513,10 @@ impl DebugInfo {
         let mut out = vec![];
         for (name, is_result, local, ty, pieces) in raw {
             let ty = match ty {
-                Some(v) => self.type_ref(unit_idx, v)?,
-                None => self.void_type(),
+                Some(Some(off)) => self.type_at(off)?,
+                _ => self.void_type(),
             };
+            let _ = unit_idx;
             out.push(Param { name, ty, is_result, local, pieces });
         }
         Ok(out)
@@ -412,7 +530,7 @@ impl DebugInfo {
         pc: u64,
         cfa: i64,
         locals: bool,
-        out: &mut Vec<(String, bool, bool, Option<AttributeValue<R>>, Vec<Piece>)>,
+        out: &mut Vec<(String, bool, bool, Option<Option<DebugInfoOffset>>, Vec<Piece>)>,
     ) -> Result<(), gimli::Error> {
         let mut children = node.children();
         while let Some(child) = children.next()? {
@@ -423,14 +541,36 @@ impl DebugInfo {
                     if local && !locals {
                         continue;
                     }
-                    let name = match e.attr_value(gimli::DW_AT_name)? {
-                        Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                    // An inlined copy's variables name their abstract
+                    // origin, which has the name and type.
+                    let origin = self.origin_of(unit, e)?;
+                    let name_attr = match e.attr_value(gimli::DW_AT_name)? {
+                        Some(v) => Some((v, None)),
+                        None => match &origin {
+                            Some((ou, oe)) => oe.attr_value(gimli::DW_AT_name)?.map(|v| (v, Some(*ou))),
+                            None => None,
+                        },
+                    };
+                    let name = match name_attr {
+                        Some((v, None)) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                        Some((v, Some(ou))) => self.dwarf.attr_string(&self.units[ou], v)?.to_string_lossy()?.into_owned(),
                         None => continue,
                     };
+                    let ty = match e.attr_value(gimli::DW_AT_type)? {
+                        Some(v) => Some(to_global(unit, v)),
+                        None => match &origin {
+                            Some((ou, oe)) => oe.attr_value(gimli::DW_AT_type)?.map(|v| to_global(&self.units[*ou], v)),
+                            None => None,
+                        },
+                    };
+                    let local = local
+                        || origin.as_ref().is_some_and(|(_, oe)| oe.tag() == gimli::DW_TAG_variable);
+                    if local && !locals && e.tag() == gimli::DW_TAG_variable {
+                        continue;
+                    }
                     let is_result = !local
                         && (matches!(e.attr_value(gimli::DW_AT_variable_parameter)?, Some(AttributeValue::Flag(true)))
                             || e.attr_value(gimli::DW_AT_variable_parameter)?.and_then(|v| v.udata_value()) == Some(1));
-                    let ty = e.attr_value(gimli::DW_AT_type)?;
                     let pieces = match e.attr(gimli::DW_AT_location)? {
                         Some(attr) => location_at(&self.dwarf, unit, attr.value(), pc, cfa)?,
                         None => vec![],
@@ -450,6 +590,24 @@ impl DebugInfo {
             }
         }
         Ok(())
+    }
+
+    /// The DIE an entry's `DW_AT_abstract_origin` names, with its unit.
+    fn origin_of(
+        &self,
+        unit: &gimli::Unit<R>,
+        e: &gimli::DebuggingInformationEntry<R>,
+    ) -> Result<Option<(usize, gimli::DebuggingInformationEntry<R>)>, gimli::Error> {
+        let off = match e.attr_value(gimli::DW_AT_abstract_origin)? {
+            Some(AttributeValue::UnitRef(o)) => o.to_debug_info_offset(&unit.header),
+            Some(AttributeValue::DebugInfoRef(o)) => Some(o),
+            _ => None,
+        };
+        let Some(off) = off else { return Ok(None) };
+        let ui = self.unit_of(off);
+        let u = &self.units[ui];
+        let Some(uoff) = off.to_unit_offset(&u.header) else { return Ok(None) };
+        Ok(Some((ui, u.entry(uoff)?)))
     }
 
     fn block_contains(&self, unit: &gimli::Unit<R>, e: &gimli::DebuggingInformationEntry<R>, pc: u64) -> Result<bool, gimli::Error> {
@@ -487,12 +645,9 @@ impl DebugInfo {
                     continue;
                 }
                 let fi = row.file_index();
+                let _ = header;
                 let id = *cache.entry(fi).or_insert_with(|| {
-                    let name = header
-                        .file(fi)
-                        .and_then(|f| self.dwarf.attr_string(unit, f.path_name()).ok())
-                        .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
-                        .unwrap_or_default();
+                    let name = file_name(&self.dwarf, unit, fi);
                     *ids.entry(name.clone()).or_insert_with(|| {
                         files.push(name);
                         files.len() as u32 - 1
@@ -751,6 +906,15 @@ impl DebugInfo {
         }
         self.types[id] = Type { name, size, kind };
         Ok(id)
+    }
+}
+
+/// A type reference as a global `.debug_info` offset.
+fn to_global(unit: &gimli::Unit<R>, v: AttributeValue<R>) -> Option<DebugInfoOffset> {
+    match v {
+        AttributeValue::UnitRef(o) => o.to_debug_info_offset(&unit.header),
+        AttributeValue::DebugInfoRef(o) => Some(o),
+        _ => None,
     }
 }
 

@@ -75,6 +75,9 @@ impl Hit<'_> {
         if let Some(l) = &self.locals {
             j["locals"] = obj(l);
         }
+        if let Some(c) = &p.inlined {
+            j["inlined"] = json!({"caller": c.caller, "file": c.call_file, "line": c.call_line});
+        }
         if let Some(st) = &self.stack {
             j["stack"] = st
                 .iter()
@@ -90,7 +93,11 @@ impl Hit<'_> {
         let t = rfc3339_nanos(self.time_ns);
         let clock = t.get(11..26).unwrap_or(&t);
         let goid = self.goid.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
-        let what = if self.returns.is_some() { " returned" } else { "" };
+        let what = match (&self.returns, &p.inlined) {
+            (Some(_), _) => " returned".to_owned(),
+            (None, Some(c)) => format!(" (inlined in {} at line {})", c.caller, c.call_line),
+            _ => String::new(),
+        };
         let took = match self.duration_ns {
             Some(d) => format!(" after {}", crate::value::go_duration(d as i64)),
             None => String::new(),

@@ -25,6 +25,8 @@ pub struct ResolvedProbe {
     pub kind: &'static str,
     /// Local variables are captured and shown.
     pub locals: bool,
+    /// For a probe on an inlined copy: which copy, in which caller.
+    pub inlined: Option<crate::dwarf::InlinedCopy>,
     pub function: Function,
     /// Source position of the probed PC.
     pub file: String,
@@ -103,14 +105,49 @@ impl Program {
             Some(f) => vec![f.clone()],
             None => self.debug.instantiations(name).into_iter().cloned().collect(),
         };
-        if funcs.is_empty() {
+        let copies = self.debug.inlined_copies(name).to_vec();
+        if funcs.is_empty() && copies.is_empty() {
             return Err(Error::UnknownFunction {
                 name: name.to_owned(),
                 path: self.binary.path.clone(),
                 near: near_matches(self.debug.functions().iter().map(|f| f.name.as_str()), name, 5),
             });
         }
-        funcs.into_iter().map(|f| self.resolve_one(name, f, limits)).collect()
+        let mut out: Vec<ResolvedProbe> = funcs.into_iter().map(|f| self.resolve_one(name, f, limits)).collect::<Result<_, _>>()?;
+        for c in copies {
+            out.push(self.resolve_inlined(name, c, limits)?);
+        }
+        Ok(out)
+    }
+
+    /// A probe on one inlined copy: at its first instruction, with the
+    /// parameters DWARF locates there.
+    fn resolve_inlined(&mut self, spec: &str, copy: crate::dwarf::InlinedCopy, limits: Limits) -> Result<ResolvedProbe, Error> {
+        let pc = copy.entry_pc;
+        let bad = |why: String| Error::Unsupported(format!("inlined copy of {} in {}: {why}", copy.name, copy.caller));
+        let file_offset = self.binary.file_offset(pc).ok_or_else(|| bad(format!("{pc:#x} not in the file")))?;
+        let cfa = self.debug.cfa_offset(pc).ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
+        let params = self.debug.inlined_variables(&copy, pc, cfa, false).map_err(|e| Error::BadDwarf {
+            path: self.binary.path.clone(),
+            reason: format!("variables of {} inlined in {}: {e}", copy.name, copy.caller),
+        })?;
+        let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+        let (file, line) = self.debug.line_at(pc).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+        let function = Function::synthetic(&copy.name, pc, &file, line);
+        Ok(ResolvedProbe {
+            spec: spec.to_owned(),
+            kind: "entry",
+            locals: false,
+            inlined: Some(copy),
+            function,
+            file,
+            line,
+            pc,
+            file_offset,
+            more_sites: vec![],
+            params,
+            plan,
+        })
     }
 
     fn resolve_one(&mut self, spec: &str, function: Function, limits: Limits) -> Result<ResolvedProbe, Error> {
@@ -145,6 +182,7 @@ impl Program {
             spec: spec.to_owned(),
             kind: "entry",
             locals: false,
+            inlined: None,
             function,
             file,
             line,
@@ -198,6 +236,7 @@ impl Program {
             spec: entry.spec.clone(),
             kind: "return",
             locals: false,
+            inlined: None,
             function: f.clone(),
             file: entry.file.clone(),
             line: entry.line,
@@ -237,6 +276,7 @@ impl Program {
                 spec: spec.to_owned(),
                 kind: "line",
                 locals,
+                inlined: None,
                 function,
                 file: path,
                 line,

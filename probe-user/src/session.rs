@@ -383,7 +383,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         let st = kernel.stats(id as u32)?;
         summaries.push(ProbeSummary {
             spec: {
-                let s = if p.spec == p.function.name { p.spec.clone() } else { format!("{} ({})", p.spec, p.function.name) };
+                let mut s = if p.spec == p.function.name { p.spec.clone() } else { format!("{} ({})", p.spec, p.function.name) };
+                if let Some(c) = &p.inlined {
+                    s = format!("{s} (inlined in {} at line {})", c.caller, c.call_line);
+                }
                 if p.kind == "return" {
                     format!("{s} returns")
                 } else {

@@ -56,14 +56,19 @@ func filter(n int, name string) int {
 //go:noinline
 func hot(n int) int { return n + 1 }
 
-// add is small enough to be inlined into its callers.
-func add(a, b int) int {
-	return a*10 + b
+var counter int
+
+// bump is small enough to be inlined into its callers.
+func bump(by int) int {
+	counter += by
+	return counter
 }
 
 //go:noinline
-func useAdd(n int) int {
-	return add(n, 1) + add(n, 2)
+func useBump(n int) int {
+	a := bump(n)
+	b := bump(2 * n)
+	return a + b
 }
 
 //go:noinline
@@ -143,10 +148,10 @@ func main() {
 	case "inline":
 		total := 0
 		for n := 0; n < *count; n++ {
-			total += useAdd(n)
+			total += useBump(n)
 			time.Sleep(time.Millisecond)
 		}
-		fmt.Printf("inline %d\n", total)
+		fmt.Printf("inline %d %d\n", total, counter)
 	case "loop":
 		for n := 0; n < *count; n++ {
 			loop(5)
