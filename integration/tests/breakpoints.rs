@@ -190,3 +190,36 @@ fn inlined_function_is_traced_through_its_copies() {
         }
     }
 }
+
+#[test]
+fn address_breakpoints_fire_at_the_pc_with_or_without_dwarf() {
+    for v in go_versions() {
+        let store = testdata(&v, "store");
+        let store = store.to_str().unwrap();
+        let by_sym = probe(&["attach", "--addr", "main.(*Store).Put+0x4", "--format", "json", "--max-hits", "2", "--", store, "-interval", "5ms"], T);
+        assert!(by_sym.status.success(), "go{v}: {}", by_sym.stderr);
+        let e = &by_sym.events[0];
+        assert_eq!(e["kind"], "addr");
+        assert_eq!(e["function"], "main.(*Store).Put");
+        let pc = e["pc"].as_str().unwrap().to_owned();
+        // The same PC given as a number is the same breakpoint.
+        let by_pc = probe(&["attach", "--addr", &pc, "--format", "json", "--max-hits", "2", "--", store, "-interval", "5ms"], T);
+        assert!(by_pc.status.success(), "go{v}: {}", by_pc.stderr);
+        assert_eq!(by_pc.events[0]["pc"], pc.as_str());
+        assert_eq!(by_pc.events[1]["args"]["key"], "k1", "go{v}: DWARF variables at the PC: {}", by_pc.events[1]);
+        // Without DWARF: the symbol table still resolves it; raw registers.
+        let nodwarf = testdata(&v, "store-nodwarf");
+        let raw = probe(
+            &["attach", "--addr", "main.(*Store).Put+0x4", "--format", "json", "--max-hits", "3", "--", nodwarf.to_str().unwrap(), "-interval", "5ms"],
+            T,
+        );
+        assert!(raw.status.success(), "go{v}: {}", raw.stderr);
+        for (n, e) in raw.events.iter().enumerate() {
+            assert_eq!(e["pc"], pc.as_str(), "go{v}: same code in both builds");
+            let reg = |r: &str| u64::from_str_radix(e["regs"][r].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+            // The register ABI: key's length in RCX, ttl (n seconds) in R9.
+            assert_eq!(reg("rcx"), format!("k{n}").len() as u64, "go{v}: {e}");
+            assert_eq!(reg("r9"), n as u64 * 1_000_000_000, "go{v}: {e}");
+        }
+    }
+}

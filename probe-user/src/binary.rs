@@ -93,6 +93,17 @@ impl Binary {
         self.object().symbols().find(|s| s.name() == Ok(name)).map(|s| s.address())
     }
 
+    /// `symbol+0xoff` for the function symbol containing `addr`.
+    pub fn symbol_at(&self, addr: u64) -> Option<String> {
+        let file = self.object();
+        let s = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.address() <= addr && (s.size() == 0 || addr < s.address() + s.size()))
+            .max_by_key(|s| s.address())?;
+        let name = s.name().ok()?;
+        Some(if addr == s.address() { name.to_owned() } else { format!("{name}+{:#x}", addr - s.address()) })
+    }
+
     /// The file offset of virtual address `addr`, where the kernel places a
     /// uprobe (`uprobe_register` takes an inode and an offset, see
     /// kernel/events/uprobes.c).

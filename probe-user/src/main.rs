@@ -72,12 +72,16 @@ struct AttachArgs {
     binary: Option<PathBuf>,
     /// Function to probe, in Go's syntax: main.handler, main.(*Store).Put,
     /// net/http.(*ServeMux).ServeHTTP. Repeatable.
-    #[arg(long = "func", short = 'f', value_name = "SYMBOL", required_unless_present = "lines")]
+    #[arg(long = "func", short = 'f', value_name = "SYMBOL", required_unless_present_any = ["lines", "addrs"])]
     funcs: Vec<String>,
     /// Probe a source line: every address where FILE:LINE begins (FILE
     /// matched as a path suffix, e.g. main.go:42 or store/main.go:42). Repeatable.
     #[arg(long = "line", short = 'l', value_name = "FILE:LINE")]
     lines: Vec<String>,
+    /// Probe an instruction: 0xADDR, or SYMBOL+0xOFF from the ELF symbol
+    /// table (works on binaries without DWARF: raw registers). Repeatable.
+    #[arg(long = "addr", short = 'a', value_name = "ADDR")]
+    addrs: Vec<String>,
     /// What to capture: args, or args,locals (locals are live inside a
     /// function, so use them with --line).
     #[arg(long, value_name = "WHAT", default_value = "args", value_parser = ["args", "args,locals", "locals,args"])]
@@ -167,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 target,
                 funcs: a.funcs,
                 lines: a.lines,
+                addrs: a.addrs,
                 locals: a.capture.contains("locals"),
                 format,
                 max_hits: a.max_hits,

@@ -30,7 +30,13 @@ pub struct Hit<'a> {
     pub duration_ns: Option<u64>,
     /// `--stack`: innermost first.
     pub stack: Option<Vec<Frame>>,
+    /// Raw registers (address probes without DWARF), DWARF-numbered.
+    pub regs: Option<[u64; probe_common::NUM_REGS]>,
 }
+
+/// Register names in DWARF x86-64 numbering.
+pub const REG_NAMES: [&str; probe_common::NUM_REGS] =
+    ["rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"];
 
 /// One symbolized stack frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +81,13 @@ impl Hit<'_> {
         if let Some(l) = &self.locals {
             j["locals"] = obj(l);
         }
+        if let Some(r) = &self.regs {
+            let mut m = Map::new();
+            for (n, v) in REG_NAMES.iter().zip(r) {
+                m.insert((*n).to_owned(), json!(format!("{v:#x}")));
+            }
+            j["regs"] = serde_json::Value::Object(m);
+        }
         if let Some(c) = &p.inlined {
             j["inlined"] = json!({"caller": c.caller, "file": c.call_file, "line": c.call_line});
         }
@@ -105,6 +118,10 @@ impl Hit<'_> {
         let mut s = format!("{clock} {}{what}{took} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, p.line, self.pid, self.tid);
         for (k, v) in self.returns.as_ref().unwrap_or(&self.args) {
             s.push_str(&format!("    {k} = {}\n", v.pretty()));
+        }
+        if let Some(r) = &self.regs {
+            let regs: Vec<String> = REG_NAMES.iter().zip(r).map(|(n, v)| format!("{n}={v:#x}")).collect();
+            s.push_str(&format!("    {}\n", regs.join(" ")));
         }
         for (k, v) in self.locals.iter().flatten() {
             s.push_str(&format!("    {k} := {}\n", v.pretty()));

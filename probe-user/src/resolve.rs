@@ -46,7 +46,8 @@ pub struct ResolvedProbe {
 pub struct Program {
     pub binary: Binary,
     pub debug: DebugInfo,
-    pub runtime: RuntimeLayout,
+    /// `None` for a binary probed by address without Go DWARF.
+    pub runtime: Option<RuntimeLayout>,
     /// Kernel type tables shared by every probe on this binary.
     pub tables: Tables,
     /// Runtime type descriptor address → DWARF type (for interfaces).
@@ -59,11 +60,83 @@ impl Program {
         let binary = Binary::open(path)?;
         binary.require_go_dwarf()?;
         let mut debug = DebugInfo::load(&binary.data, path)?;
-        let runtime = debug.runtime_layout().ok_or_else(|| Error::BadDwarf {
+        let runtime = Some(debug.runtime_layout().ok_or_else(|| Error::BadDwarf {
             path: path.to_owned(),
             reason: "no runtime.g type with goid and stack fields".into(),
-        })?;
+        })?);
         Ok(Self { binary, debug, runtime, tables: Tables::new(), rtypes: HashMap::new() })
+    }
+
+    /// Opens any ELF executable for address probes: with Go DWARF when it
+    /// has it, else raw registers only.
+    pub fn open_raw(path: &std::path::Path) -> Result<Self, Error> {
+        let binary = Binary::open(path)?;
+        let mut debug = DebugInfo::load(&binary.data, path)?;
+        let runtime = if binary.is_go { debug.runtime_layout() } else { None };
+        Ok(Self { binary, debug, runtime, tables: Tables::new(), rtypes: HashMap::new() })
+    }
+
+    /// Resolves `--addr 0xADDR` or `--addr SYMBOL+0xOFF` (the symbol from the
+    /// ELF symbol table, so stripped-of-DWARF binaries work too). With DWARF
+    /// the variables live at that PC are captured; without, raw registers.
+    pub fn resolve_addr(&mut self, spec: &str, limits: Limits, locals: bool) -> Result<ResolvedProbe, Error> {
+        let bad = |why: String| Error::Unsupported(format!("--addr {spec}: {why}"));
+        let num = |t: &str| -> Option<u64> {
+            let t = t.trim();
+            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(h) => u64::from_str_radix(h, 16).ok(),
+                None => t.parse().ok(),
+            }
+        };
+        let pc = match num(spec) {
+            Some(a) => a,
+            None => {
+                let (sym, off) = match spec.rsplit_once('+') {
+                    Some((s, o)) => (s, num(o).ok_or_else(|| bad(format!("{o:?} is not an offset")))?),
+                    None => (spec, 0),
+                };
+                let base = self.binary.symbol(sym).or_else(|| self.debug.function(sym).map(|f| f.low_pc)).ok_or_else(|| {
+                    let names = self.debug.functions().iter().map(|f| f.name.as_str());
+                    Error::UnknownFunction { name: sym.to_owned(), path: self.binary.path.clone(), near: near_matches(names, sym, 5) }
+                })?;
+                base + off
+            }
+        };
+        let file_offset = self.binary.file_offset(pc).ok_or_else(|| bad(format!("{pc:#x} is not in the file's code")))?;
+        let function = self.debug.function_at(pc).cloned();
+        let (params, plan, function, file, line) = match function {
+            Some(f) => {
+                let cfa = if pc == f.low_pc { Some(8) } else { self.debug.cfa_offset(pc) };
+                let params = match cfa {
+                    Some(cfa) => self.debug.variables(&f, pc, cfa, locals).map_err(|e| Error::BadDwarf {
+                        path: self.binary.path.clone(),
+                        reason: format!("variables at {pc:#x}: {e}"),
+                    })?,
+                    None => vec![],
+                };
+                let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+                let (file, line) = self.debug.line_at(pc).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+                (params, plan, f, file, line)
+            }
+            None => {
+                let name = self.binary.symbol_at(pc).unwrap_or_else(|| format!("{pc:#x}"));
+                (vec![], ProbePlan { limits, ..Default::default() }, Function::synthetic(&name, pc, "", 0), String::new(), 0)
+            }
+        };
+        Ok(ResolvedProbe {
+            spec: spec.to_owned(),
+            kind: "addr",
+            locals,
+            inlined: None,
+            function,
+            file,
+            line,
+            pc,
+            file_offset,
+            more_sites: vec![],
+            params,
+            plan,
+        })
     }
 
     /// Registers the binary's runtime type descriptors so interfaces can be

@@ -36,6 +36,8 @@ pub struct AttachOptions {
     pub funcs: Vec<String>,
     /// `--line FILE:LINE` specs.
     pub lines: Vec<String>,
+    /// `--addr 0xADDR|SYMBOL+0xOFF` specs.
+    pub addrs: Vec<String>,
     /// Capture local variables too (`--capture args,locals`).
     pub locals: bool,
     pub format: Format,
@@ -140,8 +142,12 @@ impl Summary {
 /// is the entry probe's id for a return probe.
 pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, pair: Option<u32>) -> ProbeParams {
     let l = p.plan.limits;
-    let mut flags = PARAM_ENABLED | PARAM_G_IN_R14;
-    if p.kind != "line" {
+    // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
+    let mut flags = PARAM_ENABLED;
+    if program.runtime.is_some() {
+        flags |= PARAM_G_IN_R14;
+    }
+    if p.kind == "entry" || p.kind == "return" {
         flags |= PARAM_RET_AT_SP;
     }
     if p.kind == "entry" && opts.returns {
@@ -155,10 +161,9 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
         pair_id: pair.unwrap_or(0),
         // Returns are only shown for captured entries: the entry's rate rules.
         rate_per_sec: if pair.is_some() { 0 } else { opts.rate.unwrap_or(0) },
-        goid_offset: program.runtime.goid_offset as u32,
-        stack_hi_offset: program.runtime.stack_hi_offset as u32,
+        goid_offset: program.runtime.map_or(0, |r| r.goid_offset as u32),
+        stack_hi_offset: program.runtime.map_or(0, |r| r.stack_hi_offset as u32),
         stack_bytes: STACK_BYTES,
-        // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
         flags,
         max_bytes: l.max_bytes,
         max_string: l.max_string,
@@ -197,7 +202,13 @@ pub async fn run(opts: AttachOptions) -> anyhow::Result<Summary> {
 }
 
 async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
-    let mut program = Program::open(&target.exe).map_err(|e| match e {
+    // Address probes work on any ELF (raw registers without Go DWARF).
+    let only_addrs = opts.funcs.is_empty() && opts.lines.is_empty() && !opts.addrs.is_empty();
+    let opened = match Program::open(&target.exe) {
+        Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => Program::open_raw(&target.exe),
+        other => other,
+    };
+    let mut program = opened.map_err(|e| match e {
         Error::NotElf { reason, .. } => Error::NotElf { path: target.display.clone(), reason },
         Error::NotGo { .. } => Error::NotGo { path: target.display.clone() },
         Error::NoDwarf { go_version, .. } => Error::NoDwarf { path: target.display.clone(), go_version },
@@ -212,6 +223,9 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     }
     for l in &opts.lines {
         probes.extend(program.resolve_line(l, opts.limits, opts.locals)?);
+    }
+    for a in &opts.addrs {
+        probes.push(program.resolve_addr(a, opts.limits, opts.locals)?);
     }
     if opts.locals && !opts.funcs.is_empty() {
         eprintln!("probe: note: locals are not live yet at a function's entry; use --line FILE:LINE to see them");
@@ -482,6 +496,7 @@ impl Renderer<'_> {
             time_ns: self.wall + h.ktime_ns as i128,
             args,
             locals: if probe.locals { locals } else { None },
+            regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then(|| h.regs),
             returns: None,
             duration_ns: None,
             stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack)),
