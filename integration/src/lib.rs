@@ -152,3 +152,10 @@ pub fn hit_number(ev: &Value) -> u64 {
     }
     panic!("no counter in {ev}");
 }
+
+/// The 1-based line of `testdata/<file>` that contains `needle`, so tests do
+/// not break when the program is edited.
+pub fn source_line(file: &str, needle: &str) -> u64 {
+    let src = std::fs::read_to_string(root().join("testdata").join(file)).unwrap();
+    src.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {file}")) as u64 + 1
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use probe_integration::{go_versions, probe, testdata};
+use probe_integration::{go_versions, probe, source_line, testdata};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(120);
@@ -68,7 +68,8 @@ fn recursion_that_grows_stacks_is_traced_without_harm() {
         // runtime copies goroutine stacks while calls are in flight.
         let run = probe(
             &[
-                "attach", "--func", "main.recurse", "--returns", "--stack", "32", "--max-bytes", "1024", "--format", "json", "--", &bin,
+                "attach", "--func", "main.recurse", "--returns", "--stack", "32", "--max-bytes", "1024", "--cpu-budget", "200", "--format", "json",
+                "--", &bin,
                 "-mode", "recurse", "-count", "6",
             ],
             T,
@@ -133,7 +134,10 @@ fn rate_limit_captures_about_the_rate_and_counts_the_rest() {
     let v = go_versions().pop().unwrap();
     let bin = calls(&v);
     // ~10 000 calls a second for ~3 seconds.
-    let run = probe(&["attach", "--func", "main.hot", "--rate", "100/s", "--format", "json", "--", &bin, "-mode", "rate", "-count", "30000"], T);
+    let run = probe(
+        &["attach", "--func", "main.hot", "--rate", "100/s", "--cpu-budget", "200", "--format", "json", "--", &bin, "-mode", "rate", "-count", "30000"],
+        T,
+    );
     assert!(run.status.success(), "{}", run.stderr);
     let shown = run.events.len();
     // One second's burst, then 100 a second.
@@ -149,8 +153,9 @@ fn rate_limit_captures_about_the_rate_and_counts_the_rest() {
 fn line_in_a_loop_shows_each_iterations_locals() {
     for v in go_versions() {
         let bin = calls(&v);
+        let spec = format!("calls/main.go:{}", source_line("calls/main.go", "s += sq(i)"));
         let run = probe(
-            &["attach", "--line", "calls/main.go:78", "--capture", "args,locals", "--format", "json", "--max-hits", "10", "--", &bin, "-mode", "loop"],
+            &["attach", "--line", &spec, "--capture", "args,locals", "--format", "json", "--max-hits", "10", "--", &bin, "-mode", "loop"],
             T,
         );
         assert!(run.status.success(), "go{v}: {}", run.stderr);
@@ -179,12 +184,13 @@ fn inlined_function_is_traced_through_its_copies() {
             assert!(e["file"].as_str().unwrap().ends_with("testdata/calls/main.go"), "{e}");
             by_line.entry(e["inlined"]["line"].as_u64().unwrap()).or_default().push(e);
         }
-        assert_eq!(by_line.keys().copied().collect::<Vec<_>>(), [69, 70], "go{v}");
+        let calls = [source_line("calls/main.go", "a := bump(n)"), source_line("calls/main.go", "b := bump(2 * n)")];
+        assert_eq!(by_line.keys().copied().collect::<Vec<_>>(), calls, "go{v}");
         for (line, evs) in &by_line {
             assert_eq!(evs.len(), 20, "go{v}: line {line}: one hit per call");
         }
         // Where DWARF locates the argument, it is right (bump(n) at line 69).
-        for (n, e) in by_line[&69].iter().enumerate() {
+        for (n, e) in by_line[&calls[0]].iter().enumerate() {
             let by = &e["args"]["by"];
             assert!(by == &json!(n) || by.get("@unavailable").is_some(), "go{v}: {e}");
         }
@@ -222,4 +228,33 @@ fn address_breakpoints_fire_at_the_pc_with_or_without_dwarf() {
             assert_eq!(reg("r9"), n as u64 * 1_000_000_000, "go{v}: {e}");
         }
     }
+}
+
+#[test]
+fn cpu_budget_suspends_probes_and_says_so() {
+    let v = go_versions().pop().unwrap();
+    let bin = calls(&v);
+    let run = probe(&["attach", "--func", "main.hot", "--cpu-budget", "0.01", "--format", "json", "--", &bin, "-mode", "rate", "-count", "20000"], T);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("probes suspended") && run.stderr.contains("--cpu-budget of 0.01%"), "{}", run.stderr);
+    let line = run.stderr.lines().find(|l| l.contains("main.hot:")).unwrap();
+    let hits: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let suspended: usize =
+        line.split(", ").find(|p| p.contains("while suspended")).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(hits, 20000, "{line}");
+    assert!(suspended > 0);
+    assert_eq!(run.events.len() + suspended, hits, "nothing lost silently: {line}");
+    assert!(run.stderr.contains("rate calls 20000"), "the target ran to its end");
+}
+
+#[test]
+fn dry_run_explains_and_attaches_nothing() {
+    let v = go_versions().pop().unwrap();
+    let bin = calls(&v);
+    let run = probe(&["attach", "--binary", &bin, "--func", "main.filter", "--returns", "--cond", "n > 3 && name == \"odd\"", "--dry-run"], T);
+    assert!(run.status.success(), "{}", run.stderr);
+    for want in ["[entry] main.filter", "[return] main.filter", "arg n int: Reg(0)", "arg name string: Reg(3) + Reg(2)", "in the kernel: (n > 3) && (name == \"odd\")", "result ~r0 int"] {
+        assert!(run.stdout.contains(want), "{want:?} missing from:\n{}", run.stdout);
+    }
+    assert!(run.stderr.contains("nothing was attached"));
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use probe_integration::{go_versions, hit_number, probe, testdata};
+use probe_integration::{go_versions, hit_number, probe, source_line, testdata};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -12,9 +12,11 @@ const T: Duration = Duration::from_secs(60);
 fn line_probe_shows_args_and_locals() {
     for v in go_versions() {
         let bin = testdata(&v, "store");
+        let line = source_line("store/main.go", "s.data[key] = val");
+        let spec = format!("store/main.go:{line}");
         let run = probe(
             &[
-                "attach", "--line", "store/main.go:50", "--capture", "args,locals", "--format", "json", "--max-hits", "5", "--",
+                "attach", "--line", &spec, "--capture", "args,locals", "--format", "json", "--max-hits", "5", "--",
                 bin.to_str().unwrap(), "-interval", "2ms",
             ],
             T,
@@ -25,7 +27,7 @@ fn line_probe_shows_args_and_locals() {
             let n = hit_number(ev);
             assert_eq!(n, i as u64, "go{v}: every call, from the first");
             assert_eq!(ev["kind"], "line");
-            assert_eq!(ev["line"], 50);
+            assert_eq!(ev["line"], line);
             assert_eq!(ev["function"], "main.(*Store).Put");
             assert!(ev["file"].as_str().unwrap().ends_with("/testdata/store/main.go"));
             // Line 50 runs after `_, existed := s.data[key]` (line 49) and the

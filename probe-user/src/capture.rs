@@ -336,6 +336,10 @@ pub struct ProbePlan {
     pub params: Vec<ParamPlan>,
     /// Pointer-carrying words left out because [`MAX_ROOTS`] was reached.
     pub dropped_roots: usize,
+    /// Some variable's own bytes are read from the copied stack window
+    /// (stack pieces of a value split across places); otherwise the window
+    /// is not copied at all.
+    pub needs_stack_window: bool,
     pub limits: Limits,
 }
 
@@ -361,6 +365,9 @@ pub fn compile_vars(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits
             let target = tables.tid(d, p.ty);
             plan.roots.push(RootOp { w0: at, w1: Source::default(), target, kind: desc::PTR, _pad: [0; 3] });
             continue;
+        }
+        if p.pieces.iter().any(|pc| matches!(pc.place, Place::Stack(_))) {
+            plan.needs_stack_window = true;
         }
         let mut descs = vec![];
         tables.flatten(d, p.ty, 0, &mut descs);

@@ -32,6 +32,8 @@ pub const SELFTEST_REJECT_PROGRAM: &str = "selftest_verifier_reject";
 pub struct Kernel {
     ebpf: Ebpf,
     attached: u32,
+    /// Keeps the kernel's BPF run-time statistics on while we run.
+    stats_fd: Option<std::os::fd::OwnedFd>,
 }
 
 impl Kernel {
@@ -50,7 +52,8 @@ impl Kernel {
             .try_into()
             .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
         prog.load().map_err(|e| program_error(program, e))?;
-        Ok(Self { ebpf, attached: 0 })
+        let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+        Ok(Self { ebpf, attached: 0, stats_fd })
     }
 
     /// Writes probe `id`'s parameters (before attaching it).
@@ -103,6 +106,21 @@ impl Kernel {
         })?;
         self.attached += 1;
         Ok(())
+    }
+
+    /// CPU time the probe program has used so far (`None` when the kernel
+    /// keeps no BPF run-time statistics).
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.stats_fd.as_ref()?;
+        let prog: &UProbe = self.ebpf.program(ENTRY_PROGRAM)?.try_into().ok()?;
+        prog.info().ok().map(|i| i.run_time())
+    }
+
+    /// Suspends (or resumes) every probe: hits return at once, counted.
+    pub fn set_suspended(&mut self, on: bool) -> Result<(), Error> {
+        let mut c: Array<_, u32> = Array::try_from(self.ebpf.map_mut("CONTROL").expect("CONTROL map"))
+            .map_err(|e| Error::Kernel(format!("CONTROL map: {e}")))?;
+        c.set(0, u32::from(on), 0).map_err(|e| Error::Kernel(format!("suspending probes: {e}")))
     }
 
     /// Attachments made so far.

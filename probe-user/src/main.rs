@@ -129,6 +129,11 @@ struct AttachArgs {
     /// locations, capture plan, where the condition runs); attach nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Suspend every probe when their BPF programs use more than this
+    /// percentage of one CPU (measured over the last second); hits are then
+    /// counted, not captured.
+    #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
+    cpu_budget: f64,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -182,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate: a.rate,
                 cond: a.cond,
                 dry_run: a.dry_run,
+                cpu_budget: a.cpu_budget,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(session::run(opts))?;

@@ -54,6 +54,9 @@ pub struct AttachOptions {
     pub cond: Option<String>,
     /// `--dry-run`: resolve and explain, attach nothing.
     pub dry_run: bool,
+    /// `--cpu-budget`: percent of one CPU the probes may use (BPF run time,
+    /// over the last second) before they are suspended.
+    pub cpu_budget: f64,
 }
 
 /// Why the session ended.
@@ -83,6 +86,8 @@ pub struct ProbeSummary {
     /// Hits whose condition could not be evaluated (a value it reads was
     /// not captured); not shown.
     pub cond_unknown: u64,
+    /// Hits while probes were suspended by the CPU budget.
+    pub suspended: u64,
 }
 
 /// The end-of-run report.
@@ -129,6 +134,9 @@ impl Summary {
             if p.cond_kernel + p.cond_user > 0 {
                 write!(f, ", {} not matching --cond ({} in the kernel)", p.cond_kernel + p.cond_user, p.cond_kernel)?;
             }
+            if p.suspended > 0 {
+                write!(f, ", {} while suspended (--cpu-budget)", p.suspended)?;
+            }
             if p.cond_unknown > 0 {
                 write!(f, ", {} with --cond unknown (a value it reads was not captured)", p.cond_unknown)?;
             }
@@ -163,7 +171,7 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
         rate_per_sec: if pair.is_some() { 0 } else { opts.rate.unwrap_or(0) },
         goid_offset: program.runtime.map_or(0, |r| r.goid_offset as u32),
         stack_hi_offset: program.runtime.map_or(0, |r| r.stack_hi_offset as u32),
-        stack_bytes: STACK_BYTES,
+        stack_bytes: if p.plan.needs_stack_window { STACK_BYTES } else { 0 },
         flags,
         max_bytes: l.max_bytes,
         max_string: l.max_string,
@@ -320,6 +328,8 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut shown = vec![0u64; probes.len()];
+    let mut suspended = false;
+    let mut cpu_samples: std::collections::VecDeque<(Instant, Duration)> = Default::default();
     let mut rd = Renderer {
         probes: &probes,
         program: &program,
@@ -372,6 +382,28 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                 if target.exited() {
                     break StopReason::TargetExited;
                 }
+                if !suspended {
+                    if let Some(t) = kernel.cpu_time() {
+                        let now = Instant::now();
+                        cpu_samples.push_back((now, t));
+                        while cpu_samples.len() > 2 && now.duration_since(cpu_samples[0].0) > Duration::from_secs(1) {
+                            cpu_samples.pop_front();
+                        }
+                        let (t0, c0) = cpu_samples[0];
+                        let wall = now.duration_since(t0).as_secs_f64();
+                        if wall >= 0.15 {
+                            let pct = (t - c0).as_secs_f64() / wall * 100.0;
+                            if pct > opts.cpu_budget {
+                                kernel.set_suspended(true)?;
+                                suspended = true;
+                                eprintln!(
+                                    "probe: probes suspended: they used {pct:.2}% of a CPU over the last {wall:.1}s, over the --cpu-budget of {}%; further hits are counted, not captured",
+                                    opts.cpu_budget
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     };
@@ -417,6 +449,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             cond_kernel: st.filtered,
             cond_user: rd.cond_user[id],
             cond_unknown: rd.cond_unknown[id],
+            suspended: st.suspended,
         });
     }
     drop(kernel); // detaches every uprobe

@@ -47,7 +47,7 @@ fn resolves_put_with_receiver_string_slice_and_duration() {
         // The walk starts from s (a pointer), key (a string) and val (a slice).
         let kinds: Vec<u8> = p.plan.roots.iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [desc::PTR, desc::STRING, desc::SLICE], "go{v}: {:?}", p.plan.roots);
-        let layout = prog.runtime;
+        let layout = prog.runtime.unwrap();
         assert!(layout.goid_offset > 0 && layout.stack_hi_offset == 8, "go{v}: {layout:?}");
     }
 }
@@ -110,7 +110,7 @@ fn runtime_g_layout_comes_from_dwarf() {
         let g = prog.debug.type_by_name("runtime.g").unwrap();
         let Kind::Struct { fields } = &prog.debug.underlying(g).kind else { panic!("runtime.g is a struct") };
         let goid = fields.iter().find(|f| f.name == "goid").unwrap().offset;
-        assert_eq!(prog.runtime.goid_offset, goid);
+        assert_eq!(prog.runtime.unwrap().goid_offset, goid);
     }
 }
 
