@@ -258,3 +258,28 @@ fn dry_run_explains_and_attaches_nothing() {
     }
     assert!(run.stderr.contains("nothing was attached"));
 }
+
+#[test]
+fn panicking_frames_do_not_confuse_return_pairing() {
+    for v in go_versions() {
+        let bin = calls(&v);
+        let run = probe(&["attach", "--func", "main.mayPanic", "--returns", "--format", "json", "--", &bin, "-mode", "panics", "-count", "50"], T);
+        assert!(run.status.success(), "go{v}: {}", run.stderr);
+        assert!(run.stderr.contains("exit status 0"), "{}", run.stderr);
+        let mut pending: Option<i64> = None;
+        let (mut entries, mut returns) = (0, 0);
+        for e in &run.events {
+            if e["kind"] == "entry" {
+                entries += 1;
+                pending = Some(e["args"]["n"].as_i64().unwrap());
+            } else {
+                returns += 1;
+                let n = pending.take().expect("a return right after its entry");
+                assert_ne!(n % 5, 0, "go{v}: a panicking call never returns: {e}");
+                assert_eq!(e["returns"]["~r0"], n * 3, "go{v}: {e}");
+                assert!(e["duration_ns"].as_u64().unwrap() < 1_000_000_000, "paired with its own entry: {e}");
+            }
+        }
+        assert_eq!((entries, returns), (50, 40), "go{v}");
+    }
+}

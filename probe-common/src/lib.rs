@@ -198,7 +198,9 @@ pub struct ProbeParams {
     pub rate_per_sec: u32,
     /// Valid entries of `filters`.
     pub n_filters: u32,
-    pub _pad: u32,
+    /// The return address is at `[rsp + ret_sp_off]` at the probed PC (the
+    /// CFA minus 8, from `.debug_frame`).
+    pub ret_sp_off: u32,
     /// Added to runtime type addresses before the `RTYPES` lookup (a PIE's
     /// load bias is subtracted this way; 0 for static executables).
     pub rtype_bias: u64,
@@ -250,9 +252,9 @@ pub const PARAM_G_IN_R14: u32 = 2;
 pub const PARAM_RECORD_ENTRY: u32 = 4;
 /// This is a return probe: look its entry up in `ENTRIES`.
 pub const PARAM_RETURN: u32 = 8;
-/// The return address is at [rsp] (function entry or a RET instruction);
-/// otherwise at [rbp + 8] (inside a function body).
-pub const PARAM_RET_AT_SP: u32 = 16;
+/// The function has pushed RBP at the probed PC: the caller's frame
+/// pointer is `[rbp]`, not RBP itself.
+pub const PARAM_FRAME_SET: u32 = 16;
 
 /// Per-probe counters, one copy per CPU in the `STATS` map.
 #[repr(C)]

@@ -383,7 +383,7 @@ fn take_token(id: u32, rate: u32) -> bool {
 
 /// Records return addresses by walking frame pointers (Go keeps RBP as a
 /// frame pointer on amd64): first the probed PC, then the return address at
-/// [rsp] (entry, RET) or [rbp + 8] (function body), then up the RBP chain.
+/// the CFA - 8, then up the RBP chain.
 #[inline(always)]
 unsafe fn walk_frames(ctx: &ProbeContext, params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, hdr: *mut EventHeader) {
     let r = &*ctx.regs;
@@ -391,11 +391,8 @@ unsafe fn walk_frames(ctx: &ProbeContext, params: &ProbeParams, lc: &mut LoopCtx
     let max = if params.stack_frames > MAX_FRAMES { MAX_FRAMES } else { params.stack_frames };
     *base = r.rip;
     let mut n: u32 = 1;
-    let (mut ret, mut fp) = if params.flags & PARAM_RET_AT_SP != 0 {
-        (read_user_u64(r.rsp).unwrap_or(0), r.rbp)
-    } else {
-        (read_user_u64(r.rbp.wrapping_add(8)).unwrap_or(0), read_user_u64(r.rbp).unwrap_or(0))
-    };
+    let mut ret = read_user_u64(r.rsp.wrapping_add(params.ret_sp_off as u64)).unwrap_or(0);
+    let mut fp = if params.flags & PARAM_FRAME_SET != 0 { read_user_u64(r.rbp).unwrap_or(0) } else { r.rbp };
     for i in 1..MAX_FRAMES {
         if i >= max || ret == 0 {
             break;

@@ -120,6 +120,8 @@ pub struct InlinedCopy {
     pub caller: String,
     pub call_file: String,
     pub call_line: u64,
+    /// Address ranges of the copy's code.
+    pub ranges: Vec<(u64, u64)>,
     unit: usize,
     offset: UnitOffset,
 }
@@ -346,8 +348,10 @@ impl DebugInfo {
                         let Some(origin) = origin else { continue };
                         let mut entry_pc = None;
                         let mut ranges = self.dwarf.die_ranges(unit, e)?;
+                        let mut rs = vec![];
                         while let Some(r) = ranges.next()? {
                             entry_pc = Some(entry_pc.map_or(r.begin, |p: u64| p.min(r.begin)));
+                            rs.push((r.begin, r.end));
                         }
                         let Some(entry_pc) = entry_pc else { continue };
                         let call_line = e.attr_value(gimli::DW_AT_call_line)?.and_then(|v| v.udata_value()).unwrap_or(0);
@@ -364,6 +368,7 @@ impl DebugInfo {
                                 caller: caller.clone(),
                                 call_file,
                                 call_line,
+                                ranges: rs,
                                 unit: ui,
                                 offset: e.offset(),
                             },
@@ -380,6 +385,19 @@ impl DebugInfo {
             }
         }
         Ok(())
+    }
+
+    /// The inlined copies whose code contains `pc`, innermost first.
+    pub fn inline_chain(&self, pc: u64) -> Vec<&InlinedCopy> {
+        let mut chain: Vec<(&InlinedCopy, u64)> = self
+            .inlined
+            .values()
+            .flatten()
+            .filter(|c| c.ranges.iter().any(|r| r.0 <= pc && pc < r.1))
+            .map(|c| (c, c.ranges.iter().map(|r| r.1 - r.0).sum()))
+            .collect();
+        chain.sort_by_key(|c| c.1);
+        chain.into_iter().map(|c| c.0).collect()
     }
 
     /// The inlined copies of function `name`.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use probe_common::{
-    ProbeParams, EVK_RETURN, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, PARAM_RECORD_ENTRY, PARAM_RETURN, PARAM_RET_AT_SP,
+    ProbeParams, EVK_RETURN, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, PARAM_FRAME_SET, PARAM_RECORD_ENTRY, PARAM_RETURN,
     STACK_BYTES,
 };
 use std::collections::HashSet;
@@ -155,8 +155,15 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
     if program.runtime.is_some() {
         flags |= PARAM_G_IN_R14;
     }
-    if p.kind == "entry" || p.kind == "return" {
-        flags |= PARAM_RET_AT_SP;
+    // Where the return address is: the CFA - 8 (CFA = rsp + 8 at an entry
+    // or a RET; further up in a body, whose RBP then points into its frame).
+    let cfa = if (p.kind == "entry" && p.inlined.is_none()) || p.kind == "return" {
+        8
+    } else {
+        program.debug.cfa_offset(p.pc).unwrap_or(8)
+    };
+    if cfa > 8 {
+        flags |= PARAM_FRAME_SET;
     }
     if p.kind == "entry" && opts.returns {
         flags |= PARAM_RECORD_ENTRY;
@@ -167,6 +174,7 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
     let mut params = ProbeParams {
         stack_frames: opts.stack.min(probe_common::MAX_FRAMES),
         pair_id: pair.unwrap_or(0),
+        ret_sp_off: (cfa - 8).max(0) as u32,
         // Returns are only shown for captured entries: the entry's rate rules.
         rate_per_sec: if pair.is_some() { 0 } else { opts.rate.unwrap_or(0) },
         goid_offset: program.runtime.map_or(0, |r| r.goid_offset as u32),
@@ -458,17 +466,21 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
 }
 
 /// Function, file and line of each return address (the call instruction
-/// just before it, for all but the probed PC itself).
+/// just before it, for all but the probed PC itself), with the functions
+/// inlined at that address expanded into frames of their own.
 fn symbolize(program: &Program, pcs: &[u64]) -> Vec<crate::output::Frame> {
-    pcs.iter()
-        .enumerate()
-        .map(|(i, &pc)| {
-            let at = if i == 0 { pc } else { pc.saturating_sub(1) };
-            let function = program.debug.function_at(at).map(|f| f.name.clone()).unwrap_or_else(|| "?".into());
-            let (file, line) = program.debug.line_at(at).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
-            crate::output::Frame { pc, function, file, line }
-        })
-        .collect()
+    let mut out = vec![];
+    for (i, &pc) in pcs.iter().enumerate() {
+        let at = if i == 0 { pc } else { pc.saturating_sub(1) };
+        let (mut file, mut line) = program.debug.line_at(at).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+        for c in program.debug.inline_chain(at) {
+            out.push(crate::output::Frame { pc, function: c.name.clone(), file: file.clone(), line });
+            (file, line) = (c.call_file.clone(), c.call_line);
+        }
+        let function = program.debug.function_at(at).map(|f| f.name.clone()).unwrap_or_else(|| "?".into());
+        out.push(crate::output::Frame { pc, function, file, line });
+    }
+    out
 }
 
 /// Turns ring-buffer records into output lines, applying conditions.

@@ -85,8 +85,27 @@ func loop(n int) int {
 	return s
 }
 
+// mayPanic panics for multiples of 5; safe recovers and returns -1.
+//
+//go:noinline
+func mayPanic(n int) int {
+	if n%5 == 0 {
+		panic(fmt.Sprint("boom ", n))
+	}
+	return n * 3
+}
+
+func safe(n int) (r int) {
+	defer func() {
+		if recover() != nil {
+			r = -1
+		}
+	}()
+	return mayPanic(n)
+}
+
 func main() {
-	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop")
+	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics")
 	count := flag.Int("count", 100, "iterations")
 	flag.Parse()
 	switch *mode {
@@ -152,6 +171,12 @@ func main() {
 			time.Sleep(time.Millisecond)
 		}
 		fmt.Printf("inline %d %d\n", total, counter)
+	case "panics":
+		sum := 0
+		for n := 0; n < *count; n++ {
+			sum += safe(n)
+		}
+		fmt.Printf("panics %d\n", sum)
 	case "loop":
 		for n := 0; n < *count; n++ {
 			loop(5)
