@@ -16,6 +16,7 @@ pub mod decode;
 pub mod dwarf;
 pub mod error;
 pub mod kernel;
+pub mod otlp;
 pub mod output;
 pub mod prologue;
 pub mod resolve;

@@ -134,6 +134,17 @@ struct AttachArgs {
     /// counted, not captured.
     #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
     cpu_budget: f64,
+    /// Also export every hit to this OpenTelemetry collector (OTLP), e.g.
+    /// http://localhost:4317 [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP transport [default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
+    #[arg(long, value_enum)]
+    otlp_protocol: Option<probe::otlp::Protocol>,
+    /// service.name of exported telemetry [default: $OTEL_SERVICE_NAME, else
+    /// the traced binary's name].
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -188,6 +199,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cond: a.cond,
                 dry_run: a.dry_run,
                 cpu_budget: a.cpu_budget,
+                otlp: probe::otlp::Config::from_flags_and_env(a.otlp_endpoint, a.otlp_protocol),
+                service_name: a.service_name,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let summary = rt.block_on(session::run(opts))?;

@@ -57,6 +57,10 @@ pub struct AttachOptions {
     /// `--cpu-budget`: percent of one CPU the probes may use (BPF run time,
     /// over the last second) before they are suspended.
     pub cpu_budget: f64,
+    /// OTLP export, when asked for (flags or `OTEL_EXPORTER_OTLP_*`).
+    pub otlp: Option<crate::otlp::Config>,
+    /// `--service-name` (else `OTEL_SERVICE_NAME`, else the binary's name).
+    pub service_name: Option<String>,
 }
 
 /// Why the session ended.
@@ -96,6 +100,8 @@ pub struct Summary {
     pub reason: StopReason,
     /// How a launched target ended, when it ended by itself.
     pub target_exit: Option<String>,
+    /// What OTLP export did, when enabled.
+    pub export: Option<String>,
     pub probes: Vec<ProbeSummary>,
     pub elapsed: Duration,
 }
@@ -141,6 +147,9 @@ impl Summary {
                 write!(f, ", {} with --cond unknown (a value it reads was not captured)", p.cond_unknown)?;
             }
             writeln!(f)?;
+        }
+        if let Some(e) = &self.export {
+            writeln!(f, "  {e}")?;
         }
         Ok(())
     }
@@ -284,7 +293,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     }
     if opts.dry_run {
         print!("{}", dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms));
-        return Ok(Summary { reason: StopReason::DryRun, target_exit: None, probes: vec![], elapsed: Duration::ZERO });
+        return Ok(Summary { reason: StopReason::DryRun, target_exit: None, export: None, probes: vec![], elapsed: Duration::ZERO });
     }
     program.load_runtime_types();
 
@@ -325,6 +334,17 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         who
     );
 
+    let start_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let exporter = opts.otlp.clone().map(|cfg| {
+        let cfg = cfg.with_resource(opts.service_name.clone(), &service_default(&target.display), resource(target, &program));
+        crate::otlp::Exporter::start(cfg)
+    });
+    let error_results: Vec<Vec<String>> = probes
+        .iter()
+        .map(|p| {
+            p.plan.params.iter().filter(|v| decode::type_name(&program.debug, v.ty) == "error").map(|v| v.name.clone()).collect()
+        })
+        .collect();
     let ring = kernel.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives the registration
     // (both are dropped together at the end of this function).
@@ -348,7 +368,12 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         matched: HashSet::new(),
         cond_user: vec![0; probes.len()],
         cond_unknown: vec![0; probes.len()],
+        exporter: exporter.as_ref(),
+        error_results: &error_results,
+        bytes: vec![0; probes.len()],
+        span_seq: 0,
     };
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut total = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut broken_pipe = false;
@@ -385,6 +410,26 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             _ = sigterm.recv() => break StopReason::Signal,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                 break StopReason::Duration;
+            }
+            _ = metrics_tick.tick(), if rd.exporter.is_some() => {
+                let mut sums = vec![];
+                for (id, p) in probes.iter().enumerate() {
+                    let st = kernel.stats(id as u32)?;
+                    sums.push(ProbeSummary {
+                        spec: p.spec.clone(),
+                        hits: st.hits,
+                        shown: shown[id],
+                        dropped: st.ringbuf_drops,
+                        rate_limited: st.rate_limited,
+                        cond_kernel: st.filtered,
+                        cond_user: rd.cond_user[id],
+                        suspended: st.suspended,
+                        ..Default::default()
+                    });
+                }
+                if let Some(x) = rd.exporter {
+                    x.offer(crate::otlp::Item::Metrics(health_metrics(&sums, &rd.bytes, start_ns)));
+                }
             }
             _ = tick.tick() => {
                 if target.exited() {
@@ -462,7 +507,26 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     }
     drop(kernel); // detaches every uprobe
     let target_exit = target.child.as_ref().and_then(|l| l.exit_description());
-    Ok(Summary { reason, target_exit, probes: summaries, elapsed: started.elapsed() })
+    let bytes = std::mem::take(&mut rd.bytes);
+    drop(rd);
+    let export = match exporter {
+        Some(x) => {
+            x.offer(crate::otlp::Item::Metrics(health_metrics(&summaries, &bytes, start_ns)));
+            let (stats, endpoint) = (x.stats.clone(), x.endpoint.clone());
+            x.shutdown(Duration::from_secs(5)).await;
+            use std::sync::atomic::Ordering::Relaxed;
+            Some(format!(
+                "OTLP export to {endpoint}: {} hits and {} spans sent, {} dropped (queue full), {} dropped (collector unreachable), {} failed requests",
+                stats.logs_sent.load(Relaxed),
+                stats.spans_sent.load(Relaxed),
+                stats.dropped_queue_full.load(Relaxed),
+                stats.dropped_failed.load(Relaxed),
+                stats.failed_requests.load(Relaxed)
+            ))
+        }
+        None => None,
+    };
+    Ok(Summary { reason, target_exit, export, probes: summaries, elapsed: started.elapsed() })
 }
 
 /// Function, file and line of each return address (the call instruction
@@ -495,6 +559,12 @@ struct Renderer<'a> {
     matched: HashSet<(u32, u64, u64)>,
     cond_user: Vec<u64>,
     cond_unknown: Vec<u64>,
+    exporter: Option<&'a crate::otlp::Exporter>,
+    /// Per probe: the names of results of type `error`.
+    error_results: &'a [Vec<String>],
+    /// Event bytes received per probe.
+    bytes: Vec<u64>,
+    span_seq: u64,
 }
 
 impl Renderer<'_> {
@@ -550,9 +620,14 @@ impl Renderer<'_> {
             hit.returns = Some(std::mem::take(&mut hit.args));
             hit.duration_ns = (h.entry_ktime != 0).then(|| h.ktime_ns.saturating_sub(h.entry_ktime));
         }
+        self.bytes[id] += bytes.len() as u64;
+        let json = hit.to_json();
+        if let Some(x) = self.exporter {
+            self.export(x, &hit, &json);
+        }
         let line = match self.format {
             Format::Json => {
-                let mut s = hit.to_json().to_string();
+                let mut s = json.to_string();
                 s.push('\n');
                 s
             }
@@ -560,6 +635,116 @@ impl Renderer<'_> {
         };
         Some((id, line))
     }
+
+    /// The hit as an OTLP log record (and, for a paired return, a span),
+    /// with semantic-convention attributes and the values as structured
+    /// `AnyValue`s.
+    fn export(&mut self, x: &crate::otlp::Exporter, hit: &Hit, json: &serde_json::Value) {
+        use crate::otlp::{any_from_json, int_value, kv, str_value};
+        let p = hit.probe;
+        let mut attrs = vec![
+            kv("code.function.name", str_value(&p.function.name)),
+            kv("code.file.path", str_value(&p.file)),
+            kv("code.line.number", int_value(p.line as i64)),
+            kv("thread.id", int_value(hit.tid as i64)),
+            kv("process.pid", int_value(hit.pid as i64)),
+            kv("probe.id", str_value(&p.spec)),
+            kv("probe.kind", str_value(p.kind)),
+            kv("probe.pc", str_value(&format!("{:#x}", p.pc))),
+        ];
+        if let Some(g) = hit.goid {
+            attrs.push(kv("go.goroutine.id", int_value(g as i64)));
+        }
+        for key in ["args", "locals", "returns", "duration_ns", "stack", "inlined", "regs"] {
+            if let Some(v) = json.get(key) {
+                attrs.push(kv(key, any_from_json(v)));
+            }
+        }
+        let event = if hit.returns.is_some() { "probe.return" } else { "probe.hit" };
+        let body = hit.pretty().lines().next().unwrap_or_default().to_owned();
+        let time = hit.time_ns.max(0) as u64;
+        x.offer(crate::otlp::Item::Log(crate::otlp::log_record(event, time, body, attrs)));
+        if let (Some(returns), Some(d)) = (json.get("returns"), hit.duration_ns) {
+            let id = p as *const ResolvedProbe as usize;
+            let idx = self.probes.iter().position(|q| q as *const ResolvedProbe as usize == id).unwrap_or(0);
+            let error = self.error_results[idx]
+                .iter()
+                .filter_map(|n| returns.get(n).filter(|v| !v.is_null()))
+                .map(|v| v.to_string())
+                .next();
+            self.span_seq += 1;
+            let span_attrs = vec![
+                kv("code.function.name", str_value(&p.function.name)),
+                kv("thread.id", int_value(hit.tid as i64)),
+                kv("go.goroutine.id", int_value(hit.goid.unwrap_or(0) as i64)),
+                kv("probe.id", str_value(&p.spec)),
+            ];
+            let ids = crate::otlp::ids(time ^ self.span_seq.rotate_left(32));
+            x.offer(crate::otlp::Item::Span(crate::otlp::span(&p.function.name, time.saturating_sub(d), time, error, span_attrs, ids)));
+        }
+    }
+}
+
+/// Probe's own health counters, per probe.
+fn health_metrics(sums: &[ProbeSummary], bytes: &[u64], start_ns: u64) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+    use crate::otlp::{counter, kv, str_value};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let per = |f: &dyn Fn(&ProbeSummary) -> u64| -> Vec<_> {
+        sums.iter().map(|s| (vec![kv("probe.id", str_value(&s.spec))], f(s))).collect()
+    };
+    let mut dropped = vec![];
+    for s in sums {
+        for (reason, v) in [("ring_buffer_full", s.dropped), ("rate_limit", s.rate_limited), ("suspended", s.suspended)] {
+            dropped.push((vec![kv("probe.id", str_value(&s.spec)), kv("reason", str_value(reason))], v));
+        }
+    }
+    vec![
+        counter("probe.hits", "Times a probe fired", start_ns, now, per(&|s| s.hits)),
+        counter("probe.captured", "Hits captured and shown", start_ns, now, per(&|s| s.shown)),
+        counter("probe.filtered", "Hits rejected by --cond", start_ns, now, per(&|s| s.cond_kernel + s.cond_user)),
+        counter("probe.dropped", "Hits not captured, by reason", start_ns, now, dropped),
+        counter(
+            "probe.captured_bytes",
+            "Bytes of captured events",
+            start_ns,
+            now,
+            sums.iter().zip(bytes).map(|(s, b)| (vec![kv("probe.id", str_value(&s.spec))], *b)).collect(),
+        ),
+    ]
+}
+
+/// The default `service.name`: the traced binary's file name.
+fn service_default(path: &std::path::Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "unknown_service".into())
+}
+
+/// Resource attributes describing the traced process and Probe itself.
+fn resource(target: &Target, program: &Program) -> Vec<(String, opentelemetry_proto::tonic::common::v1::AnyValue)> {
+    use crate::otlp::{int_value, str_value};
+    let mut host = [0u8; 256];
+    // SAFETY: buffer and length match.
+    let host = if unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0 {
+        String::from_utf8_lossy(&host[..host.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned()
+    } else {
+        String::new()
+    };
+    let mut r = vec![
+        ("process.executable.path".to_owned(), str_value(&target.display.to_string_lossy())),
+        ("host.name".to_owned(), str_value(&host)),
+        ("telemetry.sdk.name".to_owned(), str_value("probe")),
+        ("telemetry.sdk.language".to_owned(), str_value("rust")),
+        ("telemetry.sdk.version".to_owned(), str_value(env!("CARGO_PKG_VERSION"))),
+    ];
+    if let Some(pid) = target.pid {
+        r.push(("process.pid".to_owned(), int_value(pid as i64)));
+    }
+    if let Some(v) = &program.binary.go_version {
+        r.push(("go.version".to_owned(), str_value(v)));
+    }
+    if let Some(b) = &program.binary.build_id {
+        r.push(("go.build_id".to_owned(), str_value(b)));
+    }
+    r
 }
 
 /// `--dry-run`: what would be attached where, and what runs where.

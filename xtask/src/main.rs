@@ -115,7 +115,33 @@ fn clean(program: &str) -> Command {
 
 fn setup(root: &Path) -> Result<()> {
     setup_rust(root)?;
-    setup_go(root)
+    setup_go(root)?;
+    setup_collector(root).map(|_| ())
+}
+
+/// The `rotel` OpenTelemetry collector from PyPI, for the OTLP export tests.
+const ROTEL_VERSION: &str = "0.0.1a15";
+
+fn setup_collector(root: &Path) -> Result<PathBuf> {
+    let venv = tools(root).join("rotel");
+    let agent = venv.join("lib/python3.11/site-packages/rotel/rotel-agent");
+    let found = std::fs::read_dir(venv.join("lib"))
+        .ok()
+        .and_then(|mut d| d.find_map(|e| e.ok()))
+        .map(|py| py.path().join("site-packages/rotel/rotel-agent"))
+        .filter(|p| p.exists());
+    if let Some(p) = found {
+        return Ok(p);
+    }
+    step(&format!("installing the rotel OpenTelemetry collector {ROTEL_VERSION} from PyPI"));
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &format!("rotel=={ROTEL_VERSION}")]))?;
+    std::fs::read_dir(venv.join("lib"))?
+        .find_map(|e| e.ok())
+        .map(|py| py.path().join("site-packages/rotel/rotel-agent"))
+        .filter(|p| p.exists())
+        .or(Some(agent).filter(|p| p.exists()))
+        .context("rotel installed, but its rotel-agent binary was not found")
 }
 
 fn setup_rust(root: &Path) -> Result<()> {
@@ -268,7 +294,8 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         .args(args)
         .env("PROBE_BIN", &probe)
         .env("PROBE_TESTDATA", root.join("target/testdata"))
-        .env("PROBE_GO_VERSIONS", GO_VERSIONS.join(",")))?;
+        .env("PROBE_GO_VERSIONS", GO_VERSIONS.join(","))
+        .env("PROBE_ROTEL", setup_collector(root)?))?;
     step(&format!("all tests passed in {:.0}s", started.elapsed().as_secs_f64()));
     Ok(())
 }
