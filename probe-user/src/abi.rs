@@ -22,11 +22,22 @@ const XMM0: u16 = 17;
 /// `hidden_dict`: a generic's dictionary pointer is passed first (in RAX)
 /// without a DWARF parameter for it.
 pub fn entry_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -> Option<Vec<Vec<Piece>>> {
-    let mut ints = usize::from(hidden_dict);
+    let inputs = params.iter().filter(|p| !p.is_result && !p.local);
+    Some(assign_all(debug, inputs, usize::from(hidden_dict), 0)?.0)
+}
+
+/// Assigns `vars` in order to registers (starting after `ints` integer
+/// registers) or, when they do not fit, to the stack from byte `stack` on;
+/// returns the pieces of each and where the stack assignment ended.
+fn assign_all<'p>(
+    debug: &DebugInfo,
+    vars: impl Iterator<Item = &'p Param>,
+    mut ints: usize,
+    mut stack: u64,
+) -> Option<(Vec<Vec<Piece>>, u64)> {
     let mut floats = 0usize;
-    let mut stack = 0u64;
     let mut out = vec![];
-    for p in params.iter().filter(|p| !p.is_result && !p.local) {
+    for p in vars {
         let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
         if a.reg(p.ty)? {
             a.pad_to(debug.ty(p.ty).size);
@@ -42,7 +53,7 @@ pub fn entry_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -
             stack += debug.ty(p.ty).size;
         }
     }
-    Some(out)
+    Some((out, stack))
 }
 
 struct Assign<'d> {
@@ -122,38 +133,10 @@ impl Assign<'_> {
 /// follow the stack-assigned arguments (abi-internal.md, "Function call
 /// argument and result passing"). At RET, RSP is back where it was at entry.
 pub fn return_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -> Option<Vec<Vec<Piece>>> {
-    // The size of the stack-assigned arguments, to find where results start.
-    let mut ints = usize::from(hidden_dict);
-    let mut floats = 0usize;
-    let mut stack = 0u64;
-    for p in params.iter().filter(|p| !p.is_result && !p.local) {
-        let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
-        if a.reg(p.ty)? {
-            ints = a.ints;
-            floats = a.floats;
-        } else {
-            let align = alignment(debug, p.ty)?;
-            stack = stack.div_ceil(align) * align + debug.ty(p.ty).size;
-        }
-    }
-    stack = stack.div_ceil(8) * 8;
-    let (mut ints, mut floats) = (0usize, 0usize);
-    let mut out = vec![];
-    for p in params.iter().filter(|p| p.is_result) {
-        let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
-        if a.reg(p.ty)? {
-            a.pad_to(debug.ty(p.ty).size);
-            ints = a.ints;
-            floats = a.floats;
-            out.push(a.pieces);
-        } else {
-            let align = alignment(debug, p.ty)?;
-            stack = stack.div_ceil(align) * align;
-            out.push(vec![Piece { place: Place::Stack(8 + stack as i64), size: None }]);
-            stack += debug.ty(p.ty).size;
-        }
-    }
-    Some(out)
+    let inputs = params.iter().filter(|p| !p.is_result && !p.local);
+    let (_, args_end) = assign_all(debug, inputs, usize::from(hidden_dict), 0)?;
+    let results = params.iter().filter(|p| p.is_result);
+    Some(assign_all(debug, results, 0, args_end.div_ceil(8) * 8)?.0)
 }
 
 /// Go's alignment of a type on amd64.

@@ -108,6 +108,9 @@ impl Function {
     }
 }
 
+/// Rows (address, file id, line; line 0 ends a sequence) and file names.
+type LineTable = (Vec<(u64, u32, u32)>, Vec<String>);
+
 /// A copy of a function the compiler inlined into another
 /// (`DW_TAG_inlined_subroutine`).
 #[derive(Clone, Debug)]
@@ -189,7 +192,7 @@ pub struct DebugInfo {
     types: Vec<Type>,
     type_cache: HashMap<DebugInfoOffset, TypeId>,
     /// Address → (file, line) rows of every line program, built on first use.
-    lines: std::cell::OnceCell<(Vec<(u64, u32, u32)>, Vec<String>)>,
+    lines: std::cell::OnceCell<LineTable>,
 }
 
 impl DebugInfo {
@@ -599,10 +602,8 @@ impl DebugInfo {
                     }
                     out.push((name, is_result, local, ty, pieces));
                 }
-                gimli::DW_TAG_lexical_block if locals => {
-                    if self.block_contains(unit, e, pc)? {
-                        self.collect_vars(unit, child, pc, cfa, locals, out)?;
-                    }
+                gimli::DW_TAG_lexical_block if locals && self.block_contains(unit, e, pc)? => {
+                    self.collect_vars(unit, child, pc, cfa, locals, out)?;
                 }
                 _ => {}
             }
@@ -615,7 +616,7 @@ impl DebugInfo {
         &self,
         unit: &gimli::Unit<R>,
         e: &gimli::DebuggingInformationEntry<R>,
-    ) -> Result<Option<(usize, gimli::DebuggingInformationEntry<R>)>, gimli::Error> {
+    ) -> Result<Option<(usize, gimli::DebuggingInformationEntry<'_, '_, R>)>, gimli::Error> {
         let off = match e.attr_value(gimli::DW_AT_abstract_origin)? {
             Some(AttributeValue::UnitRef(o)) => o.to_debug_info_offset(&unit.header),
             Some(AttributeValue::DebugInfoRef(o)) => Some(o),
@@ -649,7 +650,7 @@ impl DebugInfo {
         Some((files.get(r.1 as usize)?.as_str(), r.2 as u64))
     }
 
-    fn build_line_table(&self) -> (Vec<(u64, u32, u32)>, Vec<String>) {
+    fn build_line_table(&self) -> LineTable {
         let mut rows = vec![];
         let mut files: Vec<String> = vec![];
         let mut ids: HashMap<String, u32> = HashMap::new();

@@ -40,7 +40,7 @@ enum Command {
 
 The target keeps running at full speed: probes never stop it. Ctrl-C detaches
 and prints a summary (hits, shown, dropped) on stderr.")]
-    Attach(AttachArgs),
+    Attach(Box<AttachArgs>),
     /// List the functions of a Go binary that can be probed, with file:line.
     #[command(after_help = "Examples:
   probe symbols ./server            every function
@@ -172,6 +172,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(a) => {
+            let a = *a;
             let target = match (a.pid, a.binary, a.command.is_empty()) {
                 (Some(pid), _, _) => TargetSpec::Pid(pid),
                 (None, Some(b), _) => TargetSpec::Binary(b),

@@ -208,6 +208,7 @@ impl Exporter {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one client per exporter
 enum Client {
     Grpc {
         logs: LogsServiceClient<tonic::transport::Channel>,

@@ -42,6 +42,35 @@ pub struct ResolvedProbe {
     pub plan: ProbePlan,
 }
 
+impl ResolvedProbe {
+    /// A probe with no inlined copy, no extra sites and no locals shown.
+    #[allow(clippy::too_many_arguments)]
+    fn at(
+        spec: &str,
+        kind: &'static str,
+        function: Function,
+        (file, line): (String, u64),
+        (pc, file_offset): (u64, u64),
+        params: Vec<Param>,
+        plan: ProbePlan,
+    ) -> Self {
+        Self {
+            spec: spec.to_owned(),
+            kind,
+            locals: false,
+            inlined: None,
+            function,
+            file,
+            line,
+            pc,
+            file_offset,
+            more_sites: vec![],
+            params,
+            plan,
+        }
+    }
+}
+
 /// A target binary with its DWARF, ready to resolve probes against.
 pub struct Program {
     pub binary: Binary,
@@ -123,20 +152,7 @@ impl Program {
                 (vec![], ProbePlan { limits, ..Default::default() }, Function::synthetic(&name, pc, "", 0), String::new(), 0)
             }
         };
-        Ok(ResolvedProbe {
-            spec: spec.to_owned(),
-            kind: "addr",
-            locals,
-            inlined: None,
-            function,
-            file,
-            line,
-            pc,
-            file_offset,
-            more_sites: vec![],
-            params,
-            plan,
-        })
+        Ok(ResolvedProbe { locals, ..ResolvedProbe::at(spec, "addr", function, (file, line), (pc, file_offset), params, plan) })
     }
 
     /// Registers the binary's runtime type descriptors so interfaces can be
@@ -207,20 +223,7 @@ impl Program {
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
         let (file, line) = self.debug.line_at(pc).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
         let function = Function::synthetic(&copy.name, pc, &file, line);
-        Ok(ResolvedProbe {
-            spec: spec.to_owned(),
-            kind: "entry",
-            locals: false,
-            inlined: Some(copy),
-            function,
-            file,
-            line,
-            pc,
-            file_offset,
-            more_sites: vec![],
-            params,
-            plan,
-        })
+        Ok(ResolvedProbe { inlined: Some(copy), ..ResolvedProbe::at(spec, "entry", function, (file, line), (pc, file_offset), params, plan) })
     }
 
     fn resolve_one(&mut self, spec: &str, function: Function, limits: Limits) -> Result<ResolvedProbe, Error> {
@@ -250,21 +253,8 @@ impl Program {
             }
         }
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-        let (file, line) = (function.file.clone(), function.line);
-        Ok(ResolvedProbe {
-            spec: spec.to_owned(),
-            kind: "entry",
-            locals: false,
-            inlined: None,
-            function,
-            file,
-            line,
-            pc,
-            file_offset,
-            more_sites: vec![],
-            params,
-            plan,
-        })
+        let pos = (function.file.clone(), function.line);
+        Ok(ResolvedProbe::at(spec, "entry", function, pos, (pc, file_offset), params, plan))
     }
 
     /// The return probe of entry probe `entry`: every RET instruction of the
@@ -304,21 +294,9 @@ impl Program {
             None => params.iter_mut().filter(|p| p.is_result).for_each(|p| p.pieces.clear()),
         }
         let plan = capture::compile_vars(&self.debug, &mut self.tables, &params, entry.plan.limits, true);
-        let (pc, file_offset) = sites.remove(0);
-        Ok(ResolvedProbe {
-            spec: entry.spec.clone(),
-            kind: "return",
-            locals: false,
-            inlined: None,
-            function: f.clone(),
-            file: entry.file.clone(),
-            line: entry.line,
-            pc,
-            file_offset,
-            more_sites: sites,
-            params,
-            plan,
-        })
+        let first = sites.remove(0);
+        let pos = (entry.file.clone(), entry.line);
+        Ok(ResolvedProbe { more_sites: sites, ..ResolvedProbe::at(&entry.spec, "return", f.clone(), pos, first, params, plan) })
     }
 
     /// Resolves `--line FILE:LINE`: a probe at every address where the line
@@ -345,20 +323,7 @@ impl Program {
                 reason: format!("variables of {} at {pc:#x}: {e}", function.name),
             })?;
             let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-            out.push(ResolvedProbe {
-                spec: spec.to_owned(),
-                kind: "line",
-                locals,
-                inlined: None,
-                function,
-                file: path,
-                line,
-                pc,
-                file_offset,
-                more_sites: vec![],
-                params,
-                plan,
-            });
+            out.push(ResolvedProbe { locals, ..ResolvedProbe::at(spec, "line", function, (path, line), (pc, file_offset), params, plan) });
         }
         Ok(out)
     }

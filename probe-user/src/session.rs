@@ -428,7 +428,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                     });
                 }
                 if let Some(x) = rd.exporter {
-                    x.offer(crate::otlp::Item::Metrics(health_metrics(&sums, &rd.bytes, start_ns)));
+                    x.offer(crate::otlp::Item::Metrics(health_metrics(&sums, &rd.bytes, start_ns, Some(&x.stats))));
                 }
             }
             _ = tick.tick() => {
@@ -511,7 +511,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     drop(rd);
     let export = match exporter {
         Some(x) => {
-            x.offer(crate::otlp::Item::Metrics(health_metrics(&summaries, &bytes, start_ns)));
+            x.offer(crate::otlp::Item::Metrics(health_metrics(&summaries, &bytes, start_ns, Some(&x.stats))));
             let (stats, endpoint) = (x.stats.clone(), x.endpoint.clone());
             x.shutdown(Duration::from_secs(5)).await;
             use std::sync::atomic::Ordering::Relaxed;
@@ -611,7 +611,7 @@ impl Renderer<'_> {
             time_ns: self.wall + h.ktime_ns as i128,
             args,
             locals: if probe.locals { locals } else { None },
-            regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then(|| h.regs),
+            regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then_some(h.regs),
             returns: None,
             duration_ns: None,
             stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack)),
@@ -685,8 +685,13 @@ impl Renderer<'_> {
     }
 }
 
-/// Probe's own health counters, per probe.
-fn health_metrics(sums: &[ProbeSummary], bytes: &[u64], start_ns: u64) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+/// Probe's own health counters, per probe (export drops are for all probes).
+fn health_metrics(
+    sums: &[ProbeSummary],
+    bytes: &[u64],
+    start_ns: u64,
+    export: Option<&crate::otlp::Stats>,
+) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
     use crate::otlp::{counter, kv, str_value};
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let per = |f: &dyn Fn(&ProbeSummary) -> u64| -> Vec<_> {
@@ -697,6 +702,11 @@ fn health_metrics(sums: &[ProbeSummary], bytes: &[u64], start_ns: u64) -> Vec<op
         for (reason, v) in [("ring_buffer_full", s.dropped), ("rate_limit", s.rate_limited), ("suspended", s.suspended)] {
             dropped.push((vec![kv("probe.id", str_value(&s.spec)), kv("reason", str_value(reason))], v));
         }
+    }
+    if let Some(x) = export {
+        use std::sync::atomic::Ordering::Relaxed;
+        dropped.push((vec![kv("reason", str_value("export_queue_full"))], x.dropped_queue_full.load(Relaxed)));
+        dropped.push((vec![kv("reason", str_value("export_failed"))], x.dropped_failed.load(Relaxed)));
     }
     vec![
         counter("probe.hits", "Times a probe fired", start_ns, now, per(&|s| s.hits)),

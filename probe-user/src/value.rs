@@ -118,10 +118,7 @@ impl Value {
             Value::Str { text, truncated: true, .. } => format!("{text}…"),
             Value::Str { text, .. } => text.clone(),
             Value::Pointer(v) => v.key_string(),
-            other => {
-                let p = other.pretty();
-                p
-            }
+            other => other.pretty(),
         }
     }
 
