@@ -376,9 +376,10 @@ pub struct Chunk {
     pub want: u32,
 }
 
-/// Size of the per-CPU scratch buffer an event is assembled in: the header,
-/// the data budget, and slack so a bounded write never leaves the buffer.
-pub const SCRATCH_BYTES: usize = core::mem::size_of::<EventHeader>() + DATA_BYTES + MAX_CHUNK + 64;
+/// Size of the per-CPU scratch buffer an event is assembled in: room for the
+/// header, the data budget and slack so a bounded write never leaves the
+/// buffer; a power of two so the kernel can bound lengths with a mask.
+pub const SCRATCH_BYTES: usize = 32 * 1024;
 
 const _: () = assert!(core::mem::size_of::<Source>() == 8);
 const _: () = assert!(core::mem::size_of::<Desc>() == 24);
@@ -394,6 +395,8 @@ const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<Chunk>() == 16);
 const _: () = assert!(DATA_BYTES.is_power_of_two() && MAX_CHUNK.is_power_of_two());
 const _: () = assert!(SCRATCH_BYTES <= 32 * 1024, "per-CPU map values are limited to 32 KiB");
+const _: () = assert!(SCRATCH_BYTES >= core::mem::size_of::<EventHeader>() + DATA_BYTES + MAX_CHUNK + 64);
+const _: () = assert!(SCRATCH_BYTES.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod user {

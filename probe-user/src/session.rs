@@ -355,6 +355,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // The kernel side submits without waking us (see probe-ebpf): drain on a
+    // short timer, which bounds the delay before a hit is shown.
+    let mut drain = tokio::time::interval(Duration::from_millis(10));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shown = vec![0u64; probes.len()];
     let mut suspended = false;
     let mut cpu_samples: std::collections::VecDeque<(Instant, Duration)> = Default::default();
@@ -380,9 +384,14 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
 
     let reason = loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                let rb = guard.get_inner_mut();
+            woke = async {
+                tokio::select! {
+                    g = ring.readable_mut() => g.map(|mut g| { g.clear_ready(); }),
+                    _ = drain.tick() => Ok(()),
+                }
+            } => {
+                woke?;
+                let rb = ring.get_mut();
                 while let Some(item) = rb.next() {
                     if opts.max_hits.is_some_and(|m| total >= m) {
                         continue; // drain, but show no more than asked
@@ -395,7 +404,6 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                         }
                     }
                 }
-                guard.clear_ready();
                 if out.flush().is_err() {
                     broken_pipe = true;
                 }
