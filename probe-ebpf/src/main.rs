@@ -710,6 +710,13 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
+/// The floor for benchmarks: an empty program, so that what a uprobe costs
+/// by itself can be told apart from what Probe's program adds.
+#[uprobe]
+pub fn probe_floor(_ctx: ProbeContext) -> u32 {
+    0
+}
+
 /// Deliberately rejected by the verifier: dereferences a register value as a
 /// pointer. Never attached; `probe selftest verifier` loads it to show how
 /// Probe reports a verifier rejection.

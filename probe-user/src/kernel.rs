@@ -25,6 +25,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The program every probe runs.
 pub const ENTRY_PROGRAM: &str = "probe_entry";
+/// An empty program, the benchmarks' floor; see `probe selftest floor`.
+pub const FLOOR_PROGRAM: &str = "probe_floor";
 /// A program the verifier must reject; see `probe selftest verifier`.
 pub const SELFTEST_REJECT_PROGRAM: &str = "selftest_verifier_reject";
 
@@ -86,9 +88,14 @@ impl Kernel {
     /// to an inode: `/proc/PID/exe` works even for deleted files), for one
     /// process or for every process running the file.
     pub fn attach(&mut self, id: u32, target: &Path, offset: u64, pid: Option<u32>) -> Result<(), Error> {
+        self.attach_program(ENTRY_PROGRAM, id, target, offset, pid)
+    }
+
+    /// Attaches a loaded program by name.
+    pub fn attach_program(&mut self, program: &str, id: u32, target: &Path, offset: u64, pid: Option<u32>) -> Result<(), Error> {
         let prog: &mut UProbe = self
             .ebpf
-            .program_mut(ENTRY_PROGRAM)
+            .program_mut(program)
             .expect("loaded")
             .try_into()
             .expect("a uprobe");

@@ -60,6 +60,14 @@ and prints a summary (hits, shown, dropped) on stderr.")]
 enum Selftest {
     /// Load a program the kernel verifier must reject, to show the report.
     Verifier,
+    /// Attach an empty BPF program at ADDR (0xADDR or SYMBOL+0xOFF) of every
+    /// process running BINARY for a while: the benchmarks' cost floor.
+    Floor {
+        binary: PathBuf,
+        addr: String,
+        #[arg(value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
 }
 
 #[derive(Args)]
@@ -218,6 +226,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     break;
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Selftest(Selftest::Floor { binary, addr, duration }) => {
+            let mut program = Program::open_raw(&binary)?;
+            let p = program.resolve_addr(&addr, Limits::default(), false)?;
+            let mut k = probe::kernel::Kernel::load(probe::kernel::FLOOR_PROGRAM)?;
+            k.attach_program(probe::kernel::FLOOR_PROGRAM, 0, &binary, p.file_offset, None)?;
+            eprintln!("probe: empty program attached at {:#x}", p.pc);
+            std::thread::sleep(duration);
             Ok(ExitCode::SUCCESS)
         }
         Command::Selftest(Selftest::Verifier) => {

@@ -102,6 +102,8 @@ pub struct Summary {
     pub target_exit: Option<String>,
     /// What OTLP export did, when enabled.
     pub export: Option<String>,
+    /// In-kernel BPF run time per hit, when the kernel measured it.
+    pub bpf_ns_per_hit: Option<f64>,
     pub probes: Vec<ProbeSummary>,
     pub elapsed: Duration,
 }
@@ -150,6 +152,9 @@ impl Summary {
         }
         if let Some(e) = &self.export {
             writeln!(f, "  {e}")?;
+        }
+        if let Some(ns) = self.bpf_ns_per_hit {
+            writeln!(f, "  BPF run time per hit: {ns:.0} ns")?;
         }
         Ok(())
     }
@@ -293,7 +298,14 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     }
     if opts.dry_run {
         print!("{}", dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms));
-        return Ok(Summary { reason: StopReason::DryRun, target_exit: None, export: None, probes: vec![], elapsed: Duration::ZERO });
+        return Ok(Summary {
+            reason: StopReason::DryRun,
+            target_exit: None,
+            export: None,
+            bpf_ns_per_hit: None,
+            probes: vec![],
+            elapsed: Duration::ZERO,
+        });
     }
     program.load_runtime_types();
 
@@ -513,6 +525,8 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             suspended: st.suspended,
         });
     }
+    let total_hits: u64 = summaries.iter().map(|s| s.hits).sum();
+    let bpf_ns_per_hit = kernel.cpu_time().filter(|_| total_hits > 0).map(|t| t.as_nanos() as f64 / total_hits as f64);
     drop(kernel); // detaches every uprobe
     let target_exit = target.child.as_ref().and_then(|l| l.exit_description());
     let bytes = std::mem::take(&mut rd.bytes);
@@ -534,7 +548,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         }
         None => None,
     };
-    Ok(Summary { reason, target_exit, export, probes: summaries, elapsed: started.elapsed() })
+    Ok(Summary { reason, target_exit, export, bpf_ns_per_hit, probes: summaries, elapsed: started.elapsed() })
 }
 
 /// Function, file and line of each return address (the call instruction

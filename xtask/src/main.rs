@@ -18,6 +18,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 /// Go versions installed and tested by default (oldest and newest supported).
 const GO_VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -46,6 +48,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure Probe's overhead beside no tracing, an empty BPF program,
+    /// bpftrace and Delve; writes bench/results/latest.{md,svg}.
+    Bench,
     /// Build everything, start a Go example, attach to it and print hits for a few seconds.
     Demo {
         /// How long to trace.
@@ -70,6 +75,11 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test(&root, &args),
         Cmd::Demo { duration } => demo(&root, &duration),
+        Cmd::Bench => {
+            setup(&root)?;
+            let probe = build(&root, true)?;
+            bench::run(&root, probe)
+        }
     }
 }
 
@@ -81,12 +91,12 @@ fn tools(root: &Path) -> PathBuf {
     root.join("target/tools")
 }
 
-fn step(msg: &str) {
+pub(crate) fn step(msg: &str) {
     eprintln!("\x1b[1m==> {msg}\x1b[0m");
 }
 
 /// Runs a command, failing with its command line on a non-zero exit.
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");

@@ -1,0 +1,75 @@
+// Command hot calls probed functions in a tight loop (per-hit cost) or
+// serves them over HTTP (service overhead), for `cargo xtask bench`.
+//
+//	-mode loop: G goroutines call work() for -duration, then print
+//	  "calls N ns_per_call X".
+//	-mode http: serve GET /work?n=N on -http, calling work() once per request.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var sink atomic.Int64
+
+// work has Go's stack-bound check at its first byte (it is not a leaf), so
+// a probe there is single-stepped while one after the check is emulated.
+//
+//go:noinline
+func work(n int, key string) int {
+	return inner(n) + len(key)
+}
+
+//go:noinline
+func inner(n int) int { return n * 3 }
+
+func main() {
+	mode := flag.String("mode", "loop", "loop|http")
+	goroutines := flag.Int("goroutines", 1, "callers in loop mode")
+	duration := flag.Duration("duration", 3*time.Second, "loop duration")
+	addr := flag.String("http", "127.0.0.1:18080", "listen address in http mode")
+	flag.Parse()
+	switch *mode {
+	case "loop":
+		var calls atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		deadline := start.Add(*duration)
+		for g := 0; g < *goroutines; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				key := "key"
+				local := int64(0)
+				for n := 0; ; n++ {
+					sink.Add(int64(work(n, key)))
+					local++
+					if local%1024 == 0 && time.Now().After(deadline) {
+						break
+					}
+				}
+				calls.Add(local)
+			}()
+		}
+		wg.Wait()
+		el := time.Since(start)
+		c := calls.Load()
+		fmt.Printf("calls %d ns_per_call %.1f\n", c, float64(el.Nanoseconds())*float64(*goroutines)/float64(c))
+	case "http":
+		http.HandleFunc("/work", func(w http.ResponseWriter, r *http.Request) {
+			n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+			fmt.Fprintf(w, "%d\n", work(n, r.URL.Path))
+		})
+		if err := http.ListenAndServe(*addr, nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+}
