@@ -35,6 +35,8 @@ pub struct ResolvedProbe {
     pub pc: u64,
     /// `pc` as an offset into the ELF file, where the uprobe goes.
     pub file_offset: u64,
+    /// Why the probe sits at `pc` (shown by `--dry-run`).
+    pub placement: String,
     /// Further (pc, file offset) sites sharing this probe (every RET of a
     /// function for its return probe).
     pub more_sites: Vec<(u64, u64)>,
@@ -64,6 +66,7 @@ impl ResolvedProbe {
             line,
             pc,
             file_offset,
+            placement: String::new(),
             more_sites: vec![],
             params,
             plan,
@@ -237,6 +240,19 @@ impl Program {
         // once, not twice (see `prologue`).
         let code = self.binary.data.get(entry_offset as usize..).unwrap_or(&[]);
         let skip = prologue::after_stack_check(&code[..code.len().min(32)]).unwrap_or(0) as u64;
+        let first = {
+            let at = code.get(skip as usize..).unwrap_or(&[]);
+            let mut dec = iced_x86::Decoder::with_ip(64, &at[..at.len().min(16)], entry + skip, iced_x86::DecoderOptions::NONE);
+            format!("{:?}", dec.decode().mnemonic()).to_lowercase()
+        };
+        let placement = if skip > 0 {
+            format!(
+                "after Go's stack check, at +{skip:#x} ({first}{}): fires once per call, even when the call grows its stack",
+                if first == "push" { ", emulated by the kernel instead of single-stepped" } else { "" }
+            )
+        } else {
+            format!("at the first instruction ({first}): no stack check (a leaf function)")
+        };
         let (pc, file_offset) = (entry + skip, entry_offset + skip);
         let mut params = self.debug.params(&function, entry).map_err(|e| Error::BadDwarf {
             path: self.binary.path.clone(),
@@ -254,7 +270,7 @@ impl Program {
         }
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
         let pos = (function.file.clone(), function.line);
-        Ok(ResolvedProbe::at(spec, "entry", function, pos, (pc, file_offset), params, plan))
+        Ok(ResolvedProbe { placement, ..ResolvedProbe::at(spec, "entry", function, pos, (pc, file_offset), params, plan) })
     }
 
     /// The return probe of entry probe `entry`: every RET instruction of the

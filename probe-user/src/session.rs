@@ -795,6 +795,9 @@ fn dry_run(
         let mut pcs = vec![format!("{:#x}", p.pc)];
         pcs.extend(p.more_sites.iter().map(|(pc, _)| format!("{pc:#x}")));
         let _ = writeln!(s, "  uprobe at {} (file offset {:#x}{})", pcs.join(", "), p.file_offset, if p.more_sites.is_empty() { "" } else { ", …" });
+        if !p.placement.is_empty() {
+            let _ = writeln!(s, "  placed {}", p.placement);
+        }
         if let Some(e) = pairs[i] {
             let _ = writeln!(s, "  returns of probe {e}, paired by goroutine and frame");
         }
