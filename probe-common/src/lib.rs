@@ -201,9 +201,10 @@ pub struct ProbeParams {
     /// The return address is at `[rsp + ret_sp_off]` at the probed PC (the
     /// CFA minus 8, from `.debug_frame`).
     pub ret_sp_off: u32,
-    /// Added to runtime type addresses before the `RTYPES` lookup (a PIE's
-    /// load bias is subtracted this way; 0 for static executables).
-    pub rtype_bias: u64,
+    /// The probed PC as linked (the ELF's own address). `rip - static_pc`
+    /// is the executable's load bias (0 unless it is a PIE), which the
+    /// kernel subtracts from runtime type addresses before `RTYPES` lookups.
+    pub static_pc: u64,
     pub roots: [RootOp; MAX_ROOTS],
     /// Kernel-side condition terms, all of which must hold.
     pub filters: [Filter; FILTER_OPS],

@@ -546,7 +546,11 @@ unsafe fn child(
             if w1 == 0 {
                 return None;
             }
-            let key = rtype.wrapping_add(params.rtype_bias);
+            // Runtime type descriptors are keyed by their linked address; a
+            // PIE is loaded at `rip - static_pc` further.
+            let h = (*sc).bytes.as_ptr() as *const EventHeader;
+            let bias = (*h).regs[reg::RIP as usize].wrapping_sub(params.static_pc);
+            let key = rtype.wrapping_sub(bias);
             let rt = RTYPES.get(&key)?;
             Some(mk(w1, 1, rt.tid, 0))
         }

@@ -27,6 +27,9 @@ pub struct RawEvent<'a> {
     pub header: EventHeader,
     /// Return addresses recorded by `--stack` (the probed PC first).
     pub stack: Vec<u64>,
+    /// Load bias of the executable (runtime address − linked address; 0
+    /// unless PIE), applied to code and type addresses found in memory.
+    pub bias: u64,
     /// (address, captured bytes, full length), sorted by address.
     chunks: Vec<(u64, &'a [u8], u32)>,
 }
@@ -58,7 +61,7 @@ impl<'a> RawEvent<'a> {
             pos = start.saturating_add((c.len as usize + 7) & !7);
         }
         chunks.sort_by_key(|c| c.0);
-        Some(Self { header, stack, chunks })
+        Some(Self { header, stack, chunks, bias: 0 })
     }
 
     /// The captured bytes at `addr` (as many as were captured from there on)
@@ -340,7 +343,7 @@ impl Decoder<'_> {
                 }
                 match self.ev.read(addr, 8) {
                     Some(pc) => {
-                        let pc = uint(pc);
+                        let pc = uint(pc).wrapping_sub(self.ev.bias);
                         match self.d.function_at(pc) {
                             Some(f) => Value::Func(f.name.clone()),
                             None => Value::Func(format!("func at {pc:#x}")),
@@ -400,7 +403,7 @@ impl Decoder<'_> {
             self.ev.read(w0.wrapping_add(8), 8).map(uint)
         };
         let Some(rtype) = rtype else { return Value::Unavailable(self.ev.missing()) };
-        let Some(&dyn_ty) = self.rtypes.get(&rtype) else {
+        let Some(&dyn_ty) = self.rtypes.get(&rtype.wrapping_sub(self.ev.bias)) else {
             return Value::Iface {
                 type_name: format!("<runtime type {rtype:#x}>"),
                 value: Box::new(Value::Unavailable("dynamic type not described in DWARF".into())),

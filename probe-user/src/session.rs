@@ -189,6 +189,7 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
         stack_frames: opts.stack.min(probe_common::MAX_FRAMES),
         pair_id: pair.unwrap_or(0),
         ret_sp_off: (cfa - 8).max(0) as u32,
+        static_pc: p.pc,
         // Returns are only shown for captured entries: the entry's rate rules.
         rate_per_sec: if pair.is_some() { 0 } else { opts.rate.unwrap_or(0) },
         goid_offset: program.runtime.map_or(0, |r| r.goid_offset as u32),
@@ -554,9 +555,11 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
 /// Function, file and line of each return address (the call instruction
 /// just before it, for all but the probed PC itself), with the functions
 /// inlined at that address expanded into frames of their own.
-fn symbolize(program: &Program, pcs: &[u64]) -> Vec<crate::output::Frame> {
+fn symbolize(program: &Program, pcs: &[u64], bias: u64) -> Vec<crate::output::Frame> {
     let mut out = vec![];
-    for (i, &pc) in pcs.iter().enumerate() {
+    for (i, &runtime_pc) in pcs.iter().enumerate() {
+        // Addresses as linked: a PIE runs `bias` further up.
+        let pc = runtime_pc.wrapping_sub(bias);
         let at = if i == 0 { pc } else { pc.saturating_sub(1) };
         let (mut file, mut line) = program.debug.line_at(at).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
         for c in program.debug.inline_chain(at) {
@@ -592,7 +595,11 @@ struct Renderer<'a> {
 impl Renderer<'_> {
     /// Decodes one record; `None` when it is not shown.
     fn render(&mut self, bytes: &[u8]) -> Option<(usize, String)> {
-        let ev = RawEvent::parse(bytes)?;
+        let mut ev = RawEvent::parse(bytes)?;
+        // Linked vs runtime addresses differ by the load bias in a PIE.
+        if let Some(p) = self.probes.get(ev.header.probe_id as usize) {
+            ev.bias = ev.header.regs[16].wrapping_sub(p.pc);
+        }
         if std::env::var_os("PROBE_DEBUG_EVENTS").is_some() {
             eprintln!("{}", ev.describe());
         }
@@ -636,7 +643,7 @@ impl Renderer<'_> {
             regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then_some(h.regs),
             returns: None,
             duration_ns: None,
-            stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack)),
+            stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack, ev.header.regs[16].wrapping_sub(probe.pc))),
         };
         if h.kind == EVK_RETURN {
             hit.returns = Some(std::mem::take(&mut hit.args));

@@ -215,7 +215,7 @@ fn setup_go(root: &Path) -> Result<()> {
 }
 
 /// Variants of every test program: name suffix and extra `go build` flags.
-const VARIANTS: &[(&str, &[&str])] = &[("", &[]), ("-nodwarf", &["-ldflags=-w"])];
+const VARIANTS: &[(&str, &[&str])] = &[("", &[]), ("-nodwarf", &["-ldflags=-w"]), ("-pie", &["-buildmode=pie"])];
 
 fn build_testdata(root: &Path) -> Result<()> {
     let mut programs = vec![];
