@@ -33,3 +33,72 @@ fn pie_binaries_decode_like_static_ones() {
         assert_eq!(st[1]["function"], "main.step", "go{v} PIE: {st:?}");
     }
 }
+
+/// Runs `store` built as `variant`, attaches by pid, and checks 3 hits.
+fn put_on(v: &str, bin: &std::path::Path, what: &str) -> Vec<serde_json::Value> {
+    let mut child = std::process::Command::new(bin).args(["-interval", "5ms"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let run = probe(&["attach", "--pid", &child.id().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "3"], T);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(run.status.success(), "go{v} {what}: {}", run.stderr);
+    for e in &run.events {
+        let n: u64 = e["args"]["key"].as_str().unwrap().trim_start_matches('k').parse().unwrap();
+        assert_eq!(e["args"]["val"], json!([n % 256, (n + 1) % 256, (n + 2) % 256]), "go{v} {what}: {e}");
+        assert_eq!(e["args"]["s"]["name"], "main-store", "go{v} {what}");
+    }
+    run.events
+}
+
+#[test]
+fn trimpath_and_cgo_binaries() {
+    for v in go_versions() {
+        let ev = put_on(&v, &testdata(&v, "store-trimpath"), "-trimpath");
+        // Paths are module-relative; --line matches them by suffix.
+        assert!(ev[0]["file"].as_str().unwrap().ends_with("store/main.go"), "{}", ev[0]);
+        put_on(&v, &testdata(&v, "store-cgo"), "cgo");
+        let out = std::process::Command::new("file").arg(testdata(&v, "store-cgo")).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        if let Ok(o) = out {
+            assert!(o.contains("dynamically linked") || o.is_empty(), "the cgo build links libc: {o}");
+        }
+    }
+}
+
+#[test]
+fn deleted_binary_and_other_mount_namespace() {
+    let v = go_versions().pop().unwrap();
+    // A binary deleted (or replaced by a deploy) while it runs.
+    let dir = std::env::temp_dir().join(format!("probe-deleted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("store");
+    std::fs::copy(testdata(&v, "store"), &copy).unwrap();
+    let mut child = std::process::Command::new(&copy).args(["-interval", "5ms"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&copy).unwrap();
+    let run = probe(&["attach", "--pid", &child.id().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "2"], T);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(run.status.success(), "deleted binary: {}", run.stderr);
+    assert_eq!(run.events.len(), 2);
+    assert!(run.stderr.contains("(deleted)"), "the summary names the deleted file: {}", run.stderr);
+
+    // A process whose binary lives in a mount only its own namespace sees.
+    let script = format!(
+        "mount -t tmpfs none {d} && cp {src} {d}/store && exec {d}/store -interval 5ms",
+        d = dir.display(),
+        src = testdata(&v, "store").display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux)");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!dir.join("store").exists(), "the binary is invisible from here");
+    let run = probe(&["attach", "--pid", &child.id().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "2"], T);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.status.success(), "other mount namespace: {}", run.stderr);
+    assert_eq!(run.events.len(), 2);
+}

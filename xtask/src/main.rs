@@ -215,7 +215,8 @@ fn setup_go(root: &Path) -> Result<()> {
 }
 
 /// Variants of every test program: name suffix and extra `go build` flags.
-const VARIANTS: &[(&str, &[&str])] = &[("", &[]), ("-nodwarf", &["-ldflags=-w"]), ("-pie", &["-buildmode=pie"])];
+const VARIANTS: &[(&str, &[&str])] =
+    &[("", &[]), ("-nodwarf", &["-ldflags=-w"]), ("-pie", &["-buildmode=pie"]), ("-trimpath", &["-trimpath"]), ("-cgo", &[])];
 
 fn build_testdata(root: &Path) -> Result<()> {
     let mut programs = vec![];
@@ -239,7 +240,8 @@ fn build_testdata(root: &Path) -> Result<()> {
                     .env("GOFLAGS", "-mod=mod")
                     .env("GOCACHE", tools(root).join(format!("gocache/{v}")))
                     .env("GOPATH", tools(root).join("gopath"))
-                    .env("CGO_ENABLED", "0")
+                    // The -cgo variant links the C library (net's resolver).
+                    .env("CGO_ENABLED", if *suffix == "-cgo" { "1" } else { "0" })
                     .env("GOPROXY", "off")
                     .arg("build")
                     .args(*flags)
