@@ -75,7 +75,17 @@ fn missing_privilege_is_named() {
         .expect("setpriv (util-linux) is needed for this test");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("not enough privilege") && stderr.contains("CAP_BPF"), "{stderr}");
+    assert!(stderr.contains("not enough privilege") && stderr.contains("lacks CAP_BPF and CAP_PERFMON"), "{stderr}");
+    // With CAP_BPF alone, the one still missing is named.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+bpf", "--ambient-caps=+bpf"])
+        .arg(probe_bin())
+        .args(["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put", "--duration", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("lacks CAP_PERFMON") && !stderr.contains("CAP_BPF and"), "{stderr}");
 }
 
 #[test]

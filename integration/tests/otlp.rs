@@ -28,7 +28,22 @@ struct Collector {
 }
 
 impl Collector {
+    /// Starts rotel; retries while the ports are still held by a previous
+    /// collector's connections (TIME_WAIT after a restart on the same ports).
     fn start(grpc: u16, http: u16, tag: &str) -> Self {
+        for attempt in 0.. {
+            match Self::try_start(grpc, http, tag) {
+                Ok(c) => return c,
+                Err(text) if text.contains("Address already in use") && attempt < 60 => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                Err(text) => panic!("rotel did not start: {text}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(grpc: u16, http: u16, tag: &str) -> Result<Self, String> {
         let bin = std::env::var_os("PROBE_ROTEL").map(PathBuf::from).unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/rotel/lib/python3.11/site-packages/rotel/rotel-agent")
         });
@@ -43,13 +58,15 @@ impl Collector {
             .stderr(file)
             .spawn()
             .expect("start rotel");
-        let c = Self { child, out, grpc, http };
+        let mut c = Self { child, out, grpc, http };
         let start = Instant::now();
         while !c.text().contains("Starting Rotel") || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "rotel did not start: {}", c.text());
+            if start.elapsed() > Duration::from_secs(20) || matches!(c.child.try_wait(), Ok(Some(_))) {
+                return Err(c.text()); // dropping `c` kills it and removes its log
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
+        Ok(c)
     }
 
     fn text(&self) -> String {

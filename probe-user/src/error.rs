@@ -31,7 +31,7 @@ pub enum Error {
     #[error("no process with pid {pid} (is it still running? check with `ps -p {pid}`)")]
     NoSuchPid { pid: u32 },
     /// BPF needs privileges we do not have.
-    #[error("not enough privilege to {what}: Probe needs root, or the capabilities CAP_BPF and CAP_PERFMON (plus CAP_SYS_RESOURCE on older kernels); run it with sudo")]
+    #[error("not enough privilege to {what}: {}; run Probe as root (sudo) or grant the missing capabilities", missing_caps())]
     Privilege {
         what: String,
         #[source]
@@ -49,6 +49,27 @@ pub enum Error {
     /// A feature or input Probe does not support yet.
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// Which of the capabilities Probe needs this process lacks (from
+/// `CapEff` in /proc/self/status): CAP_BPF (39) to load programs and maps,
+/// CAP_PERFMON (38) to attach uprobes and read user memory.
+pub fn missing_caps() -> String {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned())))
+        .and_then(|v| u64::from_str_radix(&v, 16).ok());
+    let Some(eff) = eff else { return "Probe needs CAP_BPF and CAP_PERFMON".into() };
+    let missing: Vec<&str> = [(39, "CAP_BPF"), (38, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(bit, _)| eff & (1u64 << bit) == 0 && eff & (1u64 << 21) == 0) // CAP_SYS_ADMIN covers both
+        .map(|(_, n)| n)
+        .collect();
+    if missing.is_empty() {
+        "the kernel refused although CAP_BPF and CAP_PERFMON are present (a seccomp or LSM policy, or kernel.unprivileged_bpf_disabled?)".into()
+    } else {
+        format!("this process lacks {}", missing.join(" and "))
+    }
 }
 
 fn suggest(near: &[String]) -> String {
