@@ -104,13 +104,8 @@ impl Kernel {
             None => UProbeScope::AllProcesses,
         };
         let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(id as u64) };
-        prog.attach(point, target, scope).map_err(|e| {
-            let what = format!("attach a uprobe to {} at offset {offset:#x}", target.display());
-            match classify(&e, &what) {
-                Error::Privilege { .. } => classify(&e, &what),
-                _ => Error::Kernel(format!("cannot {what}: {}", chain(&e))),
-            }
-        })?;
+        prog.attach(point, target, scope)
+            .map_err(|e| classify(&e, &format!("attach a uprobe to {} at offset {offset:#x}", target.display())))?;
         self.attached += 1;
         Ok(())
     }

@@ -389,6 +389,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         error_results: &error_results,
         bytes: vec![0; probes.len()],
         span_seq: 0,
+        debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
     };
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut total = 0u64;
@@ -590,6 +591,8 @@ struct Renderer<'a> {
     /// Event bytes received per probe.
     bytes: Vec<u64>,
     span_seq: u64,
+    /// `PROBE_DEBUG_EVENTS` is set: describe every raw event on stderr.
+    debug: bool,
 }
 
 impl Renderer<'_> {
@@ -600,7 +603,7 @@ impl Renderer<'_> {
         if let Some(p) = self.probes.get(ev.header.probe_id as usize) {
             ev.bias = ev.header.regs[16].wrapping_sub(p.pc);
         }
-        if std::env::var_os("PROBE_DEBUG_EVENTS").is_some() {
+        if self.debug {
             eprintln!("{}", ev.describe());
         }
         let id = ev.header.probe_id as usize;
