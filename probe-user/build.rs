@@ -8,7 +8,9 @@ use std::{env, fs, path::PathBuf};
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let default = manifest.join("../target/ebpf/bpfel-unknown-none/release/probe-ebpf");
-    let src = env::var_os("PROBE_EBPF_OBJECT").map(PathBuf::from).unwrap_or(default);
+    let src = env::var_os("PROBE_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or(default);
     println!("cargo:rerun-if-env-changed=PROBE_EBPF_OBJECT");
     println!("cargo:rerun-if-changed={}", src.display());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("probe-ebpf.o");

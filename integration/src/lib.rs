@@ -19,8 +19,14 @@ fn root() -> PathBuf {
 
 /// The `probe` binary under test.
 pub fn probe_bin() -> PathBuf {
-    let p = std::env::var_os("PROBE_BIN").map(PathBuf::from).unwrap_or_else(|| root().join("target/debug/probe"));
-    assert!(p.exists(), "{} missing: run the tests with `cargo xtask test`", p.display());
+    let p = std::env::var_os("PROBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/probe"));
+    assert!(
+        p.exists(),
+        "{} missing: run the tests with `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -35,9 +41,15 @@ pub fn go_versions() -> Vec<String> {
 
 /// A testdata program built with Go `version`.
 pub fn testdata(version: &str, program: &str) -> PathBuf {
-    let base = std::env::var_os("PROBE_TESTDATA").map(PathBuf::from).unwrap_or_else(|| root().join("target/testdata"));
+    let base = std::env::var_os("PROBE_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/testdata"));
     let p = base.join(format!("go{version}/{program}"));
-    assert!(p.exists(), "{} missing: run `cargo xtask setup`", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
     p
 }
 
@@ -63,7 +75,9 @@ impl Target {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let mut it = line.split_whitespace();
                 if let (Some("tick"), Some(n), Some(ts)) = (it.next(), it.next(), it.next()) {
-                    t.lock().unwrap().push((n.parse().unwrap(), ts.parse().unwrap()));
+                    t.lock()
+                        .unwrap()
+                        .push((n.parse().unwrap(), ts.parse().unwrap()));
                 }
             }
         });
@@ -80,7 +94,10 @@ impl Target {
     pub fn wait_ticks(&self, n: usize, timeout: Duration) {
         let start = Instant::now();
         while self.ticks.lock().unwrap().len() < n {
-            assert!(start.elapsed() < timeout, "target printed fewer than {n} ticks in {timeout:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "target printed fewer than {n} ticks in {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -129,7 +146,11 @@ pub fn finish(child: Child, timeout: Duration) -> Run {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     });
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("wait probe");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait probe");
     *done.lock().unwrap() = true;
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     let stderr = String::from_utf8_lossy(&stderr).into_owned();
@@ -138,7 +159,12 @@ pub fn finish(child: Child, timeout: Duration) -> Run {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
-    Run { status, events, stdout, stderr }
+    Run {
+        status,
+        events,
+        stdout,
+        stderr,
+    }
 }
 
 /// The counter N of a `store` hit, from its key `k<N>` or name `name-<N>`.
@@ -157,5 +183,8 @@ pub fn hit_number(ev: &Value) -> u64 {
 /// not break when the program is edited.
 pub fn source_line(file: &str, needle: &str) -> u64 {
     let src = std::fs::read_to_string(root().join("testdata").join(file)).unwrap();
-    src.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {file}")) as u64 + 1
+    src.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in {file}")) as u64
+        + 1
 }

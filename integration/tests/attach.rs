@@ -15,20 +15,43 @@ fn check_put(ev: &Value, pid: u32) {
     assert_eq!(ev["kind"], "entry");
     assert_eq!(ev["probe"], "main.(*Store).Put");
     assert_eq!(ev["function"], "main.(*Store).Put");
-    assert!(ev["file"].as_str().unwrap().ends_with("/testdata/store/main.go"), "{ev}");
+    assert!(
+        ev["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("/testdata/store/main.go"),
+        "{ev}"
+    );
     assert_eq!(ev["line"], 45);
     assert!(ev["pc"].as_str().unwrap().starts_with("0x"));
     assert_eq!(ev["pid"], pid);
     assert!(ev["tid"].as_u64().unwrap() > 0);
-    assert!(ev["goid"].as_u64().unwrap() >= 1, "goroutine id read through g: {ev}");
+    assert!(
+        ev["goid"].as_u64().unwrap() >= 1,
+        "goroutine id read through g: {ev}"
+    );
     let time = ev["time"].as_str().unwrap();
-    assert!(time.len() == 30 && time.ends_with('Z') && time.starts_with("20"), "{time}");
+    assert!(
+        time.len() == 30 && time.ends_with('Z') && time.starts_with("20"),
+        "{time}"
+    );
     let a = &ev["args"];
     assert_eq!(a["key"], format!("k{n}"));
-    assert_eq!(a["val"], json!([n % 256, (n + 1) % 256, (n + 2) % 256]), "{ev}");
-    assert_eq!(a["ttl"], json!(n * 1_000_000_000), "time.Duration as nanoseconds: {ev}");
+    assert_eq!(
+        a["val"],
+        json!([n % 256, (n + 1) % 256, (n + 2) % 256]),
+        "{ev}"
+    );
+    assert_eq!(
+        a["ttl"],
+        json!(n * 1_000_000_000),
+        "time.Duration as nanoseconds: {ev}"
+    );
     let s = &a["s"];
-    assert_eq!(s["name"], "main-store", "string field behind the receiver pointer: {ev}");
+    assert_eq!(
+        s["name"], "main-store",
+        "string field behind the receiver pointer: {ev}"
+    );
     assert_eq!(s["shard"], 7);
     assert_eq!(s["puts"], n);
     assert_eq!(s["ratio"].as_f64().unwrap(), n as f64 / 2.0);
@@ -39,9 +62,15 @@ fn check_put(ev: &Value, pid: u32) {
     let data = &s["data"];
     let (entries, len) = match data.get("@truncated") {
         Some(m) => (m.as_object().unwrap(), data["@len"].as_u64().unwrap()),
-        None => (data.as_object().unwrap_or_else(|| panic!("map: {ev}")), data.as_object().unwrap().len() as u64),
+        None => (
+            data.as_object().unwrap_or_else(|| panic!("map: {ev}")),
+            data.as_object().unwrap().len() as u64,
+        ),
     };
-    assert!(len <= n.min(1000) && (n > 1000 || len == n), "map length {len} at hit {n}: {ev}");
+    assert!(
+        len <= n.min(1000) && (n > 1000 || len == n),
+        "map length {len} at hit {n}: {ev}"
+    );
     assert!(!entries.is_empty() || n == 0);
     for (k, v) in entries {
         if v.get("@unavailable").is_some() || k.starts_with("@unavailable#") {
@@ -55,7 +84,14 @@ fn check_put(ev: &Value, pid: u32) {
             Some(part) => {
                 let part = part.as_array().unwrap();
                 assert_eq!(v["@len"], 3);
-                assert_eq!(part, &want[..part.len()].iter().map(|x| json!(x)).collect::<Vec<_>>(), "{k}: {ev}");
+                assert_eq!(
+                    part,
+                    &want[..part.len()]
+                        .iter()
+                        .map(|x| json!(x))
+                        .collect::<Vec<_>>(),
+                    "{k}: {ev}"
+                );
             }
             None => assert_eq!(v, &json!(want), "{k}: {ev}"),
         }
@@ -67,16 +103,38 @@ fn put_is_decoded_on_every_go_version() {
     for v in go_versions() {
         let target = Target::store(&v, &["-interval", "20ms"]);
         let pid = target.pid().to_string();
-        let run = probe(&["attach", "--pid", &pid, "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "3"], T);
+        let run = probe(
+            &[
+                "attach",
+                "--pid",
+                &pid,
+                "--func",
+                "main.(*Store).Put",
+                "--format",
+                "json",
+                "--max-hits",
+                "3",
+            ],
+            T,
+        );
         assert!(run.status.success(), "go{v}: {}", run.stderr);
-        assert_eq!(run.events.len(), 3, "go{v}: exactly --max-hits events: {}", run.stdout);
+        assert_eq!(
+            run.events.len(),
+            3,
+            "go{v}: exactly --max-hits events: {}",
+            run.stdout
+        );
         for ev in &run.events {
             check_put(ev, target.pid());
         }
         // Consecutive calls: each hit seen once (the probe sits after the stack check).
         let ns: Vec<u64> = run.events.iter().map(hit_number).collect();
         assert!(ns.windows(2).all(|w| w[1] == w[0] + 1), "go{v}: {ns:?}");
-        assert!(run.stderr.contains("reached --max-hits") && run.stderr.contains("3 shown"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("reached --max-hits") && run.stderr.contains("3 shown"),
+            "{}",
+            run.stderr
+        );
     }
 }
 
@@ -85,7 +143,20 @@ fn every_basic_kind_is_decoded_including_stack_arguments() {
     for v in go_versions() {
         let target = Target::store(&v, &["-interval", "10ms"]);
         let pid = target.pid().to_string();
-        let run = probe(&["attach", "--pid", &pid, "--func", "main.kinds", "--format", "json", "--max-hits", "4"], T);
+        let run = probe(
+            &[
+                "attach",
+                "--pid",
+                &pid,
+                "--func",
+                "main.kinds",
+                "--format",
+                "json",
+                "--max-hits",
+                "4",
+            ],
+            T,
+        );
         assert!(run.status.success(), "go{v}: {}", run.stderr);
         assert_eq!(run.events.len(), 4);
         for ev in &run.events {
@@ -104,10 +175,20 @@ fn every_basic_kind_is_decoded_including_stack_arguments() {
             assert_eq!(a["j"], n * 11, "go{v}: {ev}");
             assert_eq!(a["k"], n * 13);
             assert_eq!(a["ok"], n % 2 == 1);
-            assert_eq!(a["name"], format!("name-{n}"), "go{v}: string passed on the stack: {ev}");
+            assert_eq!(
+                a["name"],
+                format!("name-{n}"),
+                "go{v}: string passed on the stack: {ev}"
+            );
             // Float arguments travel in XMM registers, which a uprobe cannot read.
-            assert!(a["f32"]["@unavailable"].as_str().unwrap().contains("XMM0"), "{ev}");
-            assert!(a["f64"]["@unavailable"].as_str().unwrap().contains("XMM1"), "{ev}");
+            assert!(
+                a["f32"]["@unavailable"].as_str().unwrap().contains("XMM0"),
+                "{ev}"
+            );
+            assert!(
+                a["f64"]["@unavailable"].as_str().unwrap().contains("XMM1"),
+                "{ev}"
+            );
         }
     }
 }
@@ -117,30 +198,66 @@ fn launched_command_is_traced_from_its_first_call() {
     let v = go_versions().pop().unwrap();
     let store = testdata(&v, "store");
     let run = probe(
-        &["attach", "--func", "main.kinds", "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "4", "--"],
+        &[
+            "attach",
+            "--func",
+            "main.kinds",
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--max-hits",
+            "4",
+            "--",
+        ],
         T,
     );
     // (no command given: must be a usage error, not a hang)
     assert!(!run.status.success());
     let run = probe(
         &[
-            "attach", "--func", "main.(*Store).Put", "--func", "main.kinds", "--format", "json", "--max-hits", "4", "--",
-            store.to_str().unwrap(), "-interval", "1ms", "-count", "100000",
+            "attach",
+            "--func",
+            "main.(*Store).Put",
+            "--func",
+            "main.kinds",
+            "--format",
+            "json",
+            "--max-hits",
+            "4",
+            "--",
+            store.to_str().unwrap(),
+            "-interval",
+            "1ms",
+            "-count",
+            "100000",
         ],
         T,
     );
     assert!(run.status.success(), "{}", run.stderr);
-    let first: Vec<(String, u64)> =
-        run.events.iter().map(|e| (e["probe"].as_str().unwrap().to_owned(), hit_number(e))).collect();
+    let first: Vec<(String, u64)> = run
+        .events
+        .iter()
+        .map(|e| (e["probe"].as_str().unwrap().to_owned(), hit_number(e)))
+        .collect();
     assert_eq!(
         first,
-        [("main.(*Store).Put".into(), 0), ("main.kinds".into(), 0), ("main.(*Store).Put".into(), 1), ("main.kinds".into(), 1)],
+        [
+            ("main.(*Store).Put".into(), 0),
+            ("main.kinds".into(), 0),
+            ("main.(*Store).Put".into(), 1),
+            ("main.kinds".into(), 1)
+        ],
         "attached before the program ran its first call"
     );
     let pid = run.events[0]["pid"].as_u64().unwrap() as u32;
     check_put(&run.events[0], pid);
     // The target's own stdout went to stderr, keeping stdout pure JSON.
-    assert!(run.stdout.lines().all(|l| l.starts_with('{')), "{}", run.stdout);
+    assert!(
+        run.stdout.lines().all(|l| l.starts_with('{')),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -150,13 +267,32 @@ fn binary_target_traces_every_process_running_it() {
     let b = Target::store(&v, &["-interval", "5ms"]);
     let bin = testdata(&v, "store");
     let run = probe(
-        &["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "40"],
+        &[
+            "attach",
+            "--binary",
+            bin.to_str().unwrap(),
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--max-hits",
+            "40",
+        ],
         T,
     );
     assert!(run.status.success(), "{}", run.stderr);
-    let pids: std::collections::BTreeSet<u64> = run.events.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    let pids: std::collections::BTreeSet<u64> = run
+        .events
+        .iter()
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
     // Both of ours (other tests may run the same binary meanwhile: also traced, rightly).
-    assert!(pids.contains(&(a.pid() as u64)) && pids.contains(&(b.pid() as u64)), "{pids:?} vs {} {}", a.pid(), b.pid());
+    assert!(
+        pids.contains(&(a.pid() as u64)) && pids.contains(&(b.pid() as u64)),
+        "{pids:?} vs {} {}",
+        a.pid(),
+        b.pid()
+    );
     for ev in &run.events {
         check_put(ev, ev["pid"].as_u64().unwrap() as u32);
     }
@@ -172,7 +308,19 @@ fn target_is_never_paused_while_traced() {
         let before = target.ticks.lock().unwrap().len();
         let pid = target.pid().to_string();
         let run = probe(
-            &["attach", "--pid", &pid, "--func", "main.(*Store).Put", "--func", "main.kinds", "--format", "json", "--duration", "3s"],
+            &[
+                "attach",
+                "--pid",
+                &pid,
+                "--func",
+                "main.(*Store).Put",
+                "--func",
+                "main.kinds",
+                "--format",
+                "json",
+                "--duration",
+                "3s",
+            ],
             T,
         );
         assert!(run.status.success(), "{}", run.stderr);
@@ -180,15 +328,29 @@ fn target_is_never_paused_while_traced() {
         let during: Vec<(u64, i128)> = ticks[before..].to_vec();
         let traced: std::collections::BTreeSet<u64> = run.events.iter().map(hit_number).collect();
         // Every call made while attached was seen, and the program kept its pace.
-        assert!(traced.len() >= 100, "go{v}: only {} calls traced in 3s", traced.len());
+        assert!(
+            traced.len() >= 100,
+            "go{v}: only {} calls traced in 3s",
+            traced.len()
+        );
         let (lo, hi) = (*traced.first().unwrap(), *traced.last().unwrap());
-        assert_eq!(traced.len() as u64, hi - lo + 1, "go{v}: no call between the first and last traced hit was missed");
+        assert_eq!(
+            traced.len() as u64,
+            hi - lo + 1,
+            "go{v}: no call between the first and last traced hit was missed"
+        );
         let gaps: Vec<i128> = during.windows(2).map(|w| w[1].1 - w[0].1).collect();
         let max_gap_ms = gaps.iter().max().copied().unwrap_or(0) / 1_000_000;
         // Generous bound for noisy nested VMs; a paused target shows seconds.
-        assert!(max_gap_ms < 500, "go{v}: the target stalled {max_gap_ms} ms while traced");
+        assert!(
+            max_gap_ms < 500,
+            "go{v}: the target stalled {max_gap_ms} ms while traced"
+        );
         let summary = &run.stderr;
-        assert!(summary.contains("reached --duration") && summary.contains("0 dropped"), "{summary}");
+        assert!(
+            summary.contains("reached --duration") && summary.contains("0 dropped"),
+            "{summary}"
+        );
     }
 }
 
@@ -198,12 +360,27 @@ fn target_exit_ends_the_session_with_a_summary() {
     // Long enough to outlive attaching on a loaded machine.
     let target = Target::store(&v, &["-interval", "10ms", "-count", "300"]);
     let pid = target.pid().to_string();
-    let run = probe(&["attach", "--pid", &pid, "--func", "main.(*Store).Put", "--format", "json"], T);
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+        ],
+        T,
+    );
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("the target exited"), "{}", run.stderr);
     assert!(!run.events.is_empty());
     let last = run.events.last().unwrap();
-    assert_eq!(hit_number(last), 299, "calls up to the very last are delivered");
+    assert_eq!(
+        hit_number(last),
+        299,
+        "calls up to the very last are delivered"
+    );
 }
 
 #[test]
@@ -211,7 +388,15 @@ fn sigint_detaches_cleanly_with_a_summary() {
     let v = go_versions().pop().unwrap();
     let target = Target::store(&v, &["-interval", "5ms"]);
     let child = std::process::Command::new(probe_integration::probe_bin())
-        .args(["attach", "--pid", &target.pid().to_string(), "--func", "main.(*Store).Put", "--format", "json"])
+        .args([
+            "attach",
+            "--pid",
+            &target.pid().to_string(),
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -233,9 +418,34 @@ fn pretty_output_reads_like_go() {
     let v = go_versions().pop().unwrap();
     let target = Target::store(&v, &["-interval", "10ms"]);
     let pid = target.pid().to_string();
-    let run = probe(&["attach", "--pid", &pid, "--func", "main.(*Store).Put", "--format", "pretty", "--max-hits", "2"], T);
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "pretty",
+            "--max-hits",
+            "2",
+        ],
+        T,
+    );
     assert!(run.status.success(), "{}", run.stderr);
-    assert!(run.stdout.contains("main.(*Store).Put main.go:45"), "{}", run.stdout);
-    assert!(run.stdout.contains("    s = &{name:\"main-store\" shard:7"), "{}", run.stdout);
-    assert!(run.stdout.contains("    ttl = ") && run.stdout.contains("s\n"), "durations in Go's notation: {}", run.stdout);
+    assert!(
+        run.stdout.contains("main.(*Store).Put main.go:45"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("    s = &{name:\"main-store\" shard:7"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("    ttl = ") && run.stdout.contains("s\n"),
+        "durations in Go's notation: {}",
+        run.stdout
+    );
 }

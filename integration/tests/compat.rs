@@ -14,20 +14,52 @@ fn pie_binaries_decode_like_static_ones() {
         let bin = testdata(&v, "values-pie");
         let run = probe(
             &[
-                "attach", "--func", "main.ifaces", "--func", "main.misc", "--stack", "4", "--format", "json", "--max-hits", "4", "--",
-                bin.to_str().unwrap(), "-interval", "2ms",
+                "attach",
+                "--func",
+                "main.ifaces",
+                "--func",
+                "main.misc",
+                "--stack",
+                "4",
+                "--format",
+                "json",
+                "--max-hits",
+                "4",
+                "--",
+                bin.to_str().unwrap(),
+                "-interval",
+                "2ms",
             ],
             T,
         );
         assert!(run.status.success(), "go{v}: {}", run.stderr);
-        let ifaces: Vec<_> = run.events.iter().filter(|e| e["function"] == "main.ifaces").collect();
-        let misc: Vec<_> = run.events.iter().filter(|e| e["function"] == "main.misc").collect();
+        let ifaces: Vec<_> = run
+            .events
+            .iter()
+            .filter(|e| e["function"] == "main.ifaces")
+            .collect();
+        let misc: Vec<_> = run
+            .events
+            .iter()
+            .filter(|e| e["function"] == "main.misc")
+            .collect();
         let i = &ifaces[1]["args"];
         // Dynamic types are found although runtime addresses are shifted.
-        assert_eq!(i["sp"], json!({"type": "*main.Circle", "value": {"R": 1.0}}), "go{v} PIE: {i}");
-        assert_eq!(i["err"], json!({"type": "*main.CodeErr", "value": {"Code": 1}}), "go{v} PIE");
+        assert_eq!(
+            i["sp"],
+            json!({"type": "*main.Circle", "value": {"R": 1.0}}),
+            "go{v} PIE: {i}"
+        );
+        assert_eq!(
+            i["err"],
+            json!({"type": "*main.CodeErr", "value": {"Code": 1}}),
+            "go{v} PIE"
+        );
         let m = &misc[1]["args"];
-        assert_eq!(m["f"], "main.double", "go{v} PIE: code addresses are unbiased: {m}");
+        assert_eq!(
+            m["f"], "main.double",
+            "go{v} PIE: code addresses are unbiased: {m}"
+        );
         let st = misc[1]["stack"].as_array().unwrap();
         assert_eq!(st[0]["function"], "main.misc");
         assert_eq!(st[1]["function"], "main.step", "go{v} PIE: {st:?}");
@@ -36,15 +68,41 @@ fn pie_binaries_decode_like_static_ones() {
 
 /// Runs `store` built as `variant`, attaches by pid, and checks 3 hits.
 fn put_on(v: &str, bin: &std::path::Path, what: &str) -> Vec<serde_json::Value> {
-    let mut child = std::process::Command::new(bin).args(["-interval", "5ms"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(["-interval", "5ms"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let run = probe(&["attach", "--pid", &child.id().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "3"], T);
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &child.id().to_string(),
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--max-hits",
+            "3",
+        ],
+        T,
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(run.status.success(), "go{v} {what}: {}", run.stderr);
     for e in &run.events {
-        let n: u64 = e["args"]["key"].as_str().unwrap().trim_start_matches('k').parse().unwrap();
-        assert_eq!(e["args"]["val"], json!([n % 256, (n + 1) % 256, (n + 2) % 256]), "go{v} {what}: {e}");
+        let n: u64 = e["args"]["key"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('k')
+            .parse()
+            .unwrap();
+        assert_eq!(
+            e["args"]["val"],
+            json!([n % 256, (n + 1) % 256, (n + 2) % 256]),
+            "go{v} {what}: {e}"
+        );
         assert_eq!(e["args"]["s"]["name"], "main-store", "go{v} {what}");
     }
     run.events
@@ -55,11 +113,21 @@ fn trimpath_and_cgo_binaries() {
     for v in go_versions() {
         let ev = put_on(&v, &testdata(&v, "store-trimpath"), "-trimpath");
         // Paths are module-relative; --line matches them by suffix.
-        assert!(ev[0]["file"].as_str().unwrap().ends_with("store/main.go"), "{}", ev[0]);
+        assert!(
+            ev[0]["file"].as_str().unwrap().ends_with("store/main.go"),
+            "{}",
+            ev[0]
+        );
         put_on(&v, &testdata(&v, "store-cgo"), "cgo");
-        let out = std::process::Command::new("file").arg(testdata(&v, "store-cgo")).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let out = std::process::Command::new("file")
+            .arg(testdata(&v, "store-cgo"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
         if let Ok(o) = out {
-            assert!(o.contains("dynamically linked") || o.is_empty(), "the cgo build links libc: {o}");
+            assert!(
+                o.contains("dynamically linked") || o.is_empty(),
+                "the cgo build links libc: {o}"
+            );
         }
     }
 }
@@ -72,15 +140,36 @@ fn deleted_binary_and_other_mount_namespace() {
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("store");
     std::fs::copy(testdata(&v, "store"), &copy).unwrap();
-    let mut child = std::process::Command::new(&copy).args(["-interval", "5ms"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = std::process::Command::new(&copy)
+        .args(["-interval", "5ms"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     std::fs::remove_file(&copy).unwrap();
-    let run = probe(&["attach", "--pid", &child.id().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "2"], T);
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &child.id().to_string(),
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--max-hits",
+            "2",
+        ],
+        T,
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(run.status.success(), "deleted binary: {}", run.stderr);
     assert_eq!(run.events.len(), 2);
-    assert!(run.stderr.contains("(deleted)"), "the summary names the deleted file: {}", run.stderr);
+    assert!(
+        run.stderr.contains("(deleted)"),
+        "the summary names the deleted file: {}",
+        run.stderr
+    );
 
     // A process whose binary lives in a mount only its own namespace sees.
     let script = format!(
@@ -94,11 +183,31 @@ fn deleted_binary_and_other_mount_namespace() {
         .spawn()
         .expect("unshare (util-linux)");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!dir.join("store").exists(), "the binary is invisible from here");
-    let run = probe(&["attach", "--pid", &child.id().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--max-hits", "2"], T);
+    assert!(
+        !dir.join("store").exists(),
+        "the binary is invisible from here"
+    );
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &child.id().to_string(),
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--max-hits",
+            "2",
+        ],
+        T,
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(run.status.success(), "other mount namespace: {}", run.stderr);
+    assert!(
+        run.status.success(),
+        "other mount namespace: {}",
+        run.stderr
+    );
     assert_eq!(run.events.len(), 2);
 }

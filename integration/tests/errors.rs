@@ -8,9 +8,17 @@ const T: Duration = Duration::from_secs(60);
 
 fn fails_with(args: &[&str], needles: &[&str]) -> String {
     let run = probe(args, T);
-    assert!(!run.status.success(), "expected failure for {args:?}; stdout {}", run.stdout);
+    assert!(
+        !run.status.success(),
+        "expected failure for {args:?}; stdout {}",
+        run.stdout
+    );
     for n in needles {
-        assert!(run.stderr.contains(n), "{args:?}: stderr lacks {n:?}:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(n),
+            "{args:?}: stderr lacks {n:?}:\n{}",
+            run.stderr
+        );
     }
     assert!(run.events.is_empty());
     run.stderr
@@ -21,8 +29,18 @@ fn unknown_function_lists_closest_matches() {
     let v = go_versions().pop().unwrap();
     let target = Target::store(&v, &["-interval", "50ms"]);
     let err = fails_with(
-        &["attach", "--pid", &target.pid().to_string(), "--func", "main.Store.Put"],
-        &["no function \"main.Store.Put\"", "closest matches", "main.(*Store).Put"],
+        &[
+            "attach",
+            "--pid",
+            &target.pid().to_string(),
+            "--func",
+            "main.Store.Put",
+        ],
+        &[
+            "no function \"main.Store.Put\"",
+            "closest matches",
+            "main.(*Store).Put",
+        ],
     );
     assert!(err.contains("probe: error:"), "{err}");
 }
@@ -31,13 +49,25 @@ fn unknown_function_lists_closest_matches() {
 fn not_an_elf_file() {
     let dir = std::env::temp_dir().join(format!("probe-notelf-{}", std::process::id()));
     std::fs::write(&dir, "#!/bin/sh\necho hi\n").unwrap();
-    fails_with(&["attach", "--binary", dir.to_str().unwrap(), "--func", "main.main"], &["is not an ELF executable"]);
+    fails_with(
+        &[
+            "attach",
+            "--binary",
+            dir.to_str().unwrap(),
+            "--func",
+            "main.main",
+        ],
+        &["is not an ELF executable"],
+    );
     std::fs::remove_file(dir).unwrap();
 }
 
 #[test]
 fn not_a_go_binary() {
-    fails_with(&["attach", "--binary", "/bin/true", "--func", "main.main"], &["is not a Go binary", ".gopclntab"]);
+    fails_with(
+        &["attach", "--binary", "/bin/true", "--func", "main.main"],
+        &["is not a Go binary", ".gopclntab"],
+    );
 }
 
 #[test]
@@ -45,7 +75,13 @@ fn go_binary_without_dwarf() {
     for v in go_versions() {
         let bin = testdata(&v, "store-nodwarf");
         fails_with(
-            &["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put"],
+            &[
+                "attach",
+                "--binary",
+                bin.to_str().unwrap(),
+                "--func",
+                "main.(*Store).Put",
+            ],
             &["without DWARF", &format!("go{v}"), "-ldflags=-w"],
         );
     }
@@ -54,12 +90,18 @@ fn go_binary_without_dwarf() {
 #[test]
 fn no_such_pid() {
     // Above the kernel's PID_MAX_LIMIT (4194304): can never exist.
-    fails_with(&["attach", "--pid", "4194305", "--func", "main.main"], &["no process with pid 4194305"]);
+    fails_with(
+        &["attach", "--pid", "4194305", "--func", "main.main"],
+        &["no process with pid 4194305"],
+    );
     // A pid that existed and is gone.
     let mut c = Command::new("/bin/true").spawn().unwrap();
     let pid = c.id();
     c.wait().unwrap();
-    fails_with(&["attach", "--pid", &pid.to_string(), "--func", "main.main"], &[&format!("no process with pid {pid}")]);
+    fails_with(
+        &["attach", "--pid", &pid.to_string(), "--func", "main.main"],
+        &[&format!("no process with pid {pid}")],
+    );
 }
 
 #[test]
@@ -68,30 +110,72 @@ fn missing_privilege_is_named() {
     let bin = testdata(&v, "store");
     // Drop to `nobody` with no capabilities, as an unprivileged user would run it.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(probe_bin())
-        .args(["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put"])
+        .args([
+            "attach",
+            "--binary",
+            bin.to_str().unwrap(),
+            "--func",
+            "main.(*Store).Put",
+        ])
         .output()
         .expect("setpriv (util-linux) is needed for this test");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("not enough privilege") && stderr.contains("lacks CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert!(
+        stderr.contains("not enough privilege") && stderr.contains("lacks CAP_BPF and CAP_PERFMON"),
+        "{stderr}"
+    );
     // With CAP_BPF alone, the one still missing is named.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all,+bpf", "--ambient-caps=+bpf"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+bpf",
+            "--ambient-caps=+bpf",
+        ])
         .arg(probe_bin())
-        .args(["attach", "--binary", bin.to_str().unwrap(), "--func", "main.(*Store).Put", "--duration", "1s"])
+        .args([
+            "attach",
+            "--binary",
+            bin.to_str().unwrap(),
+            "--func",
+            "main.(*Store).Put",
+            "--duration",
+            "1s",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("lacks CAP_PERFMON") && !stderr.contains("CAP_BPF and"), "{stderr}");
+    assert!(
+        stderr.contains("lacks CAP_PERFMON") && !stderr.contains("CAP_BPF and"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn verifier_rejection_is_explained() {
-    let err = fails_with(&["selftest", "verifier"], &["verifier rejected program selftest_verifier_reject", "invalid mem access", "verifier log"]);
-    assert!(err.contains("dereferenced a value the verifier cannot prove is a valid pointer"), "{err}");
+    let err = fails_with(
+        &["selftest", "verifier"],
+        &[
+            "verifier rejected program selftest_verifier_reject",
+            "invalid mem access",
+            "verifier log",
+        ],
+    );
+    assert!(
+        err.contains("dereferenced a value the verifier cannot prove is a valid pointer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -102,7 +186,17 @@ fn no_target_given() {
 #[test]
 fn symbols_lists_probeable_functions() {
     let v = go_versions().remove(0);
-    let run = probe(&["symbols", testdata(&v, "store").to_str().unwrap(), "Store)"], T);
+    let run = probe(
+        &["symbols", testdata(&v, "store").to_str().unwrap(), "Store)"],
+        T,
+    );
     assert!(run.status.success(), "{}", run.stderr);
-    assert!(run.stdout.lines().any(|l| l.starts_with("main.(*Store).Put\t") && l.ends_with("testdata/store/main.go:45")), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("main.(*Store).Put\t")
+                && l.ends_with("testdata/store/main.go:45")),
+        "{}",
+        run.stdout
+    );
 }

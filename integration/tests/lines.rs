@@ -16,8 +16,19 @@ fn line_probe_shows_args_and_locals() {
         let spec = format!("store/main.go:{line}");
         let run = probe(
             &[
-                "attach", "--line", &spec, "--capture", "args,locals", "--format", "json", "--max-hits", "5", "--",
-                bin.to_str().unwrap(), "-interval", "2ms",
+                "attach",
+                "--line",
+                &spec,
+                "--capture",
+                "args,locals",
+                "--format",
+                "json",
+                "--max-hits",
+                "5",
+                "--",
+                bin.to_str().unwrap(),
+                "-interval",
+                "2ms",
             ],
             T,
         );
@@ -29,12 +40,19 @@ fn line_probe_shows_args_and_locals() {
             assert_eq!(ev["kind"], "line");
             assert_eq!(ev["line"], line);
             assert_eq!(ev["function"], "main.(*Store).Put");
-            assert!(ev["file"].as_str().unwrap().ends_with("/testdata/store/main.go"));
+            assert!(ev["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("/testdata/store/main.go"));
             // Line 50 runs after `_, existed := s.data[key]` (line 49) and the
             // Lock: existed is a live local; the mutex is held.
             assert_eq!(ev["locals"]["existed"], json!(false), "go{v}: {ev}");
             let a = &ev["args"];
-            assert_eq!(a["val"], json!([n % 256, (n + 1) % 256, (n + 2) % 256]), "go{v}: {ev}");
+            assert_eq!(
+                a["val"],
+                json!([n % 256, (n + 1) % 256, (n + 2) % 256]),
+                "go{v}: {ev}"
+            );
             assert_eq!(a["s"]["puts"], n, "go{v}: {ev}");
         }
     }
@@ -44,10 +62,28 @@ fn line_probe_shows_args_and_locals() {
 fn line_without_code_is_a_clear_error() {
     let v = go_versions().pop().unwrap();
     let bin = testdata(&v, "store");
-    let run = probe(&["attach", "--binary", bin.to_str().unwrap(), "--line", "store/main.go:2"], T);
+    let run = probe(
+        &[
+            "attach",
+            "--binary",
+            bin.to_str().unwrap(),
+            "--line",
+            "store/main.go:2",
+        ],
+        T,
+    );
     assert!(!run.status.success());
     assert!(run.stderr.contains("no code at line 2"), "{}", run.stderr);
-    let run = probe(&["attach", "--binary", bin.to_str().unwrap(), "--line", "main.go"], T);
+    let run = probe(
+        &[
+            "attach",
+            "--binary",
+            bin.to_str().unwrap(),
+            "--line",
+            "main.go",
+        ],
+        T,
+    );
     assert!(!run.status.success());
     assert!(run.stderr.contains("expected FILE:LINE"), "{}", run.stderr);
 }

@@ -16,7 +16,11 @@ use probe_integration::{finish, go_versions, probe, probe_bin, testdata, Target}
 const T: Duration = Duration::from_secs(90);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running rotel collector printing what it receives into a file.
@@ -44,24 +48,56 @@ impl Collector {
     }
 
     fn try_start(grpc: u16, http: u16, tag: &str) -> Result<Self, String> {
-        let bin = std::env::var_os("PROBE_ROTEL").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/rotel/lib/python3.11/site-packages/rotel/rotel-agent")
-        });
-        assert!(bin.exists(), "{} missing: run `cargo xtask setup`", bin.display());
-        let out = std::env::temp_dir().join(format!("probe-rotel-{}-{tag}.log", std::process::id()));
+        let bin = std::env::var_os("PROBE_ROTEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/tools/rotel/lib/python3.11/site-packages/rotel/rotel-agent")
+            });
+        assert!(
+            bin.exists(),
+            "{} missing: run `cargo xtask setup`",
+            bin.display()
+        );
+        let out =
+            std::env::temp_dir().join(format!("probe-rotel-{}-{tag}.log", std::process::id()));
         let file = std::fs::File::create(&out).unwrap();
         let child = Command::new(bin)
-            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}"), "--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--exporter", "blackhole", "--debug-log", "logs", "--debug-log", "traces", "--debug-log", "metrics"])
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc}"),
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{http}"),
+            ])
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "logs",
+                "--debug-log",
+                "traces",
+                "--debug-log",
+                "metrics",
+            ])
             .args(["--debug-log-verbosity", "detailed"])
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .expect("start rotel");
-        let mut c = Self { child, out, grpc, http };
+        let mut c = Self {
+            child,
+            out,
+            grpc,
+            http,
+        };
         let start = Instant::now();
-        while !c.text().contains("Starting Rotel") || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-            if start.elapsed() > Duration::from_secs(20) || matches!(c.child.try_wait(), Ok(Some(_))) {
+        while !c.text().contains("Starting Rotel")
+            || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err()
+        {
+            if start.elapsed() > Duration::from_secs(20)
+                || matches!(c.child.try_wait(), Ok(Some(_)))
+            {
                 return Err(c.text()); // dropping `c` kills it and removes its log
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -81,7 +117,10 @@ impl Collector {
             if t.contains(needle) {
                 return t;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "collector never got {needle:?}:\n{t}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "collector never got {needle:?}:\n{t}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -106,13 +145,30 @@ fn hits_spans_and_metrics_arrive_structured_over_grpc_and_http() {
         let store = testdata(&v, "store");
         let run = probe(
             &[
-                "attach", "--func", "main.(*Store).Put", "--max-hits", "3", "--format", "json", "--otlp-endpoint", &endpoint,
-                "--otlp-protocol", protocol, "--", store.to_str().unwrap(), "-interval", "5ms",
+                "attach",
+                "--func",
+                "main.(*Store).Put",
+                "--max-hits",
+                "3",
+                "--format",
+                "json",
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--",
+                store.to_str().unwrap(),
+                "-interval",
+                "5ms",
             ],
             T,
         );
         assert!(run.status.success(), "go{v}: {}", run.stderr);
-        assert!(run.stderr.contains("3 hits and 0 spans sent, 0 dropped"), "go{v}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("3 hits and 0 spans sent, 0 dropped"),
+            "go{v}: {}",
+            run.stderr
+        );
         let pid = run.events[0]["pid"].as_u64().unwrap();
         let got = col.wait_for("Metric #");
         for want in [
@@ -136,32 +192,64 @@ fn hits_spans_and_metrics_arrive_structured_over_grpc_and_http() {
             "-> Name: probe.captured".to_owned(),
             "-> Name: probe.dropped".to_owned(),
         ] {
-            assert!(got.contains(&want), "go{v} over {protocol}: collector output lacks {want:?}:\n{got}");
+            assert!(
+                got.contains(&want),
+                "go{v} over {protocol}: collector output lacks {want:?}:\n{got}"
+            );
         }
 
         // Returns become spans, with error status when an error is returned.
         let calls = testdata(&v, "calls");
         let run = probe(
             &[
-                "attach", "--func", "main.divide", "--returns", "--format", "json", "--otlp-endpoint", &endpoint, "--otlp-protocol", protocol,
-                "--service-name", "divider", "--", calls.to_str().unwrap(), "-count", "6",
+                "attach",
+                "--func",
+                "main.divide",
+                "--returns",
+                "--format",
+                "json",
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--service-name",
+                "divider",
+                "--",
+                calls.to_str().unwrap(),
+                "-count",
+                "6",
             ],
             T,
         );
         assert!(run.status.success(), "go{v}: {}", run.stderr);
-        assert!(run.stderr.contains("12 hits and 6 spans sent"), "go{v}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("12 hits and 6 spans sent"),
+            "go{v}: {}",
+            run.stderr
+        );
         let got = col.wait_for("service.name: Str(divider)");
-        let got = if got.matches("Name           : main.divide").count() < 6 { col.wait_for("Span #5") } else { got };
+        let got = if got.matches("Name           : main.divide").count() < 6 {
+            col.wait_for("Span #5")
+        } else {
+            got
+        };
         assert!(got.contains("EventName: probe.return"), "{got}");
         assert!(got.contains("-> returns: Map(q:Int(0), err:Map(type:Str(*errors.errorString), value:Map(s:Str(division by zero))))"), "{got}");
-        assert!(got.contains("Status code    : STATUS_CODE_ERROR"), "go{v}: error results mark the span: {got}");
+        assert!(
+            got.contains("Status code    : STATUS_CODE_ERROR"),
+            "go{v}: error results mark the span: {got}"
+        );
         assert!(got.contains("-> duration_ns: Int("));
     }
 }
 
 fn rss_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -171,9 +259,20 @@ fn a_dead_collector_costs_counted_drops_and_export_recovers() {
     let col = Collector::start(grpc, http, "first");
     let target = Target::store(&v, &["-interval", "1ms"]);
     // Events go to a file: a pipe nobody reads would stall the tracer.
-    let events = std::env::temp_dir().join(format!("probe-otlp-events-{}.json", std::process::id()));
+    let events =
+        std::env::temp_dir().join(format!("probe-otlp-events-{}.json", std::process::id()));
     let child = Command::new(probe_bin())
-        .args(["attach", "--pid", &target.pid().to_string(), "--func", "main.(*Store).Put", "--format", "json", "--duration", "9s"])
+        .args([
+            "attach",
+            "--pid",
+            &target.pid().to_string(),
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--duration",
+            "9s",
+        ])
         .args(["--otlp-endpoint", &format!("http://127.0.0.1:{grpc}")])
         .stdout(std::fs::File::create(&events).unwrap())
         .stderr(Stdio::piped())
@@ -195,18 +294,53 @@ fn a_dead_collector_costs_counted_drops_and_export_recovers() {
     let n_events = std::fs::read_to_string(&events).unwrap().lines().count() as u64;
     let _ = std::fs::remove_file(&events);
     // Memory stayed flat while the collector was gone.
-    assert!(rss_early > 0 && rss_late < rss_early + 20 * 1024, "tracer RSS grew from {rss_early} kB to {rss_late} kB");
+    assert!(
+        rss_early > 0 && rss_late < rss_early + 20 * 1024,
+        "tracer RSS grew from {rss_early} kB to {rss_late} kB"
+    );
     // The target kept its pace (1 ms per call: ~4000 calls in 4 s; a
     // blocked tracer would not slow it, but a paused target would stop).
-    assert!(ticks_dead > 1000, "the target made only {ticks_dead} calls while the collector was down");
-    let summary = run.stderr.lines().find(|l| l.contains("OTLP export to")).unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(
+        ticks_dead > 1000,
+        "the target made only {ticks_dead} calls while the collector was down"
+    );
+    let summary = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("OTLP export to"))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
     let num = |what: &str| -> u64 {
-        summary.split(", ").find(|p| p.contains(what)).unwrap().split_whitespace().find_map(|w| w.parse().ok()).unwrap()
+        summary
+            .split(", ")
+            .find(|p| p.contains(what))
+            .unwrap()
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap()
     };
     let dropped = num("dropped (queue full)") + num("dropped (collector unreachable)");
-    assert!(dropped > 0, "drops while the collector was down are counted: {summary}");
-    assert!(run.stderr.contains("cannot reach the OTLP collector"), "the user is told: {}", run.stderr);
-    let sent = summary.split(": ").nth(1).unwrap().split_whitespace().next().unwrap().parse::<u64>().unwrap();
+    assert!(
+        dropped > 0,
+        "drops while the collector was down are counted: {summary}"
+    );
+    assert!(
+        run.stderr.contains("cannot reach the OTLP collector"),
+        "the user is told: {}",
+        run.stderr
+    );
+    let sent = summary
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
     assert!(sent > 0, "{summary}");
-    assert_eq!(sent + dropped, n_events, "every hit exported or counted: {summary}");
+    assert_eq!(
+        sent + dropped,
+        n_events,
+        "every hit exported or counted: {summary}"
+    );
 }

@@ -21,7 +21,9 @@ fn normalize(v: &mut Value) {
 }
 
 fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(format!("{name}.json"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(format!("{name}.json"))
 }
 
 /// Runs `values` from its first call with every probe and returns, per
@@ -40,20 +42,31 @@ fn run_values(v: &str, extra: &[&str], funcs: &[&str], hits: u32) -> BTreeMap<St
     assert!(run.status.success(), "go{v}: {}", run.stderr);
     let mut by: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for e in run.events {
-        by.entry(e["function"].as_str().unwrap().to_owned()).or_default().push(e);
+        by.entry(e["function"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(e);
     }
     by
 }
 
 #[test]
 fn every_kind_matches_golden_on_every_go_version() {
-    let funcs = ["main.scalars", "main.composite", "main.ifaces", "main.misc", "main.Max"];
+    let funcs = [
+        "main.scalars",
+        "main.composite",
+        "main.ifaces",
+        "main.misc",
+        "main.Max",
+    ];
     let update = std::env::var_os("PROBE_UPDATE_GOLDEN").is_some();
     for v in go_versions() {
         let by = run_values(&v, &[], &funcs, 24);
         for (func, events) in &by {
             // Call N=1: the second event of each function.
-            let mut args = events.get(1).unwrap_or_else(|| panic!("go{v}: fewer than 2 hits of {func}"))["args"].clone();
+            let mut args = events
+                .get(1)
+                .unwrap_or_else(|| panic!("go{v}: fewer than 2 hits of {func}"))["args"]
+                .clone();
             normalize(&mut args);
             let name = func.replace(['(', ')', '*', '[', ']'], "_");
             let path = golden(&name);
@@ -62,11 +75,22 @@ fn every_kind_matches_golden_on_every_go_version() {
                 std::fs::write(&path, &pretty).unwrap();
                 continue;
             }
-            let want = std::fs::read_to_string(&path)
-                .unwrap_or_else(|_| panic!("{} missing: run with PROBE_UPDATE_GOLDEN=1", path.display()));
-            assert_eq!(pretty, want, "go{v}: {func} differs from {}", path.display());
+            let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                panic!("{} missing: run with PROBE_UPDATE_GOLDEN=1", path.display())
+            });
+            assert_eq!(
+                pretty,
+                want,
+                "go{v}: {func} differs from {}",
+                path.display()
+            );
         }
-        assert_eq!(by.len(), 6, "go{v}: every function (and both Max instantiations) hit: {:?}", by.keys());
+        assert_eq!(
+            by.len(),
+            6,
+            "go{v}: every function (and both Max instantiations) hit: {:?}",
+            by.keys()
+        );
     }
 }
 
@@ -78,47 +102,112 @@ fn kinds_spelled_out() {
         let by = run_values(&v, &[], &["main.composite", "main.ifaces", "main.misc"], 9);
         let n = 1;
         let c = &by["main.composite"][n]["args"];
-        assert_eq!(c["o"]["Base"], json!({"ID": 1, "Tag": "t1"}), "go{v}: embedded struct under its type name");
-        assert_eq!(c["o"]["Customer"], json!({"Name": "c1", "Address": {"City": "Paris", "Zip": 75001}}));
-        assert_eq!(c["o"]["Items"][1], json!({"SKU": "s2", "Qty": 2, "Price": 2.25}));
+        assert_eq!(
+            c["o"]["Base"],
+            json!({"ID": 1, "Tag": "t1"}),
+            "go{v}: embedded struct under its type name"
+        );
+        assert_eq!(
+            c["o"]["Customer"],
+            json!({"Name": "c1", "Address": {"City": "Paris", "Zip": 75001}})
+        );
+        assert_eq!(
+            c["o"]["Items"][1],
+            json!({"SKU": "s2", "Qty": 2, "Price": 2.25})
+        );
         assert_eq!(c["o"]["Meta"], json!({"k": 1}), "go{v}: map");
         assert_eq!(c["o"]["Notes"], json!(["n1", ""]));
-        assert_eq!(c["o"]["Timeout"], json!(1_000_000), "time.Duration in nanoseconds");
+        assert_eq!(
+            c["o"]["Timeout"],
+            json!(1_000_000),
+            "time.Duration in nanoseconds"
+        );
         assert_eq!(c["m"], json!({"a": 1, "b": 2}), "go{v}: map[string]int");
-        assert_eq!(c["mp"], json!({"1": {"X": 1, "Y": 1}}), "go{v}: map[int]*Point");
-        assert_eq!((c["nilm"].clone(), c["nils"].clone(), c["nilp"].clone()), (json!(null), json!(null), json!(null)));
+        assert_eq!(
+            c["mp"],
+            json!({"1": {"X": 1, "Y": 1}}),
+            "go{v}: map[int]*Point"
+        );
+        assert_eq!(
+            (c["nilm"].clone(), c["nils"].clone(), c["nilp"].clone()),
+            (json!(null), json!(null), json!(null))
+        );
         assert_eq!(c["empty"], json!([]));
         assert_eq!(c["arr"], json!([1, -1, 7]));
         let i = &by["main.ifaces"][n]["args"];
         assert_eq!(i["e"], json!({"type": "int", "value": 1}));
-        assert_eq!(i["s"], json!({"type": "main.Rect", "value": {"W": 1.0, "H": 2.0}}), "go{v}: value in an interface");
-        assert_eq!(i["sp"], json!({"type": "*main.Circle", "value": {"R": 1.0}}), "go{v}: pointer in an interface");
-        assert_eq!(i["err"], json!({"type": "*main.CodeErr", "value": {"Code": 1}}));
+        assert_eq!(
+            i["s"],
+            json!({"type": "main.Rect", "value": {"W": 1.0, "H": 2.0}}),
+            "go{v}: value in an interface"
+        );
+        assert_eq!(
+            i["sp"],
+            json!({"type": "*main.Circle", "value": {"R": 1.0}}),
+            "go{v}: pointer in an interface"
+        );
+        assert_eq!(
+            i["err"],
+            json!({"type": "*main.CodeErr", "value": {"Code": 1}})
+        );
         assert_eq!(i["wrapped"]["type"], "*fmt.wrapError");
-        assert_eq!(i["wrapped"]["value"]["err"], json!({"type": "*main.CodeErr", "value": {"Code": 1}}), "go{v}: wrapped error");
-        assert_eq!((i["nilerr"].clone(), i["n"].clone()), (json!(null), json!(null)));
+        assert_eq!(
+            i["wrapped"]["value"]["err"],
+            json!({"type": "*main.CodeErr", "value": {"Code": 1}}),
+            "go{v}: wrapped error"
+        );
+        assert_eq!(
+            (i["nilerr"].clone(), i["n"].clone()),
+            (json!(null), json!(null))
+        );
         let m = &by["main.misc"][n]["args"];
-        assert_eq!(m["ch"], json!({"type": "chan int", "len": 1, "cap": 4}), "go{v}: channel");
+        assert_eq!(
+            m["ch"],
+            json!({"type": "chan int", "len": 1, "cap": 4}),
+            "go{v}: channel"
+        );
         assert_eq!(m["f"], json!("main.double"), "go{v}: func by name");
-        assert_eq!(m["list"], json!({"Val": 1, "Next": {"Val": 2, "Next": {"Val": 3, "Next": null}}}));
+        assert_eq!(
+            m["list"],
+            json!({"Val": 1, "Next": {"Val": 2, "Next": {"Val": 3, "Next": null}}})
+        );
         assert_eq!(m["ring"]["Next"]["Val"], 2);
-        assert!(m["ring"]["Next"]["Next"]["@cycle"].is_string(), "go{v}: cycle detected: {}", m["ring"]);
+        assert!(
+            m["ring"]["Next"]["Next"]["@cycle"].is_string(),
+            "go{v}: cycle detected: {}",
+            m["ring"]
+        );
         assert_eq!(m["words"], json!(["w1", "x1"]));
-        assert_eq!((m["nilch"].clone(), m["nilf"].clone()), (json!(null), json!(null)));
+        assert_eq!(
+            (m["nilch"].clone(), m["nilf"].clone()),
+            (json!(null), json!(null))
+        );
     }
 }
 
 #[test]
 fn a_million_element_slice_stays_in_budget_and_says_how_long_it_is() {
     for v in go_versions() {
-        let by = run_values(&v, &["--max-elems", "1000000", "--max-bytes", "4096"], &["main.big"], 3);
+        let by = run_values(
+            &v,
+            &["--max-elems", "1000000", "--max-bytes", "4096"],
+            &["main.big"],
+            3,
+        );
         for e in &by["main.big"] {
             let xs = &e["args"]["xs"];
             assert_eq!(xs["@len"], 1_000_000, "go{v}: {xs}");
             let items = xs["@truncated"].as_array().unwrap();
-            assert!(!items.is_empty() && items.len() * 8 <= 4096, "go{v}: {} elements", items.len());
+            assert!(
+                !items.is_empty() && items.len() * 8 <= 4096,
+                "go{v}: {} elements",
+                items.len()
+            );
             let n = e["args"]["n"].as_i64().unwrap();
-            assert!(items.iter().all(|x| x.as_i64() == Some(n)), "go{v}: every captured element is N");
+            assert!(
+                items.iter().all(|x| x.as_i64() == Some(n)),
+                "go{v}: every captured element is N"
+            );
         }
     }
 }
@@ -138,7 +227,10 @@ fn values_of_one_hit_are_taken_at_the_same_instant() {
             assert_eq!(s["Name"], format!("gen-{g}"), "go{v}");
             let vals = s["Vals"].as_array().unwrap();
             assert_eq!(vals.len(), 64);
-            assert!(vals.iter().all(|x| x.as_i64() == Some(g)), "go{v}: mixed generations in {s}");
+            assert!(
+                vals.iter().all(|x| x.as_i64() == Some(g)),
+                "go{v}: mixed generations in {s}"
+            );
         }
     }
 }

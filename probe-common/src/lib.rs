@@ -395,8 +395,12 @@ const _: () = assert!(core::mem::size_of::<EntryKey>() == 24);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<Chunk>() == 16);
 const _: () = assert!(DATA_BYTES.is_power_of_two() && MAX_CHUNK.is_power_of_two());
-const _: () = assert!(SCRATCH_BYTES <= 32 * 1024, "per-CPU map values are limited to 32 KiB");
-const _: () = assert!(SCRATCH_BYTES >= core::mem::size_of::<EventHeader>() + DATA_BYTES + MAX_CHUNK + 64);
+const _: () = assert!(
+    SCRATCH_BYTES <= 32 * 1024,
+    "per-CPU map values are limited to 32 KiB"
+);
+const _: () =
+    assert!(SCRATCH_BYTES >= core::mem::size_of::<EventHeader>() + DATA_BYTES + MAX_CHUNK + 64);
 const _: () = assert!(SCRATCH_BYTES.is_power_of_two());
 
 #[cfg(feature = "user")]

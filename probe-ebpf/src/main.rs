@@ -109,6 +109,10 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const DATA_MASK: u32 = (DATA_BYTES as u32) - 1;
+/// How much of the head of `g` one read covers: goid and stack.hi live well
+/// inside it in every Go release, and a g is larger than this (see `type g`
+/// in runtime/runtime2.go), so the read stays inside the object.
+const G_HEAD_BYTES: u32 = 256;
 
 /// State shared with the `bpf_loop` callback (lives on this program's stack).
 #[repr(C)]
@@ -191,11 +195,21 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     // SAFETY: the header was just written.
     let (goid, frame, ktime) = unsafe { ((*hdr).goid, (*hdr).frame, (*hdr).ktime_ns) };
     if params.flags & PARAM_RECORD_ENTRY != 0 && goid != 0 {
-        let key = EntryKey { probe: id, _pad: 0, goid, frame };
+        let key = EntryKey {
+            probe: id,
+            _pad: 0,
+            goid,
+            frame,
+        };
         let _ = ENTRIES.insert(&key, &ktime, 0);
     }
     if params.flags & PARAM_RETURN != 0 {
-        let key = EntryKey { probe: params.pair_id, _pad: 0, goid, frame };
+        let key = EntryKey {
+            probe: params.pair_id,
+            _pad: 0,
+            goid,
+            frame,
+        };
         // SAFETY: plain map lookup of a u64.
         let entry = unsafe { ENTRIES.get(&key) }.copied();
         let _ = ENTRIES.remove(&key);
@@ -211,23 +225,23 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
         }
     }
 
-    let mut lc = LoopCtx { id, pos: 0, flags: 0, read_errors: 0, steps: 0, root_limit: 0, _pad: 0, sp };
+    let mut lc = LoopCtx {
+        id,
+        pos: 0,
+        flags: 0,
+        read_errors: 0,
+        steps: 0,
+        root_limit: 0,
+        _pad: 0,
+        sp,
+    };
     // SAFETY: scratch and work stack are this CPU's; bounds checked inside.
     unsafe {
         if params.stack_frames > 0 {
             walk_frames(ctx, params, &mut lc, sc, hdr);
         }
         copy_stack(params, &mut lc, sc, hi);
-        // Roots go on the stack in reverse so root 0 is walked first.
-        (*ws).len = 0;
-        let n = params.n_roots;
-        for i in 0..MAX_ROOTS as u32 {
-            let r = MAX_ROOTS as u32 - 1 - i;
-            if r < n {
-                push(ws, Work { addr: 0, count: 0, tid: 0, depth: 0, kind: W_ROOT, chunk_off: r, elem: 0, desc: 0, want: 0, rep: 0, _pad: 0 }, &mut lc);
-            }
-        }
-        gen::bpf_loop(MAX_STEPS, walk_step as *mut c_void, &mut lc as *mut LoopCtx as *mut c_void, 0);
+        walk(params, ws, &mut lc);
         if (*ws).len > 0 {
             lc.flags |= EV_STEPS;
         }
@@ -242,13 +256,22 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     }
     // No wakeup per event: waking the reader from inside the uprobe costs
     // microseconds (an irq_work, a self-IPI under virtualisation) on every
-    // hit. Userspace drains on a short timer instead; only a ring more than
-    // half full forces a wakeup, so a burst cannot overflow it unseen.
+    // hit. Userspace drains on a short timer instead. Only the event that
+    // takes the ring past half full wakes it, so a burst is drained early;
+    // waking on every event past that mark would turn a slow reader into
+    // microseconds of extra cost per hit in the target (a reader that cannot
+    // keep up must cost the target nothing: the ring fills and drops are
+    // counted).
     let ring = &EVENTS as *const RingBuf as *mut c_void;
+    let len = (HDR as u32 + lc.pos) as u64;
     // SAFETY: querying the ring's fill level has no side effects.
     let pending = unsafe { gen::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
-    let flags = if pending > (RING_BYTES / 2) as u64 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    let len = (HDR as u32 + lc.pos) as u64;
+    let half = (RING_BYTES / 2) as u64;
+    let flags = if pending <= half && pending + len > half {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     if len > SCRATCH_BYTES as u64 {
         return Err(());
     }
@@ -264,7 +287,12 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
 
 /// Writes the header; returns it, the stack pointer and `g.stack.hi`.
 #[inline(always)]
-unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mut Scratch) -> (*mut EventHeader, u64, u64) {
+unsafe fn fill_header(
+    ctx: &ProbeContext,
+    id: u32,
+    params: &ProbeParams,
+    sc: *mut Scratch,
+) -> (*mut EventHeader, u64, u64) {
     let r = &*ctx.regs;
     let h = (*sc).bytes.as_mut_ptr() as *mut EventHeader;
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -279,25 +307,47 @@ unsafe fn fill_header(ctx: &ProbeContext, id: u32, params: &ProbeParams, sc: *mu
     (*h).steps = 0;
     // DWARF x86-64 register numbering.
     (*h).regs = [
-        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
-        r.rip,
+        r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12,
+        r.r13, r.r14, r.r15, r.rip,
     ];
     (*h).g = 0;
     (*h).goid = 0;
-    (*h).kind = if params.flags & PARAM_RETURN != 0 { EVK_RETURN } else { EVK_ENTRY };
+    (*h).kind = if params.flags & PARAM_RETURN != 0 {
+        EVK_RETURN
+    } else {
+        EVK_ENTRY
+    };
     (*h).nstack = 0;
     (*h).frame = 0;
     (*h).entry_ktime = 0;
     let mut hi = 0;
     if params.flags & PARAM_G_IN_R14 != 0 && r.r14 != 0 {
         (*h).g = r.r14;
-        if let Some(goid) = read_user_u64(r.r14 + params.goid_offset as u64) {
+        // One read of g's head covers both fields (each helper call costs
+        // tens of nanoseconds here); the data area is free until the walk.
+        let (go, so) = (params.goid_offset, params.stack_hi_offset);
+        let n = if go > so { go } else { so } + 8;
+        let tmp = (*sc).bytes.as_mut_ptr().add(HDR);
+        if n <= G_HEAD_BYTES && read_user(tmp, G_HEAD_BYTES, r.r14) == 0 {
+            let goid = core::ptr::read_unaligned(
+                tmp.add((go & (G_HEAD_BYTES - 1)) as usize) as *const u64
+            );
+            let v = core::ptr::read_unaligned(
+                tmp.add((so & (G_HEAD_BYTES - 1)) as usize) as *const u64
+            );
             (*h).goid = goid;
             (*h).flags |= EV_GOID;
-        }
-        if let Some(v) = read_user_u64(r.r14 + params.stack_hi_offset as u64) {
             hi = v;
             (*h).frame = v.wrapping_sub(r.rsp);
+        } else {
+            if let Some(goid) = read_user_u64(r.r14 + go as u64) {
+                (*h).goid = goid;
+                (*h).flags |= EV_GOID;
+            }
+            if let Some(v) = read_user_u64(r.r14 + so as u64) {
+                hi = v;
+                (*h).frame = v.wrapping_sub(r.rsp);
+            }
         }
     }
     (h, r.rsp, hi)
@@ -315,12 +365,20 @@ unsafe fn filters_pass(params: &ProbeParams, sc: *mut Scratch, sp: u64) -> bool 
         let ok = match f.kind {
             filter::INT => {
                 let bits = (f.size as u32).min(8) * 8;
-                let v = if bits == 0 || bits >= 64 { w as i64 } else { ((w << (64 - bits)) as i64) >> (64 - bits) };
+                let v = if bits == 0 || bits >= 64 {
+                    w as i64
+                } else {
+                    ((w << (64 - bits)) as i64) >> (64 - bits)
+                };
                 cmp_ord(f.op, v.cmp(&(f.value as i64)))
             }
             filter::UINT => {
                 let bits = (f.size as u32).min(8) * 8;
-                let v = if bits == 0 || bits >= 64 { w } else { w & ((1u64 << bits) - 1) };
+                let v = if bits == 0 || bits >= 64 {
+                    w
+                } else {
+                    w & ((1u64 << bits) - 1)
+                };
                 cmp_ord(f.op, v.cmp(&f.value))
             }
             filter::STR => {
@@ -373,7 +431,9 @@ fn cmp_ord(op: u8, o: core::cmp::Ordering) -> bool {
 /// race on the bucket; the error is at most a token or two.
 #[inline(always)]
 fn take_token(id: u32, rate: u32) -> bool {
-    let Some(b) = RATE.get_ptr_mut(id) else { return true };
+    let Some(b) = RATE.get_ptr_mut(id) else {
+        return true;
+    };
     // SAFETY: map value of this probe.
     let b = unsafe { &mut *b };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -399,14 +459,28 @@ fn take_token(id: u32, rate: u32) -> bool {
 /// frame pointer on amd64): first the probed PC, then the return address at
 /// the CFA - 8, then up the RBP chain.
 #[inline(always)]
-unsafe fn walk_frames(ctx: &ProbeContext, params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, hdr: *mut EventHeader) {
+unsafe fn walk_frames(
+    ctx: &ProbeContext,
+    params: &ProbeParams,
+    lc: &mut LoopCtx,
+    sc: *mut Scratch,
+    hdr: *mut EventHeader,
+) {
     let r = &*ctx.regs;
     let base = (*sc).bytes.as_mut_ptr().add(HDR) as *mut u64;
-    let max = if params.stack_frames > MAX_FRAMES { MAX_FRAMES } else { params.stack_frames };
+    let max = if params.stack_frames > MAX_FRAMES {
+        MAX_FRAMES
+    } else {
+        params.stack_frames
+    };
     *base = r.rip;
     let mut n: u32 = 1;
     let mut ret = read_user_u64(r.rsp.wrapping_add(params.ret_sp_off as u64)).unwrap_or(0);
-    let mut fp = if params.flags & PARAM_FRAME_SET != 0 { read_user_u64(r.rbp).unwrap_or(0) } else { r.rbp };
+    let mut fp = if params.flags & PARAM_FRAME_SET != 0 {
+        read_user_u64(r.rbp).unwrap_or(0)
+    } else {
+        r.rbp
+    };
     for i in 1..MAX_FRAMES {
         if i >= max || ret == 0 {
             break;
@@ -505,7 +579,11 @@ unsafe fn child(
         chunk_off: 0,
         elem: 0,
         desc: 0,
-        want: if want > u32::MAX as u64 { u32::MAX } else { want as u32 },
+        want: if want > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            want as u32
+        },
         rep: 0,
         _pad: 0,
     };
@@ -591,6 +669,155 @@ unsafe fn source(s: &Source, sc: *mut Scratch, sp: u64) -> u64 {
     }
 }
 
+/// Walks the roots in a `bpf_loop` (skipped when there are none: setting
+/// one up costs about a hundred nanoseconds per hit here even for a single
+/// step).
+///
+/// Tried and measured: reading leaf roots (strings, slices of scalars)
+/// inline before the loop. Every path into that code multiplies the
+/// verifier's states past its million-instruction limit, so it stays out.
+#[inline(always)]
+unsafe fn walk(params: &ProbeParams, ws: *mut WorkStack, lc: &mut LoopCtx) {
+    (*ws).len = 0;
+    let n = params.n_roots;
+    if n == 0 {
+        return;
+    }
+    // Roots go on the stack in reverse so root 0 is walked first.
+    for j in 0..MAX_ROOTS as u32 {
+        let r = MAX_ROOTS as u32 - 1 - j;
+        if r < n {
+            push(
+                ws,
+                Work {
+                    addr: 0,
+                    count: 0,
+                    tid: 0,
+                    depth: 0,
+                    kind: W_ROOT,
+                    chunk_off: r,
+                    elem: 0,
+                    desc: 0,
+                    want: 0,
+                    rep: 0,
+                    _pad: 0,
+                },
+                lc,
+            );
+        }
+    }
+    gen::bpf_loop(
+        MAX_STEPS,
+        walk_step as *mut c_void,
+        lc as *mut LoopCtx as *mut c_void,
+        0,
+    );
+}
+
+/// ROOT `i` of `left` roots still to walk: gives it its share of the byte
+/// budget and returns the READ its words lead to.
+#[inline(always)]
+unsafe fn root_step(
+    i: u32,
+    left: u32,
+    params: &ProbeParams,
+    lc: &mut LoopCtx,
+    sc: *mut Scratch,
+) -> Option<Work> {
+    let max = if params.max_bytes > DATA_BYTES as u32 {
+        DATA_BYTES as u32
+    } else {
+        params.max_bytes
+    };
+    if lc.pos < max && left > 0 {
+        lc.root_limit = lc.pos + (max - lc.pos) / left;
+    }
+    let r = &params.roots[(i as usize) & (MAX_ROOTS - 1)];
+    let w0 = source(&r.w0, sc, lc.sp);
+    let w1 = source(&r.w1, sc, lc.sp);
+    child(r.kind, w0, w1, r.target, 0, 0, params, lc, sc)
+}
+
+/// READ: appends the elements of `w` as one chunk, cut to the byte budget,
+/// and queues a scan of them when their type holds pointers.
+#[inline(always)]
+unsafe fn read_step(
+    w: Work,
+    params: &ProbeParams,
+    ws: *mut WorkStack,
+    lc: &mut LoopCtx,
+    sc: *mut Scratch,
+) {
+    if w.depth > params.max_depth {
+        lc.flags |= EV_DEPTH;
+        return;
+    }
+    let Some(ti) = TYPES.get(w.tid) else { return };
+    let size = ti.size as u64;
+    if size == 0 || w.count == 0 {
+        return;
+    }
+    let want = w.count as u64 * size;
+    let left = params.max_bytes as u64;
+    let left = if left > DATA_BYTES as u64 {
+        DATA_BYTES as u64
+    } else {
+        left
+    };
+    let left = if (lc.root_limit as u64) < left {
+        lc.root_limit as u64
+    } else {
+        left
+    };
+    let used = lc.pos as u64 + 16;
+    if used >= left {
+        lc.flags |= EV_BUDGET;
+        return;
+    }
+    let mut take = want;
+    if take > MAX_CHUNK as u64 {
+        take = MAX_CHUNK as u64;
+    }
+    if take > left - used {
+        take = left - used;
+    }
+    let elems = take / size;
+    if elems == 0 {
+        lc.flags |= EV_BUDGET;
+        return;
+    }
+    if elems < w.count as u64 {
+        lc.flags |= EV_BUDGET;
+    }
+    let take = elems * size;
+    let full = if w.want != 0 { w.want as u64 } else { want };
+    let full = if full > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        full as u32
+    };
+    let data_off = lc.pos + 16;
+    if emit_chunk(lc, sc, w.addr, take as u32, full) && ti.n_descs > 0 {
+        push(
+            ws,
+            Work {
+                addr: 0,
+                count: elems as u32,
+                tid: w.tid,
+                depth: w.depth,
+                kind: W_SCAN,
+                chunk_off: data_off,
+                elem: 0,
+                desc: 0,
+                want: 0,
+                rep: 0,
+                _pad: 0,
+            },
+            lc,
+        );
+    }
+}
+
 /// One step of the walk (a `bpf_loop` callback): returns 1 to stop. Not
 /// exported: the verifier requires callbacks to be static functions.
 #[inline(never)]
@@ -598,7 +825,11 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the LoopCtx on probe_entry's stack; maps are this CPU's.
     unsafe {
         let lc = &mut *(ctx as *mut LoopCtx);
-        let (Some(ws), Some(sc), Some(params)) = (WORK.get_ptr_mut(0), SCRATCH.get_ptr_mut(0), PROBES.get(lc.id)) else {
+        let (Some(ws), Some(sc), Some(params)) = (
+            WORK.get_ptr_mut(0),
+            SCRATCH.get_ptr_mut(0),
+            PROBES.get(lc.id),
+        ) else {
             return 1;
         };
         let n = (*ws).len;
@@ -612,63 +843,13 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
             W_ROOT => {
                 (*ws).len = n - 1;
                 // Roots left, this one included, are exactly those on the stack.
-                let max = if params.max_bytes > DATA_BYTES as u32 { DATA_BYTES as u32 } else { params.max_bytes };
-                if lc.pos < max {
-                    lc.root_limit = lc.pos + (max - lc.pos) / n;
-                }
-                let r = &params.roots[(w.chunk_off as usize) & (MAX_ROOTS - 1)];
-                let w0 = source(&r.w0, sc, lc.sp);
-                let w1 = source(&r.w1, sc, lc.sp);
-                if let Some(c) = child(r.kind, w0, w1, r.target, 0, 0, params, lc, sc) {
+                if let Some(c) = root_step(w.chunk_off, n, params, lc, sc) {
                     push(ws, c, lc);
                 }
             }
             W_READ => {
                 (*ws).len = n - 1;
-                if w.depth > params.max_depth {
-                    lc.flags |= EV_DEPTH;
-                    return 0;
-                }
-                let Some(ti) = TYPES.get(w.tid) else { return 0 };
-                let size = ti.size as u64;
-                if size == 0 || w.count == 0 {
-                    return 0;
-                }
-                let want = w.count as u64 * size;
-                let left = params.max_bytes as u64;
-                let left = if left > DATA_BYTES as u64 { DATA_BYTES as u64 } else { left };
-                let left = if (lc.root_limit as u64) < left { lc.root_limit as u64 } else { left };
-                let used = lc.pos as u64 + 16;
-                if used >= left {
-                    lc.flags |= EV_BUDGET;
-                    return 0;
-                }
-                let mut take = want;
-                if take > MAX_CHUNK as u64 {
-                    take = MAX_CHUNK as u64;
-                }
-                if take > left - used {
-                    take = left - used;
-                }
-                let elems = take / size;
-                if elems == 0 {
-                    lc.flags |= EV_BUDGET;
-                    return 0;
-                }
-                if elems < w.count as u64 {
-                    lc.flags |= EV_BUDGET;
-                }
-                let take = elems * size;
-                let full = if w.want != 0 { w.want as u64 } else { want };
-                let full = if full > u32::MAX as u64 { u32::MAX } else { full as u32 };
-                let data_off = lc.pos + 16;
-                if emit_chunk(lc, sc, w.addr, take as u32, full) && ti.n_descs > 0 {
-                    push(
-                        ws,
-                        Work { addr: 0, count: elems as u32, tid: w.tid, depth: w.depth, kind: W_SCAN, chunk_off: data_off, elem: 0, desc: 0, want: 0, rep: 0, _pad: 0 },
-                        lc,
-                    );
-                }
+                read_step(w, params, ws, lc, sc);
             }
             _ => {
                 // W_SCAN: visit descriptor `desc` of element `elem`.
@@ -680,7 +861,9 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
                 let base = w.chunk_off + w.elem * ti.size + w.rep * d.stride;
                 let w0 = data_u64(sc, base + d.offset);
                 let w1 = match d.kind {
-                    desc::ARRAY_POW2 | desc::ARRAY_MASK | desc::SWISS_DIR => data_u64(sc, base + d.aux),
+                    desc::ARRAY_POW2 | desc::ARRAY_MASK | desc::SWISS_DIR => {
+                        data_u64(sc, base + d.aux)
+                    }
                     _ => data_u64(sc, base + d.offset + 8),
                 };
                 // Advance the cursor before pushing the child on top of it.
@@ -705,7 +888,8 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
                     }
                     return 0;
                 }
-                if let Some(c) = child(d.kind, w0, w1, d.target, d.target2, w.depth, params, lc, sc) {
+                if let Some(c) = child(d.kind, w0, w1, d.target, d.target2, w.depth, params, lc, sc)
+                {
                     push(ws, c, lc);
                 }
             }

@@ -21,7 +21,11 @@ const XMM0: u16 = 17;
 /// stack-assigned parameters are relative to RSP at the entry instruction.
 /// `hidden_dict`: a generic's dictionary pointer is passed first (in RAX)
 /// without a DWARF parameter for it.
-pub fn entry_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -> Option<Vec<Vec<Piece>>> {
+pub fn entry_locations(
+    debug: &DebugInfo,
+    params: &[Param],
+    hidden_dict: bool,
+) -> Option<Vec<Vec<Piece>>> {
     let inputs = params.iter().filter(|p| !p.is_result && !p.local);
     Some(assign_all(debug, inputs, usize::from(hidden_dict), 0)?.0)
 }
@@ -38,7 +42,13 @@ fn assign_all<'p>(
     let mut floats = 0usize;
     let mut out = vec![];
     for p in vars {
-        let mut a = Assign { debug, ints, floats, pieces: vec![], at: 0 };
+        let mut a = Assign {
+            debug,
+            ints,
+            floats,
+            pieces: vec![],
+            at: 0,
+        };
         if a.reg(p.ty)? {
             a.pad_to(debug.ty(p.ty).size);
             ints = a.ints;
@@ -49,7 +59,10 @@ fn assign_all<'p>(
             let align = alignment(debug, p.ty)?;
             stack = stack.div_ceil(align) * align;
             // +8: the return address the CALL pushed sits at RSP.
-            out.push(vec![Piece { place: Place::Stack(8 + stack as i64), size: None }]);
+            out.push(vec![Piece {
+                place: Place::Stack(8 + stack as i64),
+                size: None,
+            }]);
             stack += debug.ty(p.ty).size;
         }
     }
@@ -68,7 +81,10 @@ struct Assign<'d> {
 impl Assign<'_> {
     fn pad_to(&mut self, off: u64) {
         if off > self.at {
-            self.pieces.push(Piece { place: Place::Unavailable("padding".into()), size: Some(off - self.at) });
+            self.pieces.push(Piece {
+                place: Place::Unavailable("padding".into()),
+                size: Some(off - self.at),
+            });
             self.at = off;
         }
     }
@@ -77,7 +93,10 @@ impl Assign<'_> {
         if self.ints >= INT_REGS.len() {
             return false;
         }
-        self.pieces.push(Piece { place: Place::Reg(INT_REGS[self.ints]), size: Some(size) });
+        self.pieces.push(Piece {
+            place: Place::Reg(INT_REGS[self.ints]),
+            size: Some(size),
+        });
         self.ints += 1;
         self.at += size;
         true
@@ -87,7 +106,10 @@ impl Assign<'_> {
         if self.floats >= FLOAT_REGS {
             return false;
         }
-        self.pieces.push(Piece { place: Place::Reg(XMM0 + self.floats as u16), size: Some(size) });
+        self.pieces.push(Piece {
+            place: Place::Reg(XMM0 + self.floats as u16),
+            size: Some(size),
+        });
         self.floats += 1;
         self.at += size;
         true
@@ -132,7 +154,11 @@ impl Assign<'_> {
 /// arguments, from the first register again, and stack-assigned results
 /// follow the stack-assigned arguments (abi-internal.md, "Function call
 /// argument and result passing"). At RET, RSP is back where it was at entry.
-pub fn return_locations(debug: &DebugInfo, params: &[Param], hidden_dict: bool) -> Option<Vec<Vec<Piece>>> {
+pub fn return_locations(
+    debug: &DebugInfo,
+    params: &[Param],
+    hidden_dict: bool,
+) -> Option<Vec<Vec<Piece>>> {
     let inputs = params.iter().filter(|p| !p.is_result && !p.local);
     let (_, args_end) = assign_all(debug, inputs, usize::from(hidden_dict), 0)?;
     let results = params.iter().filter(|p| p.is_result);

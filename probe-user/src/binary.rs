@@ -61,18 +61,30 @@ impl Binary {
             .and_then(|s| s.data().ok())
             .and_then(parse_go_buildid_note);
         drop(file);
-        Ok(Self { path: path.to_owned(), data, go_version, build_id, has_dwarf, is_go })
+        Ok(Self {
+            path: path.to_owned(),
+            data,
+            go_version,
+            build_id,
+            has_dwarf,
+            is_go,
+        })
     }
 
     /// Function probes need Go's DWARF: say exactly what is missing.
     pub fn require_go_dwarf(&self) -> Result<(), Error> {
         if !self.is_go {
-            return Err(Error::NotGo { path: self.path.clone() });
+            return Err(Error::NotGo {
+                path: self.path.clone(),
+            });
         }
         if !self.has_dwarf {
             return Err(Error::NoDwarf {
                 path: self.path.clone(),
-                go_version: self.go_version.clone().unwrap_or_else(|| "unknown Go".into()),
+                go_version: self
+                    .go_version
+                    .clone()
+                    .unwrap_or_else(|| "unknown Go".into()),
             });
         }
         Ok(())
@@ -90,7 +102,10 @@ impl Binary {
 
     /// The address of symbol `name` in the ELF symbol table.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.object().symbols().find(|s| s.name() == Ok(name)).map(|s| s.address())
+        self.object()
+            .symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
     }
 
     /// `symbol+0xoff` for the function symbol containing `addr`.
@@ -98,10 +113,18 @@ impl Binary {
         let file = self.object();
         let s = file
             .symbols()
-            .filter(|s| s.kind() == object::SymbolKind::Text && s.address() <= addr && (s.size() == 0 || addr < s.address() + s.size()))
+            .filter(|s| {
+                s.kind() == object::SymbolKind::Text
+                    && s.address() <= addr
+                    && (s.size() == 0 || addr < s.address() + s.size())
+            })
             .max_by_key(|s| s.address())?;
         let name = s.name().ok()?;
-        Some(if addr == s.address() { name.to_owned() } else { format!("{name}+{:#x}", addr - s.address()) })
+        Some(if addr == s.address() {
+            name.to_owned()
+        } else {
+            format!("{name}+{:#x}", addr - s.address())
+        })
     }
 
     /// The file offset of virtual address `addr`, where the kernel places a
@@ -160,7 +183,11 @@ pub fn parse_go_buildid_note(data: &[u8]) -> Option<String> {
         return None;
     }
     let desc = data.get(16..16usize.checked_add(descsz)?)?;
-    Some(String::from_utf8_lossy(desc).trim_end_matches('\0').to_owned())
+    Some(
+        String::from_utf8_lossy(desc)
+            .trim_end_matches('\0')
+            .to_owned(),
+    )
 }
 
 #[cfg(test)]

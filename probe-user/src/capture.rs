@@ -18,7 +18,10 @@
 
 use std::collections::HashMap;
 
-use probe_common::{desc, Desc, RootOp, Source, TypeInfo, MAX_DESCS, MAX_ROOTS, MAX_TYPES, SRC_REG, SRC_SP, SRC_STACK, TID_BYTES};
+use probe_common::{
+    desc, Desc, RootOp, Source, TypeInfo, MAX_DESCS, MAX_ROOTS, MAX_TYPES, SRC_REG, SRC_SP,
+    SRC_STACK, TID_BYTES,
+};
 
 use crate::dwarf::{DebugInfo, Kind, Param, Piece, Place, TypeId};
 
@@ -44,7 +47,10 @@ impl Default for Tables {
 
 impl Tables {
     pub fn new() -> Self {
-        let bytes = TypeInfo { size: 1, ..Default::default() };
+        let bytes = TypeInfo {
+            size: 1,
+            ..Default::default()
+        };
         Self {
             types: vec![bytes],
             by_dwarf: HashMap::new(),
@@ -59,7 +65,10 @@ impl Tables {
         if self.types.len() >= MAX_TYPES as usize {
             return None;
         }
-        self.types.push(TypeInfo { size: size as u32, ..Default::default() });
+        self.types.push(TypeInfo {
+            size: size as u32,
+            ..Default::default()
+        });
         Some(self.types.len() as u32 - 1)
     }
 
@@ -80,7 +89,9 @@ impl Tables {
             return t;
         }
         let size = d.ty(u).size;
-        let Some(t) = self.alloc(size) else { return TID_BYTES };
+        let Some(t) = self.alloc(size) else {
+            return TID_BYTES;
+        };
         self.by_dwarf.insert(u, t);
         let mut descs = vec![];
         self.flatten(d, u, 0, &mut descs);
@@ -123,7 +134,9 @@ impl Tables {
                 let e = self.tid(d, *elem);
                 out.push(one(desc::SLICE, e, 0));
             }
-            Kind::Pointer { pointee: Some(p) } if d.ty(*p).size > 0 || d.underlying(*p).size > 0 => {
+            Kind::Pointer { pointee: Some(p) }
+                if d.ty(*p).size > 0 || d.underlying(*p).size > 0 =>
+            {
                 let e = self.tid(d, *p);
                 out.push(one(desc::PTR, e, 0));
             }
@@ -147,10 +160,15 @@ impl Tables {
                 // A Swiss table's group reference: `data` points at
                 // `lengthMask + 1` groups.
                 if t.name.starts_with("groupReference<") {
-                    if let (Some(data), Some(mask)) = (field(fields, "data"), field(fields, "lengthMask")) {
+                    if let (Some(data), Some(mask)) =
+                        (field(fields, "data"), field(fields, "lengthMask"))
+                    {
                         if let Kind::Pointer { pointee: Some(g) } = d.underlying(data.ty).kind {
                             let g = self.tid(d, g);
-                            out.push(Desc { aux: (base + mask.offset) as u32, ..one(desc::ARRAY_MASK, g, 0) });
+                            out.push(Desc {
+                                aux: (base + mask.offset) as u32,
+                                ..one(desc::ARRAY_MASK, g, 0)
+                            });
                             out.last_mut().unwrap().offset = (base + data.offset) as u32;
                             return;
                         }
@@ -194,22 +212,44 @@ impl Tables {
             return t;
         }
         let h = d.underlying(header).clone();
-        let Some(t) = self.alloc(h.size) else { return TID_BYTES };
+        let Some(t) = self.alloc(h.size) else {
+            return TID_BYTES;
+        };
         self.headers.insert(header, t);
-        let Kind::Struct { fields } = &h.kind else { return t };
+        let Kind::Struct { fields } = &h.kind else {
+            return t;
+        };
         let mut descs = vec![];
-        let base = Desc { offset: 0, aux: 0, target: 0, target2: 0, kind: 0, _pad: 0, repeat: 1, stride: 0 };
+        let base = Desc {
+            offset: 0,
+            aux: 0,
+            target: 0,
+            target2: 0,
+            kind: 0,
+            _pad: 0,
+            repeat: 1,
+            stride: 0,
+        };
         if let (Some(buckets), Some(b)) = (field(fields, "buckets"), field(fields, "B")) {
             // hash<K,V>: buckets → 1 << B bucket<K,V> (overflow chains via
             // the bucket's own `overflow` pointer).
             if let Kind::Pointer { pointee: Some(bt) } = d.underlying(buckets.ty).kind {
                 let bt = self.tid(d, bt);
-                descs.push(Desc { offset: buckets.offset as u32, aux: b.offset as u32, target: bt, kind: desc::ARRAY_POW2, ..base });
+                descs.push(Desc {
+                    offset: buckets.offset as u32,
+                    aux: b.offset as u32,
+                    target: bt,
+                    kind: desc::ARRAY_POW2,
+                    ..base
+                });
             }
         } else if let (Some(dir), Some(len)) = (field(fields, "dirPtr"), field(fields, "dirLen")) {
             // map<K,V> (Swiss): dirLen 0 → dirPtr is one group; else a
             // directory of dirLen *table<K,V>.
-            if let Kind::Pointer { pointee: Some(table_ptr) } = d.underlying(dir.ty).kind {
+            if let Kind::Pointer {
+                pointee: Some(table_ptr),
+            } = d.underlying(dir.ty).kind
+            {
                 let group = swiss_group(d, table_ptr);
                 let target2 = self.tid(d, table_ptr);
                 let target = group.map(|g| self.tid(d, g)).unwrap_or(TID_BYTES);
@@ -234,12 +274,20 @@ impl Tables {
         for (ty, off) in d.runtime_types() {
             // An offset from runtime.types (what Go emits), or already an
             // address inside the types section.
-            let addr = if off >= types_base { off } else { types_base + off };
+            let addr = if off >= types_base {
+                off
+            } else {
+                types_base + off
+            };
             by_addr.entry(addr).or_insert(ty);
             if self.types.len() >= MAX_TYPES as usize - 64 {
                 continue; // keep room for the probes' own types
             }
-            let target = if is_direct_iface(d, ty) { self.direct_target(d, ty) } else { Some(self.tid(d, ty)) };
+            let target = if is_direct_iface(d, ty) {
+                self.direct_target(d, ty)
+            } else {
+                Some(self.tid(d, ty))
+            };
             if let Some(t) = target {
                 if d.underlying(ty).size > 0 {
                     self.rtypes.push((addr, t));
@@ -269,7 +317,11 @@ impl Tables {
 /// `isdirectiface`: pointer-shaped types, and structs/arrays of one of them.)
 pub fn is_direct_iface(d: &DebugInfo, ty: TypeId) -> bool {
     match &d.underlying(ty).kind {
-        Kind::Pointer { .. } | Kind::Map { .. } | Kind::Chan { .. } | Kind::Func | Kind::UnsafePointer => true,
+        Kind::Pointer { .. }
+        | Kind::Map { .. }
+        | Kind::Chan { .. }
+        | Kind::Func
+        | Kind::UnsafePointer => true,
         Kind::Struct { fields } => fields.len() == 1 && is_direct_iface(d, fields[0].ty),
         Kind::Array { elem, count: 1 } => is_direct_iface(d, *elem),
         _ => false,
@@ -292,10 +344,19 @@ fn field<'a>(fields: &'a [crate::dwarf::Field], name: &str) -> Option<&'a crate:
 
 /// From `*table<K,V>`, the group type: table.groups.data's pointee.
 pub fn swiss_group(d: &DebugInfo, table_ptr: TypeId) -> Option<TypeId> {
-    let Kind::Pointer { pointee: Some(table) } = d.underlying(table_ptr).kind else { return None };
-    let Kind::Struct { fields } = &d.underlying(table).kind else { return None };
+    let Kind::Pointer {
+        pointee: Some(table),
+    } = d.underlying(table_ptr).kind
+    else {
+        return None;
+    };
+    let Kind::Struct { fields } = &d.underlying(table).kind else {
+        return None;
+    };
     let groups = field(fields, "groups")?;
-    let Kind::Struct { fields } = &d.underlying(groups.ty).kind else { return None };
+    let Kind::Struct { fields } = &d.underlying(groups.ty).kind else {
+        return None;
+    };
     let data = field(fields, "data")?;
     match d.underlying(data.ty).kind {
         Kind::Pointer { pointee } => pointee,
@@ -314,7 +375,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_depth: 8, max_string: 256, max_elems: 64, max_bytes: 8192 }
+        Self {
+            max_depth: 8,
+            max_string: 256,
+            max_elems: 64,
+            max_bytes: 8192,
+        }
     }
 }
 
@@ -350,23 +416,58 @@ pub fn compile(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits: Lim
 }
 
 /// Compiles the plan for the results (`results`) or everything else.
-pub fn compile_vars(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits: Limits, results: bool) -> ProbePlan {
-    let mut plan = ProbePlan { limits, ..Default::default() };
-    for p in params.iter().filter(|p| p.is_result == results && !p.name.starts_with('.')) {
-        plan.params.push(ParamPlan { name: p.name.clone(), local: p.local, ty: p.ty, pieces: p.pieces.clone() });
+pub fn compile_vars(
+    d: &DebugInfo,
+    tables: &mut Tables,
+    params: &[Param],
+    limits: Limits,
+    results: bool,
+) -> ProbePlan {
+    let mut plan = ProbePlan {
+        limits,
+        ..Default::default()
+    };
+    for p in params
+        .iter()
+        .filter(|p| p.is_result == results && !p.name.starts_with('.'))
+    {
+        plan.params.push(ParamPlan {
+            name: p.name.clone(),
+            local: p.local,
+            ty: p.ty,
+            pieces: p.pieces.clone(),
+        });
         // A variable wholly in one stack slot: read it where it lives (its
         // own bytes may lie beyond the stack window) and walk from there.
-        if let [Piece { place: Place::Stack(off), size: None }] = p.pieces.as_slice() {
+        if let [Piece {
+            place: Place::Stack(off),
+            size: None,
+        }] = p.pieces.as_slice()
+        {
             if plan.roots.len() >= MAX_ROOTS {
                 plan.dropped_roots += 1;
                 continue;
             }
-            let at = Source { kind: SRC_SP, reg: 0, _pad: [0; 2], offset: *off as i32 };
+            let at = Source {
+                kind: SRC_SP,
+                reg: 0,
+                _pad: [0; 2],
+                offset: *off as i32,
+            };
             let target = tables.tid(d, p.ty);
-            plan.roots.push(RootOp { w0: at, w1: Source::default(), target, kind: desc::PTR, _pad: [0; 3] });
+            plan.roots.push(RootOp {
+                w0: at,
+                w1: Source::default(),
+                target,
+                kind: desc::PTR,
+                _pad: [0; 3],
+            });
             continue;
         }
-        if p.pieces.iter().any(|pc| matches!(pc.place, Place::Stack(_))) {
+        if p.pieces
+            .iter()
+            .any(|pc| matches!(pc.place, Place::Stack(_)))
+        {
             plan.needs_stack_window = true;
         }
         let mut descs = vec![];
@@ -374,12 +475,20 @@ pub fn compile_vars(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits
         for dd in descs {
             for r in 0..dd.repeat.max(1) as u64 {
                 let at = dd.offset as u64 + r * dd.stride as u64;
-                let (Some(w0), w1) = (word(&p.pieces, at), word(&p.pieces, at + 8)) else { continue };
+                let (Some(w0), w1) = (word(&p.pieces, at), word(&p.pieces, at + 8)) else {
+                    continue;
+                };
                 if plan.roots.len() >= MAX_ROOTS {
                     plan.dropped_roots += 1;
                     continue;
                 }
-                plan.roots.push(RootOp { w0, w1: w1.unwrap_or_default(), target: dd.target, kind: dd.kind, _pad: [0; 3] });
+                plan.roots.push(RootOp {
+                    w0,
+                    w1: w1.unwrap_or_default(),
+                    target: dd.target,
+                    kind: dd.kind,
+                    _pad: [0; 3],
+                });
             }
         }
     }
@@ -390,8 +499,18 @@ pub fn compile_vars(d: &DebugInfo, tables: &mut Tables, params: &[Param], limits
 fn word(pieces: &[Piece], at: u64) -> Option<Source> {
     let (place, within) = locate(pieces, at).ok()?;
     match place {
-        Place::Reg(r) if *r <= 16 && within == 0 => Some(Source { kind: SRC_REG, reg: *r as u8, _pad: [0; 2], offset: 0 }),
-        Place::Stack(s) => Some(Source { kind: SRC_STACK, reg: 0, _pad: [0; 2], offset: (s + within as i64) as i32 }),
+        Place::Reg(r) if *r <= 16 && within == 0 => Some(Source {
+            kind: SRC_REG,
+            reg: *r as u8,
+            _pad: [0; 2],
+            offset: 0,
+        }),
+        Place::Stack(s) => Some(Source {
+            kind: SRC_STACK,
+            reg: 0,
+            _pad: [0; 2],
+            offset: (s + within as i64) as i32,
+        }),
         _ => None,
     }
 }
@@ -412,7 +531,10 @@ pub fn locate(pieces: &[Piece], at: u64) -> Result<(&Place, u64), String> {
 /// Why a value in register `r` (DWARF number) cannot be shown.
 pub fn reg_unavailable(r: u16) -> String {
     if (17..=32).contains(&r) {
-        format!("in register XMM{}, which BPF programs cannot read at a uprobe", r - 17)
+        format!(
+            "in register XMM{}, which BPF programs cannot read at a uprobe",
+            r - 17
+        )
     } else {
         format!("in DWARF register {r}, which Probe does not record")
     }

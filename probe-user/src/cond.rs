@@ -46,7 +46,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, CondError> {
     let b: Vec<char> = src.chars().collect();
     let mut i = 0;
     let mut out = vec![];
-    const OPS: [&str; 20] = ["&&", "||", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "(", ")", "[", "]", ".", ","];
+    const OPS: [&str; 20] = [
+        "&&", "||", "==", "!=", "<=", ">=", "<", ">", "!", "+", "-", "*", "/", "%", "(", ")", "[",
+        "]", ".", ",",
+    ];
     while i < b.len() {
         let c = b[i];
         let col = i + 1;
@@ -65,13 +68,24 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, CondError> {
             } else {
                 t.parse().map(Tok::Int).ok()
             };
-            out.push((tok.ok_or(CondError { col, msg: format!("bad number {t:?}") })?, col));
+            out.push((
+                tok.ok_or(CondError {
+                    col,
+                    msg: format!("bad number {t:?}"),
+                })?,
+                col,
+            ));
         } else if c == '"' {
             i += 1;
             let mut s = String::new();
             loop {
                 match b.get(i) {
-                    None => return Err(CondError { col, msg: "unterminated string".into() }),
+                    None => {
+                        return Err(CondError {
+                            col,
+                            msg: "unterminated string".into(),
+                        })
+                    }
                     Some('"') => break,
                     Some('\\') => {
                         i += 1;
@@ -79,7 +93,12 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, CondError> {
                             Some('n') => '\n',
                             Some('t') => '\t',
                             Some(c) => *c,
-                            None => return Err(CondError { col, msg: "unterminated string".into() }),
+                            None => {
+                                return Err(CondError {
+                                    col,
+                                    msg: "unterminated string".into(),
+                                })
+                            }
                         });
                     }
                     Some(c) => s.push(*c),
@@ -101,7 +120,12 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize)>, CondError> {
                     out.push((Tok::Op(op), col));
                     i += op.len();
                 }
-                None => return Err(CondError { col, msg: format!("unexpected {c:?}") }),
+                None => {
+                    return Err(CondError {
+                        col,
+                        msg: format!("unexpected {c:?}"),
+                    })
+                }
             }
         }
     }
@@ -139,10 +163,17 @@ struct Parser {
 /// Parses an expression.
 pub fn parse(src: &str) -> Result<Expr, CondError> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, i: 0, end: src.chars().count() + 1 };
+    let mut p = Parser {
+        toks,
+        i: 0,
+        end: src.chars().count() + 1,
+    };
     let e = p.binary(0)?;
     if let Some((t, col)) = p.toks.get(p.i) {
-        return Err(CondError { col: *col, msg: format!("unexpected {}", show(t)) });
+        return Err(CondError {
+            col: *col,
+            msg: format!("unexpected {}", show(t)),
+        });
     }
     Ok(e)
 }
@@ -157,7 +188,13 @@ fn show(t: &Tok) -> String {
     }
 }
 
-const LEVELS: [&[&str]; 5] = [&["||"], &["&&"], &["==", "!=", "<", "<=", ">", ">="], &["+", "-"], &["*", "/", "%"]];
+const LEVELS: [&[&str]; 5] = [
+    &["||"],
+    &["&&"],
+    &["==", "!=", "<", "<=", ">", ">="],
+    &["+", "-"],
+    &["*", "/", "%"],
+];
 
 impl Parser {
     fn peek_op(&self) -> Option<&'static str> {
@@ -176,7 +213,10 @@ impl Parser {
             self.i += 1;
             Ok(())
         } else {
-            Err(CondError { col: self.col(), msg: format!("expected '{op}'") })
+            Err(CondError {
+                col: self.col(),
+                msg: format!("expected '{op}'"),
+            })
         }
     }
 
@@ -189,7 +229,10 @@ impl Parser {
             let col = self.col();
             self.i += 1;
             let right = self.binary(level + 1)?;
-            left = Expr { col, kind: ExprKind::Binary(op, Box::new(left), Box::new(right)) };
+            left = Expr {
+                col,
+                kind: ExprKind::Binary(op, Box::new(left), Box::new(right)),
+            };
         }
         Ok(left)
     }
@@ -199,7 +242,10 @@ impl Parser {
             let col = self.col();
             self.i += 1;
             let e = self.unary()?;
-            return Ok(Expr { col, kind: ExprKind::Unary(op, Box::new(e)) });
+            return Ok(Expr {
+                col,
+                kind: ExprKind::Unary(op, Box::new(e)),
+            });
         }
         self.postfix()
     }
@@ -215,9 +261,17 @@ impl Parser {
                         Some((Tok::Ident(name), _)) => {
                             let name = name.clone();
                             self.i += 1;
-                            e = Expr { col, kind: ExprKind::Field(Box::new(e), name) };
+                            e = Expr {
+                                col,
+                                kind: ExprKind::Field(Box::new(e), name),
+                            };
                         }
-                        _ => return Err(CondError { col: self.col(), msg: "expected a field name after '.'".into() }),
+                        _ => {
+                            return Err(CondError {
+                                col: self.col(),
+                                msg: "expected a field name after '.'".into(),
+                            })
+                        }
                     }
                 }
                 Some("[") => {
@@ -225,7 +279,10 @@ impl Parser {
                     self.i += 1;
                     let idx = self.binary(0)?;
                     self.expect("]")?;
-                    e = Expr { col, kind: ExprKind::Index(Box::new(e), Box::new(idx)) };
+                    e = Expr {
+                        col,
+                        kind: ExprKind::Index(Box::new(e), Box::new(idx)),
+                    };
                 }
                 _ => return Ok(e),
             }
@@ -235,7 +292,10 @@ impl Parser {
     fn primary(&mut self) -> Result<Expr, CondError> {
         let col = self.col();
         let Some((tok, _)) = self.toks.get(self.i).cloned() else {
-            return Err(CondError { col, msg: "expected an expression".into() });
+            return Err(CondError {
+                col,
+                msg: "expected an expression".into(),
+            });
         };
         self.i += 1;
         let kind = match tok {
@@ -259,7 +319,12 @@ impl Parser {
                 self.expect(")")?;
                 return Ok(e);
             }
-            Tok::Op(o) => return Err(CondError { col, msg: format!("unexpected '{o}'") }),
+            Tok::Op(o) => {
+                return Err(CondError {
+                    col,
+                    msg: format!("unexpected '{o}'"),
+                })
+            }
         };
         Ok(Expr { col, kind })
     }
@@ -290,9 +355,15 @@ impl Condition {
         let expr = parse(src)?;
         let t = check(&expr, d, vars)?;
         if t != Ty::Bool {
-            return Err(CondError { col: 1, msg: "the condition must be a bool expression".into() });
+            return Err(CondError {
+                col: 1,
+                msg: "the condition must be a bool expression".into(),
+            });
         }
-        Ok(Self { src: src.to_owned(), expr })
+        Ok(Self {
+            src: src.to_owned(),
+            expr,
+        })
     }
 
     /// Evaluates on decoded variables: `Ok(bool)`, or `Err(why)` when a value
@@ -307,7 +378,11 @@ impl Condition {
     /// The top-level `&&` terms the kernel can check, as filters, and the
     /// source text of those it cannot (evaluated in userspace — the whole
     /// condition is always evaluated there too).
-    pub fn pushdown(&self, d: &DebugInfo, vars: &[ParamPlan]) -> (Vec<(Filter, String)>, Vec<String>) {
+    pub fn pushdown(
+        &self,
+        d: &DebugInfo,
+        vars: &[ParamPlan],
+    ) -> (Vec<(Filter, String)>, Vec<String>) {
         let mut terms = vec![];
         conjuncts(&self.expr, &mut terms);
         let mut filters = vec![];
@@ -371,21 +446,32 @@ fn check(e: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Result<Ty, CondError> {
             Some(v) => basic(d, v.ty),
             None => {
                 let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
-                return Err(err(format!("no argument or local named {name:?} here (have: {})", names.join(", "))));
+                return Err(err(format!(
+                    "no argument or local named {name:?} here (have: {})",
+                    names.join(", ")
+                )));
             }
         },
         ExprKind::Field(x, f) => {
-            let Ty::Go(mut t) = check(x, d, vars)? else { return Err(err(format!("cannot take field .{f} of a basic value"))) };
+            let Ty::Go(mut t) = check(x, d, vars)? else {
+                return Err(err(format!("cannot take field .{f} of a basic value")));
+            };
             // Field access goes through pointers, as in Go.
             if let Kind::Pointer { pointee: Some(p) } = d.underlying(t).kind {
                 t = p;
             }
             match &d.underlying(t).kind {
-                Kind::Struct { fields } => match fields.iter().find(|x| &x.name == f || (x.embedded && d.ty(x.ty).name.ends_with(&format!(".{f}")))) {
+                Kind::Struct { fields } => match fields.iter().find(|x| {
+                    &x.name == f || (x.embedded && d.ty(x.ty).name.ends_with(&format!(".{f}")))
+                }) {
                     Some(fl) => basic(d, fl.ty),
                     None => {
                         let names: Vec<&str> = fields.iter().map(|x| x.name.as_str()).collect();
-                        return Err(err(format!("{} has no field {f} (fields: {})", d.ty(t).name, names.join(", "))));
+                        return Err(err(format!(
+                            "{} has no field {f} (fields: {})",
+                            d.ty(t).name,
+                            names.join(", ")
+                        )));
                     }
                 },
                 _ => return Err(err(format!("{} is not a struct", d.ty(t).name))),
@@ -416,8 +502,19 @@ fn check(e: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Result<Ty, CondError> {
         }
         ExprKind::Len(x) => match check(x, d, vars)? {
             Ty::Str => Ty::Int,
-            Ty::Go(t) if matches!(d.underlying(t).kind, Kind::Slice { .. } | Kind::Array { .. } | Kind::Map { .. } | Kind::Chan { .. }) => Ty::Int,
-            _ => return Err(err("len() takes a string, slice, array, map or channel".into())),
+            Ty::Go(t)
+                if matches!(
+                    d.underlying(t).kind,
+                    Kind::Slice { .. } | Kind::Array { .. } | Kind::Map { .. } | Kind::Chan { .. }
+                ) =>
+            {
+                Ty::Int
+            }
+            _ => {
+                return Err(err(
+                    "len() takes a string, slice, array, map or channel".into()
+                ))
+            }
         },
         ExprKind::Unary(op, x) => {
             let t = check(x, d, vars)?;
@@ -448,7 +545,10 @@ fn check(e: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Result<Ty, CondError> {
                     Ty::Bool
                 }
                 "<" | "<=" | ">" | ">=" => {
-                    if !((num(lt) && num(rt)) || (lt == Ty::Str && rt == Ty::Str) || matches!((lt, rt), (Ty::Go(_), _) | (_, Ty::Go(_)))) {
+                    if !((num(lt) && num(rt))
+                        || (lt == Ty::Str && rt == Ty::Str)
+                        || matches!((lt, rt), (Ty::Go(_), _) | (_, Ty::Go(_))))
+                    {
                         return Err(err(format!("cannot compare {lt:?} and {rt:?} with {op}")));
                     }
                     Ty::Bool
@@ -456,7 +556,9 @@ fn check(e: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Result<Ty, CondError> {
                 "+" if lt == Ty::Str && rt == Ty::Str => Ty::Str,
                 _ => {
                     if !(num(lt) && num(rt)) {
-                        return Err(err(format!("operator {op} needs numbers, got {lt:?} and {rt:?}")));
+                        return Err(err(format!(
+                            "operator {op} needs numbers, got {lt:?} and {rt:?}"
+                        )));
                     }
                     if lt == Ty::Float || rt == Ty::Float {
                         Ty::Float
@@ -487,7 +589,9 @@ fn lift(v: &Value) -> Result<V, String> {
         Value::Uint(u) => V::Int(*u as i128),
         Value::Float(f) => V::Float(*f),
         Value::Bool(b) => V::Bool(*b),
-        Value::Str { truncated: true, .. } => return Err("a string the condition reads was cut by --max-string".into()),
+        Value::Str {
+            truncated: true, ..
+        } => return Err("a string the condition reads was cut by --max-string".into()),
         Value::Str { text, .. } => V::Str(text.clone()),
         Value::Nil => V::Nil,
         Value::Unavailable(why) => return Err(why.clone()),
@@ -510,12 +614,22 @@ fn eval(e: &Expr, vars: &[(String, Value)]) -> Result<V, String> {
         ExprKind::Str(s) => V::Str(s.clone()),
         ExprKind::Bool(b) => V::Bool(*b),
         ExprKind::Nil => V::Nil,
-        ExprKind::Var(n) => lift(&vars.iter().find(|(k, _)| k == n).ok_or_else(|| format!("{n} missing"))?.1)?,
+        ExprKind::Var(n) => lift(
+            &vars
+                .iter()
+                .find(|(k, _)| k == n)
+                .ok_or_else(|| format!("{n} missing"))?
+                .1,
+        )?,
         ExprKind::Field(x, f) => match eval(x, vars)? {
             V::Go(v) => match deref(&v) {
-                Value::Struct(fields) => {
-                    lift(&fields.iter().find(|(k, _)| k == f).ok_or_else(|| format!("no field {f}"))?.1)?
-                }
+                Value::Struct(fields) => lift(
+                    &fields
+                        .iter()
+                        .find(|(k, _)| k == f)
+                        .ok_or_else(|| format!("no field {f}"))?
+                        .1,
+                )?,
                 Value::Nil => return Err(format!("nil pointer dereference reading .{f}")),
                 other => return Err(format!("cannot read .{f} of {}", other.pretty())),
             },
@@ -525,10 +639,16 @@ fn eval(e: &Expr, vars: &[(String, Value)]) -> Result<V, String> {
         ExprKind::Index(x, i) => {
             let (xv, iv) = (eval(x, vars)?, eval(i, vars)?);
             match (xv, iv) {
-                (V::Str(s), V::Int(i)) => V::Int(*s.as_bytes().get(usize::try_from(i).map_err(|_| "negative index")?).ok_or("index out of range")? as i128),
+                (V::Str(s), V::Int(i)) => V::Int(
+                    *s.as_bytes()
+                        .get(usize::try_from(i).map_err(|_| "negative index")?)
+                        .ok_or("index out of range")? as i128,
+                ),
                 (V::Go(v), key) => match deref(&v) {
                     Value::List { items, len } => {
-                        let V::Int(i) = key else { return Err("index must be an integer".into()) };
+                        let V::Int(i) = key else {
+                            return Err("index must be an integer".into());
+                        };
                         let i = usize::try_from(i).map_err(|_| "negative index")?;
                         if i as u64 >= *len {
                             return Err("index out of range".into());
@@ -537,7 +657,9 @@ fn eval(e: &Expr, vars: &[(String, Value)]) -> Result<V, String> {
                     }
                     Value::Map { entries, len } => {
                         for (k, val) in entries {
-                            if lift(k).ok().as_ref() == Some(&key) || matches!((lift(k), &key), (Ok(V::Int(a)), V::Int(b)) if a == *b) {
+                            if lift(k).ok().as_ref() == Some(&key)
+                                || matches!((lift(k), &key), (Ok(V::Int(a)), V::Int(b)) if a == *b)
+                            {
                                 return lift(val);
                             }
                         }
@@ -556,7 +678,9 @@ fn eval(e: &Expr, vars: &[(String, Value)]) -> Result<V, String> {
             V::Str(s) => V::Int(s.len() as i128),
             V::Nil => V::Int(0),
             V::Go(v) => match deref(&v) {
-                Value::List { len, .. } | Value::Map { len, .. } | Value::Chan { len, .. } => V::Int(*len as i128),
+                Value::List { len, .. } | Value::Map { len, .. } | Value::Chan { len, .. } => {
+                    V::Int(*len as i128)
+                }
                 Value::Str { len, .. } => V::Int(*len as i128),
                 _ => return Err("len of this value".into()),
             },
@@ -641,7 +765,9 @@ fn binop(op: &str, l: V, r: V) -> Result<V, String> {
 /// whole in a register or stack slot, or `name == "lit"` on a string whose
 /// literal fits the filter (≤ 16 bytes).
 fn filter_for(t: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Option<Filter> {
-    let ExprKind::Binary(op, l, r) = &t.kind else { return None };
+    let ExprKind::Binary(op, l, r) = &t.kind else {
+        return None;
+    };
     let (name, lit, op) = match (&l.kind, &r.kind) {
         (ExprKind::Var(n), _) => (n, r, *op),
         (_, ExprKind::Var(n)) => (n, l, flip(op)?),
@@ -661,12 +787,26 @@ fn filter_for(t: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Option<Filter> {
     let word = |at: u64| -> Option<Source> {
         let (place, within) = locate(&v.pieces, at).ok()?;
         match place {
-            Place::Reg(r) if *r <= 16 && within == 0 => Some(Source { kind: SRC_REG, reg: *r as u8, _pad: [0; 2], offset: 0 }),
-            Place::Stack(s) => Some(Source { kind: SRC_STACK, reg: 0, _pad: [0; 2], offset: (s + within as i64) as i32 }),
+            Place::Reg(r) if *r <= 16 && within == 0 => Some(Source {
+                kind: SRC_REG,
+                reg: *r as u8,
+                _pad: [0; 2],
+                offset: 0,
+            }),
+            Place::Stack(s) => Some(Source {
+                kind: SRC_STACK,
+                reg: 0,
+                _pad: [0; 2],
+                offset: (s + within as i64) as i32,
+            }),
             _ => None,
         }
     };
-    let mut f = Filter { op: opcode, size: ty.size as u8, ..Default::default() };
+    let mut f = Filter {
+        op: opcode,
+        size: ty.size as u8,
+        ..Default::default()
+    };
     match (&ty.kind, &lit.kind) {
         (Kind::Int, ExprKind::Int(_)) | (Kind::Int, ExprKind::Unary("-", _)) => {
             let i = match &lit.kind {
@@ -720,7 +860,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn ev(src: &str, v: &[(String, Value)]) -> Result<bool, String> {
@@ -734,7 +877,13 @@ mod tests {
     fn precedence_and_columns() {
         let e = parse("a + 2 * 3 == 7 && !b").unwrap();
         assert_eq!(render(&e), "(((a + (2 * 3)) == 7) && !b)");
-        assert_eq!(parse("a == ").unwrap_err(), CondError { col: 6, msg: "expected an expression".into() });
+        assert_eq!(
+            parse("a == ").unwrap_err(),
+            CondError {
+                col: 6,
+                msg: "expected an expression".into()
+            }
+        );
         assert_eq!(parse("a = 1").unwrap_err().col, 3);
         assert_eq!(parse("(a == 1").unwrap_err().msg, "expected ')'");
         assert_eq!(parse("\"abc").unwrap_err().msg, "unterminated string");
@@ -743,21 +892,57 @@ mod tests {
     #[test]
     fn evaluates_go_like() {
         let o = Value::Pointer(Box::new(Value::Struct(vec![
-            ("Name".into(), Value::Str { text: "bob".into(), len: 3, truncated: false }),
-            ("Items".into(), Value::List { items: vec![Value::Int(5), Value::Int(7)], len: 2 }),
+            (
+                "Name".into(),
+                Value::Str {
+                    text: "bob".into(),
+                    len: 3,
+                    truncated: false,
+                },
+            ),
+            (
+                "Items".into(),
+                Value::List {
+                    items: vec![Value::Int(5), Value::Int(7)],
+                    len: 2,
+                },
+            ),
             (
                 "M".into(),
-                Value::Map { entries: vec![(Value::Str { text: "k".into(), len: 1, truncated: false }, Value::Int(9))], len: 1 },
+                Value::Map {
+                    entries: vec![(
+                        Value::Str {
+                            text: "k".into(),
+                            len: 1,
+                            truncated: false,
+                        },
+                        Value::Int(9),
+                    )],
+                    len: 1,
+                },
             ),
         ])));
-        let v = vars(&[("n", Value::Int(14)), ("o", o), ("p", Value::Nil), ("f", Value::Float(1.5))]);
+        let v = vars(&[
+            ("n", Value::Int(14)),
+            ("o", o),
+            ("p", Value::Nil),
+            ("f", Value::Float(1.5)),
+        ]);
         assert_eq!(ev("n % 7 == 0 && n > 10", &v), Ok(true));
-        assert_eq!(ev("o.Name == \"bob\" && len(o.Items) == 2 && o.Items[1] == 7", &v), Ok(true));
+        assert_eq!(
+            ev(
+                "o.Name == \"bob\" && len(o.Items) == 2 && o.Items[1] == 7",
+                &v
+            ),
+            Ok(true)
+        );
         assert_eq!(ev("o.M[\"k\"] == 9", &v), Ok(true));
         assert_eq!(ev("p == nil && o != nil", &v), Ok(true));
         assert_eq!(ev("f * 2 == 3 || n / 0 == 1", &v), Ok(true));
         assert!(ev("p.X == 1", &v).unwrap_err().contains("nil pointer"));
-        assert!(ev("o.Items[5] == 1", &v).unwrap_err().contains("out of range"));
+        assert!(ev("o.Items[5] == 1", &v)
+            .unwrap_err()
+            .contains("out of range"));
         assert_eq!(ev("-n < 0 && !(n != 14)", &v), Ok(true));
     }
 }

@@ -48,8 +48,12 @@ impl<'a> RawEvent<'a> {
         }
         let data = &bytes[hs..];
         let data = &data[..(header.data_len as usize).min(data.len())];
-        let nstack = (header.nstack as usize).min(probe_common::MAX_FRAMES as usize).min(data.len() / 8);
-        let stack = (0..nstack).map(|i| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap())).collect();
+        let nstack = (header.nstack as usize)
+            .min(probe_common::MAX_FRAMES as usize)
+            .min(data.len() / 8);
+        let stack = (0..nstack)
+            .map(|i| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap()))
+            .collect();
         let mut chunks = vec![];
         let mut pos = nstack * 8;
         while pos + 16 <= data.len() {
@@ -61,7 +65,12 @@ impl<'a> RawEvent<'a> {
             pos = start.saturating_add((c.len as usize + 7) & !7);
         }
         chunks.sort_by_key(|c| c.0);
-        Some(Self { header, stack, chunks, bias: 0 })
+        Some(Self {
+            header,
+            stack,
+            chunks,
+            bias: 0,
+        })
     }
 
     /// The captured bytes at `addr` (as many as were captured from there on)
@@ -86,10 +95,19 @@ impl<'a> RawEvent<'a> {
     /// A one-line summary for debugging (`PROBE_DEBUG_EVENTS=1`).
     pub fn describe(&self) -> String {
         let h = &self.header;
-        let chunks: Vec<String> = self.chunks.iter().map(|c| format!("{:#x}+{}/{}", c.0, c.1.len(), c.2)).collect();
+        let chunks: Vec<String> = self
+            .chunks
+            .iter()
+            .map(|c| format!("{:#x}+{}/{}", c.0, c.1.len(), c.2))
+            .collect();
         format!(
             "event probe={} flags={:#x} data_len={} steps={} read_errors={} chunks=[{}]",
-            h.probe_id, h.flags, h.data_len, h.steps, h.read_errors, chunks.join(" ")
+            h.probe_id,
+            h.flags,
+            h.data_len,
+            h.steps,
+            h.read_errors,
+            chunks.join(" ")
         )
     }
 
@@ -122,12 +140,23 @@ impl<'a> RawEvent<'a> {
 }
 
 /// Decodes every parameter of `plan` from `ev`.
-pub fn decode_args(d: &DebugInfo, rtypes: &HashMap<u64, TypeId>, plan: &ProbePlan, ev: &RawEvent) -> Vec<(String, Value)> {
+pub fn decode_args(
+    d: &DebugInfo,
+    rtypes: &HashMap<u64, TypeId>,
+    plan: &ProbePlan,
+    ev: &RawEvent,
+) -> Vec<(String, Value)> {
     decode_vars(d, rtypes, plan, ev, false)
 }
 
 /// Decodes the parameters (`locals` false) or the local variables of `plan`.
-pub fn decode_vars(d: &DebugInfo, rtypes: &HashMap<u64, TypeId>, plan: &ProbePlan, ev: &RawEvent, locals: bool) -> Vec<(String, Value)> {
+pub fn decode_vars(
+    d: &DebugInfo,
+    rtypes: &HashMap<u64, TypeId>,
+    plan: &ProbePlan,
+    ev: &RawEvent,
+    locals: bool,
+) -> Vec<(String, Value)> {
     let dec = Decoder { d, rtypes, ev };
     plan.params
         .iter()
@@ -163,7 +192,9 @@ struct Decoder<'a> {
 
 fn u64_at(b: &[u8], off: u64) -> Option<u64> {
     let o = usize::try_from(off).ok()?;
-    Some(u64::from_le_bytes(b.get(o..o.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn uint(b: &[u8]) -> u64 {
@@ -219,7 +250,10 @@ impl Decoder<'_> {
                 Place::Reg(r) => return Err(reg_unavailable(*r)),
                 Place::Stack(off) => {
                     let addr = self.ev.sp().wrapping_add(*off as u64);
-                    let src = self.ev.read(addr, dst.len() as u64).ok_or("stack slot outside the captured stack window")?;
+                    let src = self
+                        .ev
+                        .read(addr, dst.len() as u64)
+                        .ok_or("stack slot outside the captured stack window")?;
                     dst.copy_from_slice(src);
                 }
                 Place::Unavailable(why) if why == "padding" => {}
@@ -237,7 +271,9 @@ impl Decoder<'_> {
         let t = self.d.underlying(ty);
         let name = &self.d.ty(ty).name;
         let size = t.size as usize;
-        let Some(b) = b.get(..size.min(b.len())) else { return Value::Unavailable("value cut short".into()) };
+        let Some(b) = b.get(..size.min(b.len())) else {
+            return Value::Unavailable("value cut short".into());
+        };
         if b.len() < size {
             return Value::Unavailable(self.ev.missing());
         }
@@ -255,12 +291,20 @@ impl Decoder<'_> {
             Kind::String => {
                 let (ptr, len) = (u64_at(b, 0).unwrap_or(0), u64_at(b, 8).unwrap_or(0));
                 if len == 0 {
-                    return Value::Str { text: String::new(), len: 0, truncated: false };
+                    return Value::Str {
+                        text: String::new(),
+                        len: 0,
+                        truncated: false,
+                    };
                 }
                 match self.ev.memory_at(ptr) {
                     Some((data, _)) => {
                         let n = (data.len() as u64).min(len) as usize;
-                        Value::Str { text: String::from_utf8_lossy(&data[..n]).into_owned(), len, truncated: (n as u64) < len }
+                        Value::Str {
+                            text: String::from_utf8_lossy(&data[..n]).into_owned(),
+                            len,
+                            truncated: (n as u64) < len,
+                        }
                     }
                     None => Value::Unavailable(self.ev.missing()),
                 }
@@ -276,10 +320,12 @@ impl Decoder<'_> {
                 let es = self.d.underlying(*elem).size;
                 let n = (*count).min(MAX_INLINE);
                 let items = (0..n)
-                    .map(|i| match b.get((i * es) as usize..((i + 1) * es) as usize) {
-                        Some(eb) => self.value(*elem, eb, path, nest + 1),
-                        None => Value::Unavailable("value cut short".into()),
-                    })
+                    .map(
+                        |i| match b.get((i * es) as usize..((i + 1) * es) as usize) {
+                            Some(eb) => self.value(*elem, eb, path, nest + 1),
+                            None => Value::Unavailable("value cut short".into()),
+                        },
+                    )
                     .collect();
                 Value::List { items, len: *count }
             }
@@ -298,7 +344,11 @@ impl Decoder<'_> {
                         .map(|f| {
                             let fname = if f.embedded {
                                 let tn = type_name(self.d, f.ty);
-                                tn.trim_start_matches('*').rsplit('.').next().unwrap_or(&tn).to_owned()
+                                tn.trim_start_matches('*')
+                                    .rsplit('.')
+                                    .next()
+                                    .unwrap_or(&tn)
+                                    .to_owned()
                             } else {
                                 f.name.clone()
                             };
@@ -309,7 +359,10 @@ impl Decoder<'_> {
                 );
                 if name == "time.Time" {
                     if let Some(text) = time_text(b, &v) {
-                        return Value::Time { fields: Box::new(v), text };
+                        return Value::Time {
+                            fields: Box::new(v),
+                            text,
+                        };
                     }
                 }
                 v
@@ -352,9 +405,10 @@ impl Decoder<'_> {
                     None => Value::Unavailable(self.ev.missing()),
                 }
             }
-            Kind::Named { .. } | Kind::Pending | Kind::Other { .. } => {
-                Value::Unavailable(format!("values of type {} are not decoded", type_name(self.d, ty)))
-            }
+            Kind::Named { .. } | Kind::Pending | Kind::Other { .. } => Value::Unavailable(format!(
+                "values of type {} are not decoded",
+                type_name(self.d, ty)
+            )),
         }
     }
 
@@ -375,16 +429,33 @@ impl Decoder<'_> {
         }
     }
 
-    fn elements(&self, elem: TypeId, ptr: u64, len: u64, path: &mut Vec<(u64, TypeId)>, nest: usize) -> Value {
+    fn elements(
+        &self,
+        elem: TypeId,
+        ptr: u64,
+        len: u64,
+        path: &mut Vec<(u64, TypeId)>,
+        nest: usize,
+    ) -> Value {
         if len == 0 {
-            return Value::List { items: vec![], len: 0 };
+            return Value::List {
+                items: vec![],
+                len: 0,
+            };
         }
         let es = self.d.underlying(elem).size.max(1);
         match self.ev.memory_at(ptr) {
             Some((data, _)) => {
                 let n = (data.len() as u64 / es).min(len);
                 let items = (0..n)
-                    .map(|i| self.value(elem, &data[(i * es) as usize..((i + 1) * es) as usize], path, nest + 1))
+                    .map(|i| {
+                        self.value(
+                            elem,
+                            &data[(i * es) as usize..((i + 1) * es) as usize],
+                            path,
+                            nest + 1,
+                        )
+                    })
                     .collect();
                 Value::List { items, len }
             }
@@ -402,11 +473,15 @@ impl Decoder<'_> {
         } else {
             self.ev.read(w0.wrapping_add(8), 8).map(uint)
         };
-        let Some(rtype) = rtype else { return Value::Unavailable(self.ev.missing()) };
+        let Some(rtype) = rtype else {
+            return Value::Unavailable(self.ev.missing());
+        };
         let Some(&dyn_ty) = self.rtypes.get(&rtype.wrapping_sub(self.ev.bias)) else {
             return Value::Iface {
                 type_name: format!("<runtime type {rtype:#x}>"),
-                value: Box::new(Value::Unavailable("dynamic type not described in DWARF".into())),
+                value: Box::new(Value::Unavailable(
+                    "dynamic type not described in DWARF".into(),
+                )),
             };
         };
         let value = if is_direct_iface(self.d, dyn_ty) {
@@ -414,13 +489,20 @@ impl Decoder<'_> {
         } else {
             self.at(dyn_ty, data, path, nest)
         };
-        Value::Iface { type_name: type_name(self.d, dyn_ty), value: Box::new(value) }
+        Value::Iface {
+            type_name: type_name(self.d, dyn_ty),
+            value: Box::new(value),
+        }
     }
 
     fn map(&self, header: TypeId, addr: u64, path: &mut Vec<(u64, TypeId)>, nest: usize) -> Value {
         let h = self.d.underlying(header);
-        let Kind::Struct { fields } = &h.kind else { return Value::Unavailable("unknown map layout".into()) };
-        let Some(hb) = self.ev.read(addr, h.size) else { return Value::Unavailable(self.ev.missing()) };
+        let Kind::Struct { fields } = &h.kind else {
+            return Value::Unavailable("unknown map layout".into());
+        };
+        let Some(hb) = self.ev.read(addr, h.size) else {
+            return Value::Unavailable(self.ev.missing());
+        };
         let f = |n: &str| fields.iter().find(|x| x.name == n);
         let mut entries = vec![];
         let len;
@@ -439,7 +521,9 @@ impl Decoder<'_> {
                     if at == 0 || entries.len() as u64 >= len {
                         break;
                     }
-                    let Some(bucket) = self.ev.read(at, bsize) else { break };
+                    let Some(bucket) = self.ev.read(at, bsize) else {
+                        break;
+                    };
                     at = self.bucket_entries(bt, bucket, &mut entries, path, nest);
                 }
             }
@@ -448,7 +532,10 @@ impl Decoder<'_> {
             len = u64_at(hb, used.offset).unwrap_or(0);
             let dir_ptr = u64_at(hb, dir.offset).unwrap_or(0);
             let dir_len = u64_at(hb, dlen.offset).unwrap_or(0);
-            let Kind::Pointer { pointee: Some(table_ptr) } = self.d.underlying(dir.ty).kind else {
+            let Kind::Pointer {
+                pointee: Some(table_ptr),
+            } = self.d.underlying(dir.ty).kind
+            else {
                 return Value::Unavailable("unknown map layout".into());
             };
             let Some(group) = crate::capture::swiss_group(self.d, table_ptr) else {
@@ -462,7 +549,9 @@ impl Decoder<'_> {
             } else {
                 let mut seen = vec![];
                 for i in 0..dir_len.min(1 << 16) {
-                    let Some(tp) = self.ev.read(dir_ptr.wrapping_add(i * 8), 8).map(uint) else { break };
+                    let Some(tp) = self.ev.read(dir_ptr.wrapping_add(i * 8), 8).map(uint) else {
+                        break;
+                    };
                     if tp == 0 || seen.contains(&tp) {
                         continue; // directory entries share tables
                     }
@@ -477,13 +566,27 @@ impl Decoder<'_> {
     }
 
     /// Full slots of one `bucket<K,V>`; returns the overflow bucket's address.
-    fn bucket_entries(&self, bt: TypeId, b: &[u8], out: &mut Vec<(Value, Value)>, path: &mut Vec<(u64, TypeId)>, nest: usize) -> u64 {
-        let Kind::Struct { fields } = &self.d.underlying(bt).kind else { return 0 };
+    fn bucket_entries(
+        &self,
+        bt: TypeId,
+        b: &[u8],
+        out: &mut Vec<(Value, Value)>,
+        path: &mut Vec<(u64, TypeId)>,
+        nest: usize,
+    ) -> u64 {
+        let Kind::Struct { fields } = &self.d.underlying(bt).kind else {
+            return 0;
+        };
         let f = |n: &str| fields.iter().find(|x| x.name == n);
-        let (Some(top), Some(keys), Some(vals)) = (f("tophash"), f("keys"), f("values").or_else(|| f("elems"))) else { return 0 };
-        let (Kind::Array { elem: kt, .. }, Kind::Array { elem: vt, .. }) =
-            (&self.d.underlying(keys.ty).kind, &self.d.underlying(vals.ty).kind)
+        let (Some(top), Some(keys), Some(vals)) =
+            (f("tophash"), f("keys"), f("values").or_else(|| f("elems")))
         else {
+            return 0;
+        };
+        let (Kind::Array { elem: kt, .. }, Kind::Array { elem: vt, .. }) = (
+            &self.d.underlying(keys.ty).kind,
+            &self.d.underlying(vals.ty).kind,
+        ) else {
             return 0;
         };
         let (ks, vs) = (self.d.underlying(*kt).size, self.d.underlying(*vt).size);
@@ -495,18 +598,43 @@ impl Decoder<'_> {
             }
             let kb = b.get((keys.offset + j * ks) as usize..).unwrap_or(&[]);
             let vb = b.get((vals.offset + j * vs) as usize..).unwrap_or(&[]);
-            out.push((self.value(*kt, kb, path, nest + 1), self.value(*vt, vb, path, nest + 1)));
+            out.push((
+                self.value(*kt, kb, path, nest + 1),
+                self.value(*vt, vb, path, nest + 1),
+            ));
         }
         f("overflow").and_then(|o| u64_at(b, o.offset)).unwrap_or(0)
     }
 
-    fn table_entries(&self, table_ptr: TypeId, tp: u64, group: TypeId, out: &mut Vec<(Value, Value)>, path: &mut Vec<(u64, TypeId)>, nest: usize) {
-        let Kind::Pointer { pointee: Some(table) } = self.d.underlying(table_ptr).kind else { return };
+    fn table_entries(
+        &self,
+        table_ptr: TypeId,
+        tp: u64,
+        group: TypeId,
+        out: &mut Vec<(Value, Value)>,
+        path: &mut Vec<(u64, TypeId)>,
+        nest: usize,
+    ) {
+        let Kind::Pointer {
+            pointee: Some(table),
+        } = self.d.underlying(table_ptr).kind
+        else {
+            return;
+        };
         let t = self.d.underlying(table);
-        let Kind::Struct { fields } = &t.kind else { return };
-        let Some(tb) = self.ev.read(tp, t.size) else { return };
-        let Some(groups) = fields.iter().find(|x| x.name == "groups") else { return };
-        let (data, mask) = (u64_at(tb, groups.offset).unwrap_or(0), u64_at(tb, groups.offset + 8).unwrap_or(0));
+        let Kind::Struct { fields } = &t.kind else {
+            return;
+        };
+        let Some(tb) = self.ev.read(tp, t.size) else {
+            return;
+        };
+        let Some(groups) = fields.iter().find(|x| x.name == "groups") else {
+            return;
+        };
+        let (data, mask) = (
+            u64_at(tb, groups.offset).unwrap_or(0),
+            u64_at(tb, groups.offset + 8).unwrap_or(0),
+        );
         let gsize = self.d.underlying(group).size;
         for i in 0..(mask.saturating_add(1)).min(1 << 16) {
             match self.ev.read(data.wrapping_add(i * gsize), gsize) {
@@ -518,12 +646,35 @@ impl Decoder<'_> {
 
     /// Full slots of one Swiss group: a control word (one byte per slot, high
     /// bit clear = full; internal/runtime/maps/group.go) then 8 slots.
-    fn group_entries(&self, group: TypeId, g: &[u8], out: &mut Vec<(Value, Value)>, path: &mut Vec<(u64, TypeId)>, nest: usize) {
-        let Kind::Struct { fields } = &self.d.underlying(group).kind else { return };
-        let (Some(ctrl), Some(slots)) = (fields.iter().find(|x| x.name == "ctrl"), fields.iter().find(|x| x.name == "slots")) else { return };
-        let Kind::Array { elem: st, count } = &self.d.underlying(slots.ty).kind else { return };
-        let Kind::Struct { fields: sf } = &self.d.underlying(*st).kind else { return };
-        let (Some(k), Some(e)) = (sf.iter().find(|x| x.name == "key"), sf.iter().find(|x| x.name == "elem")) else { return };
+    fn group_entries(
+        &self,
+        group: TypeId,
+        g: &[u8],
+        out: &mut Vec<(Value, Value)>,
+        path: &mut Vec<(u64, TypeId)>,
+        nest: usize,
+    ) {
+        let Kind::Struct { fields } = &self.d.underlying(group).kind else {
+            return;
+        };
+        let (Some(ctrl), Some(slots)) = (
+            fields.iter().find(|x| x.name == "ctrl"),
+            fields.iter().find(|x| x.name == "slots"),
+        ) else {
+            return;
+        };
+        let Kind::Array { elem: st, count } = &self.d.underlying(slots.ty).kind else {
+            return;
+        };
+        let Kind::Struct { fields: sf } = &self.d.underlying(*st).kind else {
+            return;
+        };
+        let (Some(k), Some(e)) = (
+            sf.iter().find(|x| x.name == "key"),
+            sf.iter().find(|x| x.name == "elem"),
+        ) else {
+            return;
+        };
         let ssize = self.d.underlying(*st).size;
         let ctrl = u64_at(g, ctrl.offset).unwrap_or(u64::MAX);
         for j in 0..(*count).min(8) {
@@ -533,7 +684,10 @@ impl Decoder<'_> {
             let sb = g.get((slots.offset + j * ssize) as usize..).unwrap_or(&[]);
             let kb = sb.get(k.offset as usize..).unwrap_or(&[]);
             let eb = sb.get(e.offset as usize..).unwrap_or(&[]);
-            out.push((self.value(k.ty, kb, path, nest + 1), self.value(e.ty, eb, path, nest + 1)));
+            out.push((
+                self.value(k.ty, kb, path, nest + 1),
+                self.value(e.ty, eb, path, nest + 1),
+            ));
         }
     }
 }
@@ -547,7 +701,11 @@ fn time_text(b: &[u8], v: &Value) -> Option<String> {
     const UNIX_TO_INTERNAL: i64 = 62_135_596_800;
     let wall = u64_at(b, 0)?;
     let ext = u64_at(b, 8)? as i64;
-    let sec = if wall & HAS_MONOTONIC != 0 { ((wall << 1) >> 31) as i64 + WALL_TO_INTERNAL } else { ext };
+    let sec = if wall & HAS_MONOTONIC != 0 {
+        ((wall << 1) >> 31) as i64 + WALL_TO_INTERNAL
+    } else {
+        ext
+    };
     let unix = sec.checked_sub(UNIX_TO_INTERNAL)?;
     let nsec = (wall & NSEC_MASK) as i128;
     let s = crate::output::rfc3339_nanos(unix as i128 * 1_000_000_000 + nsec);
@@ -555,6 +713,11 @@ fn time_text(b: &[u8], v: &Value) -> Option<String> {
     let (date, rest) = s.split_once('T')?;
     let clock = rest.trim_end_matches('Z');
     let clock = clock.trim_end_matches('0').trim_end_matches('.');
-    let loc_nil = matches!(v, Value::Struct(f) if f.iter().any(|(n, v)| n == "loc" && *v == Value::Nil));
-    Some(if loc_nil { format!("{date} {clock} +0000 UTC") } else { format!("{date} {clock} UTC (in a time.Location)") })
+    let loc_nil =
+        matches!(v, Value::Struct(f) if f.iter().any(|(n, v)| n == "loc" && *v == Value::Nil));
+    Some(if loc_nil {
+        format!("{date} {clock} +0000 UTC")
+    } else {
+        format!("{date} {clock} UTC (in a time.Location)")
+    })
 }

@@ -57,25 +57,44 @@ pub enum Kind {
     Float,
     Complex,
     String,
-    Slice { elem: TypeId },
-    Pointer { pointee: Option<TypeId> },
-    Struct { fields: Vec<Field> },
-    Array { elem: TypeId, count: u64 },
+    Slice {
+        elem: TypeId,
+    },
+    Pointer {
+        pointee: Option<TypeId>,
+    },
+    Struct {
+        fields: Vec<Field>,
+    },
+    Array {
+        elem: TypeId,
+        count: u64,
+    },
     /// A named type (`DW_TAG_typedef`), e.g. `time.Duration` → `int64`.
-    Named { target: TypeId },
+    Named {
+        target: TypeId,
+    },
     /// `interface{...}`: `empty` for `runtime.eface` (type, data), else
     /// `runtime.iface` (itab, data).
-    Interface { empty: bool },
+    Interface {
+        empty: bool,
+    },
     /// A map: one pointer to `header` (`hash<K,V>` up to Go 1.23, the Swiss
     /// table `map<K,V>` from Go 1.24).
-    Map { header: TypeId },
+    Map {
+        header: TypeId,
+    },
     /// A channel: one pointer to `header` (`hchan<T>`).
-    Chan { header: Option<TypeId> },
+    Chan {
+        header: Option<TypeId>,
+    },
     /// A func value: one pointer to a closure whose first word is the code PC.
     Func,
     UnsafePointer,
     /// Anything else, by Go kind.
-    Other { go_kind: u64 },
+    Other {
+        go_kind: u64,
+    },
     /// Placeholder while a recursive type is being read.
     Pending,
 }
@@ -104,7 +123,15 @@ pub struct Function {
 impl Function {
     /// A function record for code DWARF describes only as an inlined copy.
     pub fn synthetic(name: &str, pc: u64, file: &str, line: u64) -> Self {
-        Self { name: name.to_owned(), low_pc: pc, high_pc: pc, file: file.to_owned(), line, unit: 0, offset: UnitOffset(0) }
+        Self {
+            name: name.to_owned(),
+            low_pc: pc,
+            high_pc: pc,
+            file: file.to_owned(),
+            line,
+            unit: 0,
+            offset: UnitOffset(0),
+        }
     }
 }
 
@@ -199,7 +226,10 @@ impl DebugInfo {
     /// Loads DWARF from an ELF file's bytes (compressed sections included:
     /// Go's linker zlib-compresses DWARF by default).
     pub fn load(data: &[u8], path: &Path) -> Result<Self, Error> {
-        let bad = |reason: String| Error::BadDwarf { path: path.to_owned(), reason };
+        let bad = |reason: String| Error::BadDwarf {
+            path: path.to_owned(),
+            reason,
+        };
         let file = object::File::parse(data).map_err(|e| bad(e.to_string()))?;
         let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
             let bytes: Rc<[u8]> = match file.section_by_name(id.name()) {
@@ -212,7 +242,9 @@ impl DebugInfo {
             Ok(R::new(bytes, gimli::LittleEndian))
         };
         let dwarf = gimli::Dwarf::load(load).map_err(|e| bad(e.to_string()))?;
-        let mut frame = gimli::DebugFrame::from(load(gimli::SectionId::DebugFrame).map_err(|e| bad(e.to_string()))?);
+        let mut frame = gimli::DebugFrame::from(
+            load(gimli::SectionId::DebugFrame).map_err(|e| bad(e.to_string()))?,
+        );
         frame.set_address_size(8);
         let mut me = Self {
             dwarf,
@@ -241,7 +273,10 @@ impl DebugInfo {
     fn index(&mut self) -> gimli::Result<()> {
         let mut headers = self.dwarf.units();
         while let Some(header) = headers.next()? {
-            let start = header.offset().as_debug_info_offset().unwrap_or(DebugInfoOffset(0));
+            let start = header
+                .offset()
+                .as_debug_info_offset()
+                .unwrap_or(DebugInfoOffset(0));
             let unit = self.dwarf.unit(header)?;
             let ui = self.units.len();
             let mut entries = unit.entries();
@@ -267,7 +302,11 @@ impl DebugInfo {
                     }
                 }
                 let name = match e.attr_value(gimli::DW_AT_name)? {
-                    Some(v) => self.dwarf.attr_string(&unit, v)?.to_string_lossy()?.into_owned(),
+                    Some(v) => self
+                        .dwarf
+                        .attr_string(&unit, v)?
+                        .to_string_lossy()?
+                        .into_owned(),
                     None => continue,
                 };
                 match tag {
@@ -286,13 +325,21 @@ impl DebugInfo {
                             Some(v) => self.dwarf.attr_address(&unit, v)?.unwrap_or(low),
                             None => low,
                         };
-                        let line = e.attr_value(gimli::DW_AT_decl_line)?.and_then(|v| v.udata_value()).unwrap_or(0);
+                        let line = e
+                            .attr_value(gimli::DW_AT_decl_line)?
+                            .and_then(|v| v.udata_value())
+                            .unwrap_or(0);
                         let file = match e.attr_value(gimli::DW_AT_decl_file)? {
                             Some(AttributeValue::FileIndex(i)) => file_name(&self.dwarf, &unit, i),
-                            Some(v) => v.udata_value().map(|i| file_name(&self.dwarf, &unit, i)).unwrap_or_default(),
+                            Some(v) => v
+                                .udata_value()
+                                .map(|i| file_name(&self.dwarf, &unit, i))
+                                .unwrap_or_default(),
                             None => String::new(),
                         };
-                        self.by_name.entry(name.clone()).or_insert(self.functions.len());
+                        self.by_name
+                            .entry(name.clone())
+                            .or_insert(self.functions.len());
                         self.functions.push(Function {
                             name,
                             low_pc: low,
@@ -332,7 +379,11 @@ impl DebugInfo {
                 match e.tag() {
                     gimli::DW_TAG_subprogram if depth == 1 => {
                         let name = match e.attr_value(gimli::DW_AT_name)? {
-                            Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                            Some(v) => self
+                                .dwarf
+                                .attr_string(unit, v)?
+                                .to_string_lossy()?
+                                .into_owned(),
                             None => String::new(),
                         };
                         if e.attr_value(gimli::DW_AT_inline)?.is_some() {
@@ -344,7 +395,9 @@ impl DebugInfo {
                     }
                     gimli::DW_TAG_inlined_subroutine => {
                         let origin = match e.attr_value(gimli::DW_AT_abstract_origin)? {
-                            Some(AttributeValue::UnitRef(o)) => o.to_debug_info_offset(&unit.header),
+                            Some(AttributeValue::UnitRef(o)) => {
+                                o.to_debug_info_offset(&unit.header)
+                            }
                             Some(AttributeValue::DebugInfoRef(o)) => Some(o),
                             _ => None,
                         };
@@ -357,10 +410,16 @@ impl DebugInfo {
                             rs.push((r.begin, r.end));
                         }
                         let Some(entry_pc) = entry_pc else { continue };
-                        let call_line = e.attr_value(gimli::DW_AT_call_line)?.and_then(|v| v.udata_value()).unwrap_or(0);
+                        let call_line = e
+                            .attr_value(gimli::DW_AT_call_line)?
+                            .and_then(|v| v.udata_value())
+                            .unwrap_or(0);
                         let call_file = match e.attr_value(gimli::DW_AT_call_file)? {
                             Some(AttributeValue::FileIndex(i)) => file_name(&self.dwarf, unit, i),
-                            Some(v) => v.udata_value().map(|i| file_name(&self.dwarf, unit, i)).unwrap_or_default(),
+                            Some(v) => v
+                                .udata_value()
+                                .map(|i| file_name(&self.dwarf, unit, i))
+                                .unwrap_or_default(),
                             None => String::new(),
                         };
                         pending.push((
@@ -410,7 +469,13 @@ impl DebugInfo {
 
     /// Variables of an inlined copy at `pc` (names and types come from the
     /// abstract function through `DW_AT_abstract_origin`).
-    pub fn inlined_variables(&mut self, copy: &InlinedCopy, pc: u64, cfa: i64, locals: bool) -> Result<Vec<Param>, gimli::Error> {
+    pub fn inlined_variables(
+        &mut self,
+        copy: &InlinedCopy,
+        pc: u64,
+        cfa: i64,
+        locals: bool,
+    ) -> Result<Vec<Param>, gimli::Error> {
         let f = Function {
             name: copy.name.clone(),
             low_pc: copy.entry_pc,
@@ -437,20 +502,32 @@ impl DebugInfo {
     /// (`main.Max` → `main.Max[go.shape.int]`, `main.Max[go.shape.string]`).
     pub fn instantiations(&self, name: &str) -> Vec<&Function> {
         let prefix = format!("{name}[");
-        self.functions.iter().filter(|f| f.name.starts_with(&prefix) && f.name.ends_with(']')).collect()
+        self.functions
+            .iter()
+            .filter(|f| f.name.starts_with(&prefix) && f.name.ends_with(']'))
+            .collect()
     }
 
     /// The function whose code contains `pc`.
     pub fn function_at(&self, pc: u64) -> Option<&Function> {
-        let i = self.by_addr.partition_point(|&i| self.functions[i].low_pc <= pc);
-        self.by_addr[..i].iter().rev().take(4).map(|&i| &self.functions[i]).find(|f| f.low_pc <= pc && pc < f.high_pc)
+        let i = self
+            .by_addr
+            .partition_point(|&i| self.functions[i].low_pc <= pc);
+        self.by_addr[..i]
+            .iter()
+            .rev()
+            .take(4)
+            .map(|&i| &self.functions[i])
+            .find(|f| f.low_pc <= pc && pc < f.high_pc)
     }
 
     /// Every type DIE that has a Go runtime type descriptor, resolved, with
     /// the descriptor's offset from `runtime.types`.
     pub fn runtime_types(&mut self) -> Vec<(TypeId, u64)> {
         let list = self.runtime_types.clone();
-        list.into_iter().filter_map(|(off, rt)| self.type_at(off).ok().map(|t| (t, rt))).collect()
+        list.into_iter()
+            .filter_map(|(off, rt)| self.type_at(off).ok().map(|t| (t, rt)))
+            .collect()
     }
 
     pub fn ty(&self, id: TypeId) -> &Type {
@@ -472,7 +549,13 @@ impl DebugInfo {
     /// pointer types no variable uses, yet interfaces can hold them).
     pub fn add_pointer_type(&mut self, elem: TypeId) -> TypeId {
         let name = format!("*{}", self.types[elem].name);
-        self.types.push(Type { name, size: 8, kind: Kind::Pointer { pointee: Some(elem) } });
+        self.types.push(Type {
+            name,
+            size: 8,
+            kind: Kind::Pointer {
+                pointee: Some(elem),
+            },
+        });
         self.types.len() - 1
     }
 
@@ -495,7 +578,10 @@ impl DebugInfo {
             Kind::Struct { fields } => fields.iter().find(|f| f.name == "hi")?.offset,
             _ => return None,
         };
-        Some(RuntimeLayout { goid_offset: goid, stack_hi_offset: stack.offset + hi })
+        Some(RuntimeLayout {
+            goid_offset: goid,
+            stack_hi_offset: stack.offset + hi,
+        })
     }
 
     /// The CFA at `pc` as an offset from RSP, from `.debug_frame` (Go keeps
@@ -509,7 +595,9 @@ impl DebugInfo {
             .unwind_info_for_address(&bases, &mut ctx, pc, gimli::DebugFrame::cie_from_offset)
             .ok()?;
         match row.cfa() {
-            gimli::CfaRule::RegisterAndOffset { register, offset } if register.0 == 7 => Some(*offset),
+            gimli::CfaRule::RegisterAndOffset { register, offset } if register.0 == 7 => {
+                Some(*offset)
+            }
             _ => None,
         }
     }
@@ -522,7 +610,13 @@ impl DebugInfo {
 
     /// Parameters, and with `locals` the local variables in scope at `pc`,
     /// with their locations there; `cfa` is the CFA's offset from RSP at `pc`.
-    pub fn variables(&mut self, f: &Function, pc: u64, cfa: i64, locals: bool) -> Result<Vec<Param>, gimli::Error> {
+    pub fn variables(
+        &mut self,
+        f: &Function,
+        pc: u64,
+        cfa: i64,
+        locals: bool,
+    ) -> Result<Vec<Param>, gimli::Error> {
         let unit_idx = f.unit;
         let mut raw = vec![];
         {
@@ -538,7 +632,13 @@ impl DebugInfo {
                 _ => self.void_type(),
             };
             let _ = unit_idx;
-            out.push(Param { name, ty, is_result, local, pieces });
+            out.push(Param {
+                name,
+                ty,
+                is_result,
+                local,
+                pieces,
+            });
         }
         Ok(out)
     }
@@ -551,7 +651,13 @@ impl DebugInfo {
         pc: u64,
         cfa: i64,
         locals: bool,
-        out: &mut Vec<(String, bool, bool, Option<Option<DebugInfoOffset>>, Vec<Piece>)>,
+        out: &mut Vec<(
+            String,
+            bool,
+            bool,
+            Option<Option<DebugInfoOffset>>,
+            Vec<Piece>,
+        )>,
     ) -> Result<(), gimli::Error> {
         let mut children = node.children();
         while let Some(child) = children.next()? {
@@ -568,30 +674,49 @@ impl DebugInfo {
                     let name_attr = match e.attr_value(gimli::DW_AT_name)? {
                         Some(v) => Some((v, None)),
                         None => match &origin {
-                            Some((ou, oe)) => oe.attr_value(gimli::DW_AT_name)?.map(|v| (v, Some(*ou))),
+                            Some((ou, oe)) => {
+                                oe.attr_value(gimli::DW_AT_name)?.map(|v| (v, Some(*ou)))
+                            }
                             None => None,
                         },
                     };
                     let name = match name_attr {
-                        Some((v, None)) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
-                        Some((v, Some(ou))) => self.dwarf.attr_string(&self.units[ou], v)?.to_string_lossy()?.into_owned(),
+                        Some((v, None)) => self
+                            .dwarf
+                            .attr_string(unit, v)?
+                            .to_string_lossy()?
+                            .into_owned(),
+                        Some((v, Some(ou))) => self
+                            .dwarf
+                            .attr_string(&self.units[ou], v)?
+                            .to_string_lossy()?
+                            .into_owned(),
                         None => continue,
                     };
                     let ty = match e.attr_value(gimli::DW_AT_type)? {
                         Some(v) => Some(to_global(unit, v)),
                         None => match &origin {
-                            Some((ou, oe)) => oe.attr_value(gimli::DW_AT_type)?.map(|v| to_global(&self.units[*ou], v)),
+                            Some((ou, oe)) => oe
+                                .attr_value(gimli::DW_AT_type)?
+                                .map(|v| to_global(&self.units[*ou], v)),
                             None => None,
                         },
                     };
                     let local = local
-                        || origin.as_ref().is_some_and(|(_, oe)| oe.tag() == gimli::DW_TAG_variable);
+                        || origin
+                            .as_ref()
+                            .is_some_and(|(_, oe)| oe.tag() == gimli::DW_TAG_variable);
                     if local && !locals && e.tag() == gimli::DW_TAG_variable {
                         continue;
                     }
                     let is_result = !local
-                        && (matches!(e.attr_value(gimli::DW_AT_variable_parameter)?, Some(AttributeValue::Flag(true)))
-                            || e.attr_value(gimli::DW_AT_variable_parameter)?.and_then(|v| v.udata_value()) == Some(1));
+                        && (matches!(
+                            e.attr_value(gimli::DW_AT_variable_parameter)?,
+                            Some(AttributeValue::Flag(true))
+                        ) || e
+                            .attr_value(gimli::DW_AT_variable_parameter)?
+                            .and_then(|v| v.udata_value())
+                            == Some(1));
                     let pieces = match e.attr(gimli::DW_AT_location)? {
                         Some(attr) => location_at(&self.dwarf, unit, attr.value(), pc, cfa)?,
                         None => vec![],
@@ -625,11 +750,18 @@ impl DebugInfo {
         let Some(off) = off else { return Ok(None) };
         let ui = self.unit_of(off);
         let u = &self.units[ui];
-        let Some(uoff) = off.to_unit_offset(&u.header) else { return Ok(None) };
+        let Some(uoff) = off.to_unit_offset(&u.header) else {
+            return Ok(None);
+        };
         Ok(Some((ui, u.entry(uoff)?)))
     }
 
-    fn block_contains(&self, unit: &gimli::Unit<R>, e: &gimli::DebuggingInformationEntry<R>, pc: u64) -> Result<bool, gimli::Error> {
+    fn block_contains(
+        &self,
+        unit: &gimli::Unit<R>,
+        e: &gimli::DebuggingInformationEntry<R>,
+        pc: u64,
+    ) -> Result<bool, gimli::Error> {
         let mut ranges = self.dwarf.die_ranges(unit, e)?;
         while let Some(r) = ranges.next()? {
             if r.begin <= pc && pc < r.end {
@@ -655,7 +787,9 @@ impl DebugInfo {
         let mut files: Vec<String> = vec![];
         let mut ids: HashMap<String, u32> = HashMap::new();
         for unit in &self.units {
-            let Some(lp) = unit.line_program.clone() else { continue };
+            let Some(lp) = unit.line_program.clone() else {
+                continue;
+            };
             let mut it = lp.rows();
             let mut cache: HashMap<u64, u32> = HashMap::new();
             while let Ok(Some((header, row))) = it.next_row() {
@@ -672,7 +806,11 @@ impl DebugInfo {
                         files.len() as u32 - 1
                     })
                 });
-                rows.push((row.address(), id, row.line().map(|l| l.get() as u32).unwrap_or(0)));
+                rows.push((
+                    row.address(),
+                    id,
+                    row.line().map(|l| l.get() as u32).unwrap_or(0),
+                ));
             }
         }
         rows.sort_by_key(|r| r.0);
@@ -685,7 +823,9 @@ impl DebugInfo {
         let mut out = vec![];
         let suffix = file.trim_start_matches("./");
         for unit in &self.units {
-            let Some(lp) = unit.line_program.clone() else { continue };
+            let Some(lp) = unit.line_program.clone() else {
+                continue;
+            };
             let mut rows = lp.rows();
             let mut prev: Option<(u64, u64)> = None; // (file index, line) of the previous row
             while let Ok(Some((header, row))) = rows.next_row() {
@@ -699,7 +839,9 @@ impl DebugInfo {
                 if !starts || !row.is_stmt() || cur.1 != line {
                     continue;
                 }
-                let Some(fe) = header.file(row.file_index()) else { continue };
+                let Some(fe) = header.file(row.file_index()) else {
+                    continue;
+                };
                 let mut path = self
                     .dwarf
                     .attr_string(unit, fe.path_name())
@@ -707,7 +849,10 @@ impl DebugInfo {
                     .and_then(|s| s.to_string_lossy().ok().map(|c| c.into_owned()))
                     .unwrap_or_default();
                 if !path.starts_with('/') {
-                    if let Some(d) = fe.directory(header).and_then(|d| self.dwarf.attr_string(unit, d).ok()) {
+                    if let Some(d) = fe
+                        .directory(header)
+                        .and_then(|d| self.dwarf.attr_string(unit, d).ok())
+                    {
                         if let Ok(d) = d.to_string_lossy() {
                             path = format!("{d}/{path}");
                         }
@@ -724,7 +869,11 @@ impl DebugInfo {
     }
 
     fn void_type(&mut self) -> TypeId {
-        self.types.push(Type { name: "void".into(), size: 0, kind: Kind::Other { go_kind: 0 } });
+        self.types.push(Type {
+            name: "void".into(),
+            size: 0,
+            kind: Kind::Other { go_kind: 0 },
+        });
         self.types.len() - 1
     }
 
@@ -753,24 +902,40 @@ impl DebugInfo {
         }
         let ui = self.unit_of(off);
         let id = self.types.len();
-        self.types.push(Type { name: String::new(), size: 0, kind: Kind::Pending });
+        self.types.push(Type {
+            name: String::new(),
+            size: 0,
+            kind: Kind::Pending,
+        });
         self.type_cache.insert(off, id);
 
         // Collect what we need from the DIE first (borrowing units), then
         // resolve referenced types (which needs &mut self).
         let (tag, name, size, go_kind, type_attr, members, count) = {
             let unit = &self.units[ui];
-            let uoff = off.to_unit_offset(&unit.header).ok_or(gimli::Error::NoEntryAtGivenOffset)?;
+            let uoff = off
+                .to_unit_offset(&unit.header)
+                .ok_or(gimli::Error::NoEntryAtGivenOffset)?;
             let mut tree = unit.entries_tree(Some(uoff))?;
             let root = tree.root()?;
             let e = root.entry();
             let tag = e.tag();
             let name = match e.attr_value(gimli::DW_AT_name)? {
-                Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                Some(v) => self
+                    .dwarf
+                    .attr_string(unit, v)?
+                    .to_string_lossy()?
+                    .into_owned(),
                 None => String::new(),
             };
-            let size = e.attr_value(gimli::DW_AT_byte_size)?.and_then(|v| v.udata_value()).unwrap_or(0);
-            let go_kind = e.attr_value(DW_AT_GO_KIND)?.and_then(|v| v.udata_value()).unwrap_or(0);
+            let size = e
+                .attr_value(gimli::DW_AT_byte_size)?
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0);
+            let go_kind = e
+                .attr_value(DW_AT_GO_KIND)?
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0);
             let encoding = e.attr_value(gimli::DW_AT_encoding)?;
             let type_attr = e.attr_value(gimli::DW_AT_type)?;
             let mut members = vec![];
@@ -781,7 +946,11 @@ impl DebugInfo {
                 match c.tag() {
                     gimli::DW_TAG_member => {
                         let mname = match c.attr_value(gimli::DW_AT_name)? {
-                            Some(v) => self.dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned(),
+                            Some(v) => self
+                                .dwarf
+                                .attr_string(unit, v)?
+                                .to_string_lossy()?
+                                .into_owned(),
                             None => String::new(),
                         };
                         let moff = c
@@ -790,7 +959,10 @@ impl DebugInfo {
                             .unwrap_or(0);
                         let embedded = c
                             .attr_value(gimli::DwAt(0x2903))?
-                            .map(|v| matches!(v, AttributeValue::Flag(true)) || v.udata_value() == Some(1))
+                            .map(|v| {
+                                matches!(v, AttributeValue::Flag(true))
+                                    || v.udata_value() == Some(1)
+                            })
                             .unwrap_or(false);
                         members.push((mname, moff, c.attr_value(gimli::DW_AT_type)?, embedded));
                     }
@@ -866,7 +1038,10 @@ impl DebugInfo {
                     Some(v) => self.type_ref(ui, v)?,
                     None => self.void_type(),
                 };
-                Kind::Array { elem, count: count.unwrap_or(0) }
+                Kind::Array {
+                    elem,
+                    count: count.unwrap_or(0),
+                }
             }
             gimli::DW_TAG_structure_type => {
                 let mut fields = vec![];
@@ -875,17 +1050,22 @@ impl DebugInfo {
                         Some(v) => self.type_ref(ui, v)?,
                         None => self.void_type(),
                     };
-                    fields.push(Field { name: fname, offset: foff, ty, embedded });
+                    fields.push(Field {
+                        name: fname,
+                        offset: foff,
+                        ty,
+                        embedded,
+                    });
                 }
                 match go_kind {
                     go_kind::STRING => Kind::String,
                     go_kind::SLICE => {
-                        let elem = fields
-                            .iter()
-                            .find(|f| f.name == "array")
-                            .and_then(|f| match self.types[f.ty].kind {
-                                Kind::Pointer { pointee } => pointee,
-                                _ => None,
+                        let elem =
+                            fields.iter().find(|f| f.name == "array").and_then(|f| {
+                                match self.types[f.ty].kind {
+                                    Kind::Pointer { pointee } => pointee,
+                                    _ => None,
+                                }
                             });
                         match elem {
                             Some(elem) => Kind::Slice { elem },
@@ -938,9 +1118,13 @@ fn to_global(unit: &gimli::Unit<R>, v: AttributeValue<R>) -> Option<DebugInfoOff
 }
 
 fn file_name(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, index: u64) -> String {
-    let Some(lp) = unit.line_program.as_ref() else { return String::new() };
+    let Some(lp) = unit.line_program.as_ref() else {
+        return String::new();
+    };
     let header = lp.header();
-    let Some(file) = header.file(index) else { return String::new() };
+    let Some(file) = header.file(index) else {
+        return String::new();
+    };
     let name = dwarf
         .attr_string(unit, file.path_name())
         .ok()
@@ -1000,7 +1184,10 @@ pub fn pieces_of(expr: gimli::Expression<R>, encoding: gimli::Encoding, cfa: i64
             Ok(Some(op)) => op,
             Ok(None) => break,
             Err(e) => {
-                out.push(Piece { place: Place::Unavailable(format!("bad DWARF expression: {e}")), size: None });
+                out.push(Piece {
+                    place: Place::Unavailable(format!("bad DWARF expression: {e}")),
+                    size: None,
+                });
                 return out;
             }
         };
@@ -1008,20 +1195,27 @@ pub fn pieces_of(expr: gimli::Expression<R>, encoding: gimli::Encoding, cfa: i64
             gimli::Operation::Register { register } => cur = Some(Place::Reg(register.0)),
             gimli::Operation::CallFrameCFA => cur = Some(Place::Stack(cfa)),
             gimli::Operation::FrameOffset { offset } => cur = Some(Place::Stack(cfa + offset)),
-            gimli::Operation::RegisterOffset { register, offset, .. } if register.0 == 7 => {
-                cur = Some(Place::Stack(offset))
-            }
+            gimli::Operation::RegisterOffset {
+                register, offset, ..
+            } if register.0 == 7 => cur = Some(Place::Stack(offset)),
             gimli::Operation::PlusConstant { value } => {
                 if let Some(Place::Stack(o)) = cur {
                     cur = Some(Place::Stack(o + value as i64));
                 }
             }
             gimli::Operation::Piece { size_in_bits, .. } => {
-                let place = cur.take().unwrap_or(Place::Unavailable("optimized out".into()));
-                out.push(Piece { place, size: Some(size_in_bits / 8) });
+                let place = cur
+                    .take()
+                    .unwrap_or(Place::Unavailable("optimized out".into()));
+                out.push(Piece {
+                    place,
+                    size: Some(size_in_bits / 8),
+                });
             }
             other => {
-                cur = Some(Place::Unavailable(format!("unsupported DWARF location op {other:?}")));
+                cur = Some(Place::Unavailable(format!(
+                    "unsupported DWARF location op {other:?}"
+                )));
             }
         }
     }

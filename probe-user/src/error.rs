@@ -26,7 +26,11 @@ pub enum Error {
     BadDwarf { path: PathBuf, reason: String },
     /// `--func` named no function of the binary.
     #[error("no function {name:?} in {path}{}", suggest(.near))]
-    UnknownFunction { name: String, path: PathBuf, near: Vec<String> },
+    UnknownFunction {
+        name: String,
+        path: PathBuf,
+        near: Vec<String>,
+    },
     /// `--pid` names no running process.
     #[error("no process with pid {pid} (is it still running? check with `ps -p {pid}`)")]
     NoSuchPid { pid: u32 },
@@ -39,7 +43,11 @@ pub enum Error {
     },
     /// The kernel's verifier refused a program.
     #[error("the kernel's BPF verifier rejected program {program}: {reason}\n  this is a bug in Probe (please report it with the log below) or a kernel too old for it (Probe needs Linux ≥ 5.15)\n--- verifier log (last lines) ---\n{log}")]
-    Verifier { program: String, reason: String, log: String },
+    Verifier {
+        program: String,
+        reason: String,
+        log: String,
+    },
     /// The eBPF object is missing from this build.
     #[error("this probe binary was built without its eBPF programs; build with `cargo xtask build` (which compiles probe-ebpf first)")]
     NoEbpfObject,
@@ -57,9 +65,14 @@ pub enum Error {
 pub fn missing_caps() -> String {
     let eff = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))
+        })
         .and_then(|v| u64::from_str_radix(&v, 16).ok());
-    let Some(eff) = eff else { return "Probe needs CAP_BPF and CAP_PERFMON".into() };
+    let Some(eff) = eff else {
+        return "Probe needs CAP_BPF and CAP_PERFMON".into();
+    };
     let missing: Vec<&str> = [(39, "CAP_BPF"), (38, "CAP_PERFMON")]
         .into_iter()
         .filter(|(bit, _)| eff & (1u64 << bit) == 0 && eff & (1u64 << 21) == 0) // CAP_SYS_ADMIN covers both

@@ -50,33 +50,47 @@ impl Kernel {
             .map_err(|e| classify(&e, "create BPF maps"))?;
         let prog: &mut UProbe = ebpf
             .program_mut(program)
-            .ok_or_else(|| Error::Kernel(format!("program {program} missing from the eBPF object")))?
+            .ok_or_else(|| {
+                Error::Kernel(format!("program {program} missing from the eBPF object"))
+            })?
             .try_into()
             .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
         prog.load().map_err(|e| program_error(program, e))?;
         let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
-        Ok(Self { ebpf, attached: 0, stats_fd })
+        Ok(Self {
+            ebpf,
+            attached: 0,
+            stats_fd,
+        })
     }
 
     /// Writes probe `id`'s parameters (before attaching it).
     pub fn configure(&mut self, id: u32, params: &ProbeParams) -> Result<(), Error> {
         if id >= MAX_PROBES {
-            return Err(Error::Unsupported(format!("at most {MAX_PROBES} probes at once")));
+            return Err(Error::Unsupported(format!(
+                "at most {MAX_PROBES} probes at once"
+            )));
         }
-        let mut probes: Array<_, ProbeParams> = Array::try_from(self.ebpf.map_mut("PROBES").expect("PROBES map"))
-            .map_err(|e| Error::Kernel(format!("PROBES map: {e}")))?;
-        probes.set(id, params, 0).map_err(|e| Error::Kernel(format!("writing probe {id}: {e}")))
+        let mut probes: Array<_, ProbeParams> =
+            Array::try_from(self.ebpf.map_mut("PROBES").expect("PROBES map"))
+                .map_err(|e| Error::Kernel(format!("PROBES map: {e}")))?;
+        probes
+            .set(id, params, 0)
+            .map_err(|e| Error::Kernel(format!("writing probe {id}: {e}")))
     }
 
     /// Writes the binary's type tables (before attaching any probe).
     pub fn write_tables(&mut self, types: &[TypeInfo], rtypes: &[(u64, u32)]) -> Result<(), Error> {
-        let mut t: Array<_, TypeInfo> = Array::try_from(self.ebpf.map_mut("TYPES").expect("TYPES map"))
-            .map_err(|e| Error::Kernel(format!("TYPES map: {e}")))?;
+        let mut t: Array<_, TypeInfo> =
+            Array::try_from(self.ebpf.map_mut("TYPES").expect("TYPES map"))
+                .map_err(|e| Error::Kernel(format!("TYPES map: {e}")))?;
         for (i, info) in types.iter().enumerate() {
-            t.set(i as u32, info, 0).map_err(|e| Error::Kernel(format!("writing type {i}: {e}")))?;
+            t.set(i as u32, info, 0)
+                .map_err(|e| Error::Kernel(format!("writing type {i}: {e}")))?;
         }
-        let mut r: BpfHashMap<_, u64, RType> = BpfHashMap::try_from(self.ebpf.map_mut("RTYPES").expect("RTYPES map"))
-            .map_err(|e| Error::Kernel(format!("RTYPES map: {e}")))?;
+        let mut r: BpfHashMap<_, u64, RType> =
+            BpfHashMap::try_from(self.ebpf.map_mut("RTYPES").expect("RTYPES map"))
+                .map_err(|e| Error::Kernel(format!("RTYPES map: {e}")))?;
         for (addr, tid) in rtypes.iter().take(probe_common::MAX_RTYPES as usize) {
             r.insert(addr, RType { tid: *tid, _pad: 0 }, 0)
                 .map_err(|e| Error::Kernel(format!("writing runtime type {addr:#x}: {e}")))?;
@@ -87,12 +101,25 @@ impl Kernel {
     /// Attaches probe `id` at `offset` in `target` (a path the kernel resolves
     /// to an inode: `/proc/PID/exe` works even for deleted files), for one
     /// process or for every process running the file.
-    pub fn attach(&mut self, id: u32, target: &Path, offset: u64, pid: Option<u32>) -> Result<(), Error> {
+    pub fn attach(
+        &mut self,
+        id: u32,
+        target: &Path,
+        offset: u64,
+        pid: Option<u32>,
+    ) -> Result<(), Error> {
         self.attach_program(ENTRY_PROGRAM, id, target, offset, pid)
     }
 
     /// Attaches a loaded program by name.
-    pub fn attach_program(&mut self, program: &str, id: u32, target: &Path, offset: u64, pid: Option<u32>) -> Result<(), Error> {
+    pub fn attach_program(
+        &mut self,
+        program: &str,
+        id: u32,
+        target: &Path,
+        offset: u64,
+        pid: Option<u32>,
+    ) -> Result<(), Error> {
         let prog: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -103,9 +130,19 @@ impl Kernel {
             Some(p) => UProbeScope::OneProcess(p),
             None => UProbeScope::AllProcesses,
         };
-        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(id as u64) };
-        prog.attach(point, target, scope)
-            .map_err(|e| classify(&e, &format!("attach a uprobe to {} at offset {offset:#x}", target.display())))?;
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
+            cookie: Some(id as u64),
+        };
+        prog.attach(point, target, scope).map_err(|e| {
+            classify(
+                &e,
+                &format!(
+                    "attach a uprobe to {} at offset {offset:#x}",
+                    target.display()
+                ),
+            )
+        })?;
         self.attached += 1;
         Ok(())
     }
@@ -120,9 +157,11 @@ impl Kernel {
 
     /// Suspends (or resumes) every probe: hits return at once, counted.
     pub fn set_suspended(&mut self, on: bool) -> Result<(), Error> {
-        let mut c: Array<_, u32> = Array::try_from(self.ebpf.map_mut("CONTROL").expect("CONTROL map"))
-            .map_err(|e| Error::Kernel(format!("CONTROL map: {e}")))?;
-        c.set(0, u32::from(on), 0).map_err(|e| Error::Kernel(format!("suspending probes: {e}")))
+        let mut c: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("CONTROL").expect("CONTROL map"))
+                .map_err(|e| Error::Kernel(format!("CONTROL map: {e}")))?;
+        c.set(0, u32::from(on), 0)
+            .map_err(|e| Error::Kernel(format!("suspending probes: {e}")))
     }
 
     /// Attachments made so far.
@@ -132,15 +171,21 @@ impl Kernel {
 
     /// Takes the event ring buffer (once).
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| Error::Kernel("EVENTS map already taken".into()))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| Error::Kernel("EVENTS map already taken".into()))?;
         RingBuf::try_from(map).map_err(|e| Error::Kernel(format!("EVENTS map: {e}")))
     }
 
     /// Probe `id`'s counters summed over CPUs.
     pub fn stats(&self, id: u32) -> Result<ProbeStats, Error> {
-        let stats: PerCpuArray<_, ProbeStats> = PerCpuArray::try_from(self.ebpf.map("STATS").expect("STATS map"))
-            .map_err(|e| Error::Kernel(format!("STATS map: {e}")))?;
-        let per_cpu = stats.get(&id, 0).map_err(|e| Error::Kernel(format!("reading STATS: {e}")))?;
+        let stats: PerCpuArray<_, ProbeStats> =
+            PerCpuArray::try_from(self.ebpf.map("STATS").expect("STATS map"))
+                .map_err(|e| Error::Kernel(format!("STATS map: {e}")))?;
+        let per_cpu = stats
+            .get(&id, 0)
+            .map_err(|e| Error::Kernel(format!("reading STATS: {e}")))?;
         let mut sum = ProbeStats::default();
         for s in per_cpu.iter() {
             sum.hits += s.hits;
@@ -174,7 +219,10 @@ fn classify(e: &(dyn std::error::Error + 'static), what: &str) -> Error {
     while let Some(c) = cur {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
-                return Error::Privilege { what: what.to_owned(), source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap()) };
+                return Error::Privilege {
+                    what: what.to_owned(),
+                    source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap()),
+                };
             }
         }
         cur = c.source();
@@ -184,12 +232,22 @@ fn classify(e: &(dyn std::error::Error + 'static), what: &str) -> Error {
 
 fn program_error(program: &str, e: aya::programs::ProgramError) -> Error {
     match e {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let log = verifier_log.to_string();
             if matches!(io_error.raw_os_error(), Some(libc::EPERM)) && log.trim().is_empty() {
-                return Error::Privilege { what: format!("load BPF program {program}"), source: io_error };
+                return Error::Privilege {
+                    what: format!("load BPF program {program}"),
+                    source: io_error,
+                };
             }
-            Error::Verifier { program: program.to_owned(), reason: explain_verifier(&log, &io_error), log: tail(&log, 12) }
+            Error::Verifier {
+                program: program.to_owned(),
+                reason: explain_verifier(&log, &io_error),
+                log: tail(&log, 12),
+            }
         }
         other => classify(&other, &format!("load BPF program {program}")),
     }
@@ -214,7 +272,10 @@ pub fn explain_verifier(log: &str, io: &std::io::Error) -> String {
         .to_owned();
     let hint = if reason.contains("invalid mem access") {
         " — the program dereferenced a value the verifier cannot prove is a valid pointer"
-    } else if reason.contains("unbounded") || reason.contains("out of bounds") || reason.contains("outside of") {
+    } else if reason.contains("unbounded")
+        || reason.contains("out of bounds")
+        || reason.contains("outside of")
+    {
         " — a memory access whose bounds the verifier could not prove"
     } else if reason.contains("too large") || reason.contains("complexity") {
         " — the program is too complex for this kernel's verifier"

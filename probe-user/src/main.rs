@@ -153,6 +153,12 @@ struct AttachArgs {
     /// the traced binary's name].
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
+    /// Run Probe itself at this nice value, so the traced service wins any
+    /// contention for CPU (0 keeps normal priority). A tracer that falls
+    /// behind never slows the target: hits it cannot take are dropped and
+    /// counted.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -189,9 +195,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "say what to trace: --pid PID, --binary PATH, or a command after `--` (see `probe attach --help`)"
                 ),
             };
-            let format = a.format.unwrap_or(if std::io::stdout().is_terminal() { Format::Pretty } else { Format::Json });
-            let limits =
-                Limits { max_depth: a.max_depth, max_string: a.max_string, max_elems: a.max_elems, max_bytes: a.max_bytes };
+            let format = a.format.unwrap_or(if std::io::stdout().is_terminal() {
+                Format::Pretty
+            } else {
+                Format::Json
+            });
+            let limits = Limits {
+                max_depth: a.max_depth,
+                max_string: a.max_string,
+                max_elems: a.max_elems,
+                max_bytes: a.max_bytes,
+            };
             let opts = AttachOptions {
                 target,
                 funcs: a.funcs,
@@ -210,8 +224,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cpu_budget: a.cpu_budget,
                 otlp: probe::otlp::Config::from_flags_and_env(a.otlp_endpoint, a.otlp_protocol),
                 service_name: a.service_name,
+                nice: a.nice,
             };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let summary = rt.block_on(session::run(opts))?;
             eprint!("{summary}");
             Ok(ExitCode::SUCCESS)
@@ -221,18 +238,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             for f in list_symbols(&program.debug, pattern.as_deref()) {
                 use std::io::Write;
-                let pos = if f.file.is_empty() { "<generated>".to_owned() } else { format!("{}:{}", f.file, f.line) };
+                let pos = if f.file.is_empty() {
+                    "<generated>".to_owned()
+                } else {
+                    format!("{}:{}", f.file, f.line)
+                };
                 if writeln!(out, "{}\t{pos}", f.name).is_err() {
                     break;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Selftest(Selftest::Floor { binary, addr, duration }) => {
+        Command::Selftest(Selftest::Floor {
+            binary,
+            addr,
+            duration,
+        }) => {
             let mut program = Program::open_raw(&binary)?;
             let p = program.resolve_addr(&addr, Limits::default(), false)?;
             let mut k = probe::kernel::Kernel::load(probe::kernel::FLOOR_PROGRAM)?;
-            k.attach_program(probe::kernel::FLOOR_PROGRAM, 0, &binary, p.file_offset, None)?;
+            k.attach_program(
+                probe::kernel::FLOOR_PROGRAM,
+                0,
+                &binary,
+                p.file_offset,
+                None,
+            )?;
             eprintln!("probe: empty program attached at {:#x}", p.pc);
             std::thread::sleep(duration);
             Ok(ExitCode::SUCCESS)

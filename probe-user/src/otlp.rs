@@ -26,7 +26,10 @@ use opentelemetry_proto::tonic::{
     },
     common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList},
     logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
-    metrics::v1::{metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum},
+    metrics::v1::{
+        metric, number_data_point, AggregationTemporality, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum,
+    },
     resource::v1::Resource,
     trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status},
 };
@@ -59,20 +62,36 @@ pub struct Config {
 impl Config {
     /// From flags, else the standard environment variables; `None` when
     /// neither asks for export.
-    pub fn from_flags_and_env(endpoint: Option<String>, protocol: Option<Protocol>) -> Option<Self> {
+    pub fn from_flags_and_env(
+        endpoint: Option<String>,
+        protocol: Option<Protocol>,
+    ) -> Option<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let protocol = protocol.unwrap_or(match env("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
             Some(p) if p.starts_with("http") => Protocol::Http,
             _ => Protocol::Grpc,
         });
         let endpoint = endpoint.or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
-        let endpoint = if endpoint.contains("://") { endpoint } else { format!("http://{endpoint}") };
-        Some(Self { endpoint: endpoint.trim_end_matches('/').to_owned(), protocol, resource: vec![] })
+        let endpoint = if endpoint.contains("://") {
+            endpoint
+        } else {
+            format!("http://{endpoint}")
+        };
+        Some(Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            protocol,
+            resource: vec![],
+        })
     }
 
     /// Resource attributes: ours, then `OTEL_RESOURCE_ATTRIBUTES`, with
     /// `service.name` from the flag, `OTEL_SERVICE_NAME`, or `default_service`.
-    pub fn with_resource(mut self, service: Option<String>, default_service: &str, ours: Vec<(String, AnyValue)>) -> Self {
+    pub fn with_resource(
+        mut self,
+        service: Option<String>,
+        default_service: &str,
+        ours: Vec<(String, AnyValue)>,
+    ) -> Self {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut attrs: Vec<(String, AnyValue)> = ours;
         if let Some(list) = env("OTEL_RESOURCE_ATTRIBUTES") {
@@ -90,7 +109,9 @@ impl Config {
                 attrs.retain(|(k, _)| k != "service.name");
                 attrs.insert(0, ("service.name".into(), str_value(&s)));
             }
-            None if !has_env_service => attrs.insert(0, ("service.name".into(), str_value(default_service))),
+            None if !has_env_service => {
+                attrs.insert(0, ("service.name".into(), str_value(default_service)))
+            }
             None => {}
         }
         self.resource = attrs;
@@ -117,15 +138,22 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub fn str_value(s: &str) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::StringValue(s.to_owned())) }
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    }
 }
 
 pub fn int_value(i: i64) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::IntValue(i)) }
+    AnyValue {
+        value: Some(any_value::Value::IntValue(i)),
+    }
 }
 
 pub fn kv(k: &str, v: AnyValue) -> KeyValue {
-    KeyValue { key: k.to_owned(), value: Some(v) }
+    KeyValue {
+        key: k.to_owned(),
+        value: Some(v),
+    }
 }
 
 /// A JSON value (the event contract) as an OTLP `AnyValue`, keeping its
@@ -142,7 +170,9 @@ pub fn any_from_json(j: &serde_json::Value) -> AnyValue {
             _ => any_value::Value::StringValue(n.to_string()),
         }),
         J::String(s) => Some(any_value::Value::StringValue(s.clone())),
-        J::Array(a) => Some(any_value::Value::ArrayValue(ArrayValue { values: a.iter().map(any_from_json).collect() })),
+        J::Array(a) => Some(any_value::Value::ArrayValue(ArrayValue {
+            values: a.iter().map(any_from_json).collect(),
+        })),
         J::Object(o) => Some(any_value::Value::KvlistValue(KeyValueList {
             values: o.iter().map(|(k, v)| kv(k, any_from_json(v))).collect(),
         })),
@@ -184,7 +214,12 @@ impl Exporter {
         let stats = Arc::new(Stats::default());
         let endpoint = cfg.endpoint.clone();
         let task = tokio::spawn(run(cfg, rx, stats.clone()));
-        Self { tx, stats, task, endpoint }
+        Self {
+            tx,
+            stats,
+            task,
+            endpoint,
+        }
     }
 
     /// Queues an item without ever waiting; a full queue drops and counts.
@@ -215,7 +250,10 @@ enum Client {
         traces: TraceServiceClient<tonic::transport::Channel>,
         metrics: MetricsServiceClient<tonic::transport::Channel>,
     },
-    Http { host: String, port: u16 },
+    Http {
+        host: String,
+        port: u16,
+    },
 }
 
 impl Client {
@@ -234,10 +272,17 @@ impl Client {
                 })
             }
             Protocol::Http => {
-                let rest = cfg.endpoint.strip_prefix("http://").ok_or("OTLP/HTTP export supports http:// endpoints")?;
+                let rest = cfg
+                    .endpoint
+                    .strip_prefix("http://")
+                    .ok_or("OTLP/HTTP export supports http:// endpoints")?;
                 let hostport = rest.split('/').next().unwrap_or(rest);
                 let (host, port) = match hostport.rsplit_once(':') {
-                    Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| format!("bad port in {}", cfg.endpoint))?),
+                    Some((h, p)) => (
+                        h.to_owned(),
+                        p.parse()
+                            .map_err(|_| format!("bad port in {}", cfg.endpoint))?,
+                    ),
                     None => (hostport.to_owned(), 4318),
                 };
                 Ok(Client::Http { host, port })
@@ -247,10 +292,26 @@ impl Client {
 
     async fn send(&mut self, req: Request) -> Result<(), String> {
         match self {
-            Client::Grpc { logs, traces, metrics } => match req {
-                Request::Logs(r) => logs.export(r).await.map(|_| ()).map_err(|e| e.message().to_owned()),
-                Request::Traces(r) => traces.export(r).await.map(|_| ()).map_err(|e| e.message().to_owned()),
-                Request::Metrics(r) => metrics.export(r).await.map(|_| ()).map_err(|e| e.message().to_owned()),
+            Client::Grpc {
+                logs,
+                traces,
+                metrics,
+            } => match req {
+                Request::Logs(r) => logs
+                    .export(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_owned()),
+                Request::Traces(r) => traces
+                    .export(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_owned()),
+                Request::Metrics(r) => metrics
+                    .export(r)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_owned()),
             },
             Client::Http { host, port } => {
                 let (path, body) = match req {
@@ -259,12 +320,16 @@ impl Client {
                     Request::Metrics(r) => ("/v1/metrics", r.encode_to_vec()),
                 };
                 let post = async {
-                    let mut s = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(|e| e.to_string())?;
+                    let mut s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let head = format!(
                         "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     );
-                    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+                    s.write_all(head.as_bytes())
+                        .await
+                        .map_err(|e| e.to_string())?;
                     s.write_all(&body).await.map_err(|e| e.to_string())?;
                     let mut resp = vec![0u8; 64];
                     let n = s.read(&mut resp).await.map_err(|e| e.to_string())?;
@@ -276,7 +341,9 @@ impl Client {
                         Err(format!("HTTP {code}"))
                     }
                 };
-                tokio::time::timeout(Duration::from_secs(5), post).await.map_err(|_| "timed out".to_owned())?
+                tokio::time::timeout(Duration::from_secs(5), post)
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
             }
         }
     }
@@ -289,11 +356,18 @@ enum Request {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope { name: "probe".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }
+    InstrumentationScope {
+        name: "probe".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
 }
 
 async fn run(cfg: Config, mut rx: mpsc::Receiver<Item>, stats: Arc<Stats>) {
-    let resource = Resource { attributes: cfg.resource.iter().map(|(k, v)| kv(k, v.clone())).collect(), ..Default::default() };
+    let resource = Resource {
+        attributes: cfg.resource.iter().map(|(k, v)| kv(k, v.clone())).collect(),
+        ..Default::default()
+    };
     let mut client = match Client::new(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -306,7 +380,8 @@ async fn run(cfg: Config, mut rx: mpsc::Receiver<Item>, stats: Arc<Stats>) {
             return;
         }
     };
-    let (mut logs, mut spans, mut metrics): (Vec<LogRecord>, Vec<Span>, Vec<Metric>) = (vec![], vec![], vec![]);
+    let (mut logs, mut spans, mut metrics): (Vec<LogRecord>, Vec<Span>, Vec<Metric>) =
+        (vec![], vec![], vec![]);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut warned = false;
     let mut health = Health::default();
@@ -327,7 +402,16 @@ async fn run(cfg: Config, mut rx: mpsc::Receiver<Item>, stats: Arc<Stats>) {
         if logs.is_empty() && spans.is_empty() && metrics.is_empty() && !closed {
             continue;
         }
-        let sent = flush(&mut client, &resource, &mut logs, &mut spans, &mut metrics, &stats, &mut health).await;
+        let sent = flush(
+            &mut client,
+            &resource,
+            &mut logs,
+            &mut spans,
+            &mut metrics,
+            &stats,
+            &mut health,
+        )
+        .await;
         if !sent && !warned {
             warned = true;
             eprintln!("probe: cannot reach the OTLP collector at {}; exports are dropped and counted until it is back", cfg.endpoint);
@@ -358,7 +442,11 @@ async fn flush(
         let req = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(resource.clone()),
-                scope_logs: vec![ScopeLogs { scope: Some(scope()), log_records: batch, ..Default::default() }],
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope()),
+                    log_records: batch,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
@@ -375,7 +463,11 @@ async fn flush(
         let req = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(resource.clone()),
-                scope_spans: vec![ScopeSpans { scope: Some(scope()), spans: batch, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans: batch,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
@@ -390,7 +482,11 @@ async fn flush(
         let req = ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(resource.clone()),
-                scope_metrics: vec![ScopeMetrics { scope: Some(scope()), metrics: std::mem::take(metrics), ..Default::default() }],
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics: std::mem::take(metrics),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         };
@@ -444,7 +540,10 @@ struct Health {
 
 /// A log record for one hit.
 pub fn log_record(event_name: &str, time_ns: u64, body: String, attrs: Vec<KeyValue>) -> LogRecord {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     LogRecord {
         time_unix_nano: time_ns,
         observed_time_unix_nano: now,
@@ -458,7 +557,14 @@ pub fn log_record(event_name: &str, time_ns: u64, body: String, attrs: Vec<KeyVa
 }
 
 /// A span for an entry/return pair.
-pub fn span(name: &str, start_ns: u64, end_ns: u64, error: Option<String>, attrs: Vec<KeyValue>, ids: (u128, u64)) -> Span {
+pub fn span(
+    name: &str,
+    start_ns: u64,
+    end_ns: u64,
+    error: Option<String>,
+    attrs: Vec<KeyValue>,
+    ids: (u128, u64),
+) -> Span {
     Span {
         trace_id: ids.0.to_be_bytes().to_vec(),
         span_id: ids.1.to_be_bytes().to_vec(),
@@ -468,15 +574,27 @@ pub fn span(name: &str, start_ns: u64, end_ns: u64, error: Option<String>, attrs
         end_time_unix_nano: end_ns,
         attributes: attrs,
         status: Some(match error {
-            Some(m) => Status { message: m, code: status::StatusCode::Error as i32 },
-            None => Status { message: String::new(), code: status::StatusCode::Unset as i32 },
+            Some(m) => Status {
+                message: m,
+                code: status::StatusCode::Error as i32,
+            },
+            None => Status {
+                message: String::new(),
+                code: status::StatusCode::Unset as i32,
+            },
         }),
         ..Default::default()
     }
 }
 
 /// A cumulative monotonic counter with one data point per attribute set.
-pub fn counter(name: &str, description: &str, start_ns: u64, now_ns: u64, points: Vec<(Vec<KeyValue>, u64)>) -> Metric {
+pub fn counter(
+    name: &str,
+    description: &str,
+    start_ns: u64,
+    now_ns: u64,
+    points: Vec<(Vec<KeyValue>, u64)>,
+) -> Metric {
     Metric {
         name: name.to_owned(),
         description: description.to_owned(),
@@ -520,20 +638,38 @@ mod tests {
     fn json_keeps_its_structure() {
         let j = serde_json::json!({"s": {"name": "x", "n": 3}, "v": [1, 2], "f": 1.5, "b": true, "nil": null});
         let a = any_from_json(&j);
-        let Some(any_value::Value::KvlistValue(l)) = a.value else { panic!() };
+        let Some(any_value::Value::KvlistValue(l)) = a.value else {
+            panic!()
+        };
         let s = &l.values[0];
         assert_eq!(s.key, "s");
-        assert!(matches!(s.value.as_ref().unwrap().value, Some(any_value::Value::KvlistValue(_))));
-        assert!(matches!(l.values[1].value.as_ref().unwrap().value, Some(any_value::Value::ArrayValue(_))));
-        assert!(matches!(l.values[2].value.as_ref().unwrap().value, Some(any_value::Value::DoubleValue(f)) if f == 1.5));
+        assert!(matches!(
+            s.value.as_ref().unwrap().value,
+            Some(any_value::Value::KvlistValue(_))
+        ));
+        assert!(matches!(
+            l.values[1].value.as_ref().unwrap().value,
+            Some(any_value::Value::ArrayValue(_))
+        ));
+        assert!(
+            matches!(l.values[2].value.as_ref().unwrap().value, Some(any_value::Value::DoubleValue(f)) if f == 1.5)
+        );
     }
 
     #[test]
     fn config_from_env_and_flags() {
-        let c = Config::from_flags_and_env(Some("localhost:4318".into()), Some(Protocol::Http)).unwrap();
-        assert_eq!((c.endpoint.as_str(), c.protocol), ("http://localhost:4318", Protocol::Http));
+        let c = Config::from_flags_and_env(Some("localhost:4318".into()), Some(Protocol::Http))
+            .unwrap();
+        assert_eq!(
+            (c.endpoint.as_str(), c.protocol),
+            ("http://localhost:4318", Protocol::Http)
+        );
         assert_eq!(percent_decode("a%2Cb"), "a,b");
-        let c = c.with_resource(Some("svc".into()), "bin", vec![("process.pid".into(), int_value(7))]);
+        let c = c.with_resource(
+            Some("svc".into()),
+            "bin",
+            vec![("process.pid".into(), int_value(7))],
+        );
         assert_eq!(c.resource[0].0, "service.name");
         assert_eq!(c.resource[0].1, str_value("svc"));
     }

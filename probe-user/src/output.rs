@@ -1,9 +1,12 @@
 //! Event rendering: the JSON-lines contract and the pretty terminal format,
 //! plus the end-of-run summary.
 
-use serde_json::{json, Map};
+use serde::{ser::SerializeMap, Serialize, Serializer};
 
-use crate::{resolve::ResolvedProbe, value::Value};
+use crate::{
+    resolve::ResolvedProbe,
+    value::{Fields, Value},
+};
 
 /// `--format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -35,8 +38,10 @@ pub struct Hit<'a> {
 }
 
 /// Register names in DWARF x86-64 numbering.
-pub const REG_NAMES: [&str; probe_common::NUM_REGS] =
-    ["rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"];
+pub const REG_NAMES: [&str; probe_common::NUM_REGS] = [
+    "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13",
+    "r14", "r15", "rip",
+];
 
 /// One symbolized stack frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,56 +53,17 @@ pub struct Frame {
 }
 
 impl Hit<'_> {
-    /// One line of the JSON contract (version 1).
+    /// One line of the JSON contract (version 1), as a tree.
     pub fn to_json(&self) -> serde_json::Value {
-        let obj = |vals: &[(String, Value)]| {
-            let mut m = Map::new();
-            for (k, v) in vals {
-                m.insert(k.clone(), v.to_json());
-            }
-            serde_json::Value::Object(m)
-        };
-        let p = self.probe;
-        let mut j = json!({
-            "v": 1,
-            "kind": p.kind,
-            "probe": p.spec,
-            "function": p.function.name,
-            "file": p.file,
-            "line": p.line,
-            "pc": format!("{:#x}", p.pc),
-            "pid": self.pid,
-            "tid": self.tid,
-            "goid": self.goid,
-            "time": rfc3339_nanos(self.time_ns),
-        });
-        match &self.returns {
-            Some(r) => {
-                j["returns"] = obj(r);
-                j["duration_ns"] = json!(self.duration_ns);
-            }
-            None => j["args"] = obj(&self.args),
-        }
-        if let Some(l) = &self.locals {
-            j["locals"] = obj(l);
-        }
-        if let Some(r) = &self.regs {
-            let mut m = Map::new();
-            for (n, v) in REG_NAMES.iter().zip(r) {
-                m.insert((*n).to_owned(), json!(format!("{v:#x}")));
-            }
-            j["regs"] = serde_json::Value::Object(m);
-        }
-        if let Some(c) = &p.inlined {
-            j["inlined"] = json!({"caller": c.caller, "file": c.call_file, "line": c.call_line});
-        }
-        if let Some(st) = &self.stack {
-            j["stack"] = st
-                .iter()
-                .map(|f| json!({"function": f.function, "file": f.file, "line": f.line, "pc": format!("{:#x}", f.pc)}))
-                .collect();
-        }
-        j
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Appends one line of the JSON contract and a newline to `out`,
+    /// without building a tree first (the hot path of `--format json`).
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot fail, and every key is a string.
+        let _ = serde_json::to_writer(&mut *out, self);
+        out.push(b'\n');
     }
 
     pub fn pretty(&self) -> String {
@@ -105,7 +71,10 @@ impl Hit<'_> {
         let file = p.file.rsplit('/').next().unwrap_or(&p.file);
         let t = rfc3339_nanos(self.time_ns);
         let clock = t.get(11..26).unwrap_or(&t);
-        let goid = self.goid.map(|g| g.to_string()).unwrap_or_else(|| "?".into());
+        let goid = self
+            .goid
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "?".into());
         let what = match (&self.returns, &p.inlined) {
             (Some(_), _) => " returned".to_owned(),
             (None, Some(c)) => format!(" (inlined in {} at line {})", c.caller, c.call_line),
@@ -115,12 +84,19 @@ impl Hit<'_> {
             Some(d) => format!(" after {}", crate::value::go_duration(d as i64)),
             None => String::new(),
         };
-        let mut s = format!("{clock} {}{what}{took} {file}:{} pid={} tid={} goroutine={goid}\n", f.name, p.line, self.pid, self.tid);
+        let mut s = format!(
+            "{clock} {}{what}{took} {file}:{} pid={} tid={} goroutine={goid}\n",
+            f.name, p.line, self.pid, self.tid
+        );
         for (k, v) in self.returns.as_ref().unwrap_or(&self.args) {
             s.push_str(&format!("    {k} = {}\n", v.pretty()));
         }
         if let Some(r) = &self.regs {
-            let regs: Vec<String> = REG_NAMES.iter().zip(r).map(|(n, v)| format!("{n}={v:#x}")).collect();
+            let regs: Vec<String> = REG_NAMES
+                .iter()
+                .zip(r)
+                .map(|(n, v)| format!("{n}={v:#x}"))
+                .collect();
             s.push_str(&format!("    {}\n", regs.join(" ")));
         }
         for (k, v) in self.locals.iter().flatten() {
@@ -131,6 +107,75 @@ impl Hit<'_> {
             s.push_str(&format!("      at {} {file}:{}\n", fr.function, fr.line));
         }
         s
+    }
+}
+
+/// The JSON contract (version 1): see the README's "JSON events" section.
+impl Serialize for Hit<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.probe;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("v", &1)?;
+        m.serialize_entry("kind", p.kind)?;
+        m.serialize_entry("probe", &p.spec)?;
+        m.serialize_entry("function", &p.function.name)?;
+        m.serialize_entry("file", &p.file)?;
+        m.serialize_entry("line", &p.line)?;
+        m.serialize_entry("pc", &format!("{:#x}", p.pc))?;
+        m.serialize_entry("pid", &self.pid)?;
+        m.serialize_entry("tid", &self.tid)?;
+        m.serialize_entry("goid", &self.goid)?;
+        m.serialize_entry("time", &rfc3339_nanos(self.time_ns))?;
+        match &self.returns {
+            Some(r) => {
+                m.serialize_entry("returns", &Fields(r))?;
+                m.serialize_entry("duration_ns", &self.duration_ns)?;
+            }
+            None => m.serialize_entry("args", &Fields(&self.args))?,
+        }
+        if let Some(l) = &self.locals {
+            m.serialize_entry("locals", &Fields(l))?;
+        }
+        if let Some(r) = &self.regs {
+            let regs: Vec<(String, Value)> = REG_NAMES
+                .iter()
+                .zip(r)
+                .map(|(n, v)| ((*n).to_owned(), Value::Addr(*v)))
+                .collect();
+            m.serialize_entry("regs", &Fields(&regs))?;
+        }
+        if let Some(c) = &p.inlined {
+            m.serialize_entry(
+                "inlined",
+                &Inlined {
+                    caller: &c.caller,
+                    file: &c.call_file,
+                    line: c.call_line,
+                },
+            )?;
+        }
+        if let Some(st) = &self.stack {
+            m.serialize_entry("stack", st)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Inlined<'a> {
+    caller: &'a str,
+    file: &'a str,
+    line: u64,
+}
+
+impl Serialize for Frame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("function", &self.function)?;
+        m.serialize_entry("file", &self.file)?;
+        m.serialize_entry("line", &self.line)?;
+        m.serialize_entry("pc", &format!("{:#x}", self.pc))?;
+        m.end()
     }
 }
 
@@ -171,7 +216,13 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339_nanos(1_795_777_200_123_456_789), "2026-11-27T11:00:00.123456789Z");
-        assert_eq!(rfc3339_nanos(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nanos(1_795_777_200_123_456_789),
+            "2026-11-27T11:00:00.123456789Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
     }
 }

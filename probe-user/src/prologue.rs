@@ -32,7 +32,7 @@ pub fn after_stack_check(code: &[u8]) -> Option<usize> {
     }
     i += 4;
     match code.get(i..)? {
-        [0x76, _, ..] => Some(i + 2),              // jbe rel8
+        [0x76, _, ..] => Some(i + 2),                // jbe rel8
         [0x0f, 0x86, _, _, _, _, ..] => Some(i + 6), // jbe rel32
         _ => None,
     }
@@ -52,7 +52,10 @@ mod tests {
 
     #[test]
     fn large_frame() {
-        let code = [0x4c, 0x8d, 0x64, 0x24, 0xc0, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x2f, 0x03, 0, 0, 0x55];
+        let code = [
+            0x4c, 0x8d, 0x64, 0x24, 0xc0, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x2f, 0x03, 0, 0,
+            0x55,
+        ];
         assert_eq!(after_stack_check(&code), Some(15));
     }
 
@@ -61,6 +64,9 @@ mod tests {
         assert_eq!(after_stack_check(&[0x48, 0x01, 0xd0]), None);
         assert_eq!(after_stack_check(&[]), None);
         // cmp r12 without the lea is not Go's check
-        assert_eq!(after_stack_check(&[0x4d, 0x3b, 0x66, 0x10, 0x76, 0x00]), None);
+        assert_eq!(
+            after_stack_check(&[0x4d, 0x3b, 0x66, 0x10, 0x76, 0x00]),
+            None
+        );
     }
 }

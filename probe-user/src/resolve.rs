@@ -96,7 +96,13 @@ impl Program {
             path: path.to_owned(),
             reason: "no runtime.g type with goid and stack fields".into(),
         })?);
-        Ok(Self { binary, debug, runtime, tables: Tables::new(), rtypes: HashMap::new() })
+        Ok(Self {
+            binary,
+            debug,
+            runtime,
+            tables: Tables::new(),
+            rtypes: HashMap::new(),
+        })
     }
 
     /// Opens any ELF executable for address probes: with Go DWARF when it
@@ -104,14 +110,29 @@ impl Program {
     pub fn open_raw(path: &std::path::Path) -> Result<Self, Error> {
         let binary = Binary::open(path)?;
         let mut debug = DebugInfo::load(&binary.data, path)?;
-        let runtime = if binary.is_go { debug.runtime_layout() } else { None };
-        Ok(Self { binary, debug, runtime, tables: Tables::new(), rtypes: HashMap::new() })
+        let runtime = if binary.is_go {
+            debug.runtime_layout()
+        } else {
+            None
+        };
+        Ok(Self {
+            binary,
+            debug,
+            runtime,
+            tables: Tables::new(),
+            rtypes: HashMap::new(),
+        })
     }
 
     /// Resolves `--addr 0xADDR` or `--addr SYMBOL+0xOFF` (the symbol from the
     /// ELF symbol table, so stripped-of-DWARF binaries work too). With DWARF
     /// the variables live at that PC are captured; without, raw registers.
-    pub fn resolve_addr(&mut self, spec: &str, limits: Limits, locals: bool) -> Result<ResolvedProbe, Error> {
+    pub fn resolve_addr(
+        &mut self,
+        spec: &str,
+        limits: Limits,
+        locals: bool,
+    ) -> Result<ResolvedProbe, Error> {
         let bad = |why: String| Error::Unsupported(format!("--addr {spec}: {why}"));
         let num = |t: &str| -> Option<u64> {
             let t = t.trim();
@@ -124,44 +145,94 @@ impl Program {
             Some(a) => a,
             None => {
                 let (sym, off) = match spec.rsplit_once('+') {
-                    Some((s, o)) => (s, num(o).ok_or_else(|| bad(format!("{o:?} is not an offset")))?),
+                    Some((s, o)) => (
+                        s,
+                        num(o).ok_or_else(|| bad(format!("{o:?} is not an offset")))?,
+                    ),
                     None => (spec, 0),
                 };
-                let base = self.binary.symbol(sym).or_else(|| self.debug.function(sym).map(|f| f.low_pc)).ok_or_else(|| {
-                    let names = self.debug.functions().iter().map(|f| f.name.as_str());
-                    Error::UnknownFunction { name: sym.to_owned(), path: self.binary.path.clone(), near: near_matches(names, sym, 5) }
-                })?;
+                let base = self
+                    .binary
+                    .symbol(sym)
+                    .or_else(|| self.debug.function(sym).map(|f| f.low_pc))
+                    .ok_or_else(|| {
+                        let names = self.debug.functions().iter().map(|f| f.name.as_str());
+                        Error::UnknownFunction {
+                            name: sym.to_owned(),
+                            path: self.binary.path.clone(),
+                            near: near_matches(names, sym, 5),
+                        }
+                    })?;
                 base + off
             }
         };
-        let file_offset = self.binary.file_offset(pc).ok_or_else(|| bad(format!("{pc:#x} is not in the file's code")))?;
+        let file_offset = self
+            .binary
+            .file_offset(pc)
+            .ok_or_else(|| bad(format!("{pc:#x} is not in the file's code")))?;
         let function = self.debug.function_at(pc).cloned();
         let (params, plan, function, file, line) = match function {
             Some(f) => {
-                let cfa = if pc == f.low_pc { Some(8) } else { self.debug.cfa_offset(pc) };
-                let params = match cfa {
-                    Some(cfa) => self.debug.variables(&f, pc, cfa, locals).map_err(|e| Error::BadDwarf {
-                        path: self.binary.path.clone(),
-                        reason: format!("variables at {pc:#x}: {e}"),
-                    })?,
-                    None => vec![],
+                let cfa = if pc == f.low_pc {
+                    Some(8)
+                } else {
+                    self.debug.cfa_offset(pc)
                 };
+                let params =
+                    match cfa {
+                        Some(cfa) => self.debug.variables(&f, pc, cfa, locals).map_err(|e| {
+                            Error::BadDwarf {
+                                path: self.binary.path.clone(),
+                                reason: format!("variables at {pc:#x}: {e}"),
+                            }
+                        })?,
+                        None => vec![],
+                    };
                 let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-                let (file, line) = self.debug.line_at(pc).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+                let (file, line) = self
+                    .debug
+                    .line_at(pc)
+                    .map(|(f, l)| (f.to_owned(), l))
+                    .unwrap_or_default();
                 (params, plan, f, file, line)
             }
             None => {
-                let name = self.binary.symbol_at(pc).unwrap_or_else(|| format!("{pc:#x}"));
-                (vec![], ProbePlan { limits, ..Default::default() }, Function::synthetic(&name, pc, "", 0), String::new(), 0)
+                let name = self
+                    .binary
+                    .symbol_at(pc)
+                    .unwrap_or_else(|| format!("{pc:#x}"));
+                (
+                    vec![],
+                    ProbePlan {
+                        limits,
+                        ..Default::default()
+                    },
+                    Function::synthetic(&name, pc, "", 0),
+                    String::new(),
+                    0,
+                )
             }
         };
-        Ok(ResolvedProbe { locals, ..ResolvedProbe::at(spec, "addr", function, (file, line), (pc, file_offset), params, plan) })
+        Ok(ResolvedProbe {
+            locals,
+            ..ResolvedProbe::at(
+                spec,
+                "addr",
+                function,
+                (file, line),
+                (pc, file_offset),
+                params,
+                plan,
+            )
+        })
     }
 
     /// Registers the binary's runtime type descriptors so interfaces can be
     /// followed to their dynamic values (needs the `runtime.types` symbol).
     pub fn load_runtime_types(&mut self) {
-        let Some(base) = self.binary.symbol("runtime.types") else { return };
+        let Some(base) = self.binary.symbol("runtime.types") else {
+            return;
+        };
         self.rtypes = self.tables.register_rtypes(&mut self.debug, base);
         // Pointer types that DWARF leaves out (no variable has them) are
         // still reachable through interfaces: find each described type's
@@ -169,7 +240,9 @@ impl Program {
         // from runtime.types at +44 of abi.Type, see internal/abi/type.go).
         let known: Vec<(u64, TypeId)> = self.rtypes.iter().map(|(a, t)| (*a, *t)).collect();
         for (addr, ty) in known {
-            let Some(b) = self.binary.read_virt(addr + 44, 4) else { continue };
+            let Some(b) = self.binary.read_virt(addr + 44, 4) else {
+                continue;
+            };
             let off = i32::from_le_bytes(b.try_into().unwrap());
             if off <= 0 {
                 continue;
@@ -195,17 +268,29 @@ impl Program {
     pub fn resolve(&mut self, name: &str, limits: Limits) -> Result<Vec<ResolvedProbe>, Error> {
         let funcs: Vec<Function> = match self.debug.function(name) {
             Some(f) => vec![f.clone()],
-            None => self.debug.instantiations(name).into_iter().cloned().collect(),
+            None => self
+                .debug
+                .instantiations(name)
+                .into_iter()
+                .cloned()
+                .collect(),
         };
         let copies = self.debug.inlined_copies(name).to_vec();
         if funcs.is_empty() && copies.is_empty() {
             return Err(Error::UnknownFunction {
                 name: name.to_owned(),
                 path: self.binary.path.clone(),
-                near: near_matches(self.debug.functions().iter().map(|f| f.name.as_str()), name, 5),
+                near: near_matches(
+                    self.debug.functions().iter().map(|f| f.name.as_str()),
+                    name,
+                    5,
+                ),
             });
         }
-        let mut out: Vec<ResolvedProbe> = funcs.into_iter().map(|f| self.resolve_one(name, f, limits)).collect::<Result<_, _>>()?;
+        let mut out: Vec<ResolvedProbe> = funcs
+            .into_iter()
+            .map(|f| self.resolve_one(name, f, limits))
+            .collect::<Result<_, _>>()?;
         for c in copies {
             out.push(self.resolve_inlined(name, c, limits)?);
         }
@@ -214,26 +299,68 @@ impl Program {
 
     /// A probe on one inlined copy: at its first instruction, with the
     /// parameters DWARF locates there.
-    fn resolve_inlined(&mut self, spec: &str, copy: crate::dwarf::InlinedCopy, limits: Limits) -> Result<ResolvedProbe, Error> {
+    fn resolve_inlined(
+        &mut self,
+        spec: &str,
+        copy: crate::dwarf::InlinedCopy,
+        limits: Limits,
+    ) -> Result<ResolvedProbe, Error> {
         let pc = copy.entry_pc;
-        let bad = |why: String| Error::Unsupported(format!("inlined copy of {} in {}: {why}", copy.name, copy.caller));
-        let file_offset = self.binary.file_offset(pc).ok_or_else(|| bad(format!("{pc:#x} not in the file")))?;
-        let cfa = self.debug.cfa_offset(pc).ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
-        let params = self.debug.inlined_variables(&copy, pc, cfa, false).map_err(|e| Error::BadDwarf {
-            path: self.binary.path.clone(),
-            reason: format!("variables of {} inlined in {}: {e}", copy.name, copy.caller),
-        })?;
+        let bad = |why: String| {
+            Error::Unsupported(format!(
+                "inlined copy of {} in {}: {why}",
+                copy.name, copy.caller
+            ))
+        };
+        let file_offset = self
+            .binary
+            .file_offset(pc)
+            .ok_or_else(|| bad(format!("{pc:#x} not in the file")))?;
+        let cfa = self
+            .debug
+            .cfa_offset(pc)
+            .ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
+        let params = self
+            .debug
+            .inlined_variables(&copy, pc, cfa, false)
+            .map_err(|e| Error::BadDwarf {
+                path: self.binary.path.clone(),
+                reason: format!("variables of {} inlined in {}: {e}", copy.name, copy.caller),
+            })?;
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-        let (file, line) = self.debug.line_at(pc).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+        let (file, line) = self
+            .debug
+            .line_at(pc)
+            .map(|(f, l)| (f.to_owned(), l))
+            .unwrap_or_default();
         let function = Function::synthetic(&copy.name, pc, &file, line);
-        Ok(ResolvedProbe { inlined: Some(copy), ..ResolvedProbe::at(spec, "entry", function, (file, line), (pc, file_offset), params, plan) })
+        Ok(ResolvedProbe {
+            inlined: Some(copy),
+            ..ResolvedProbe::at(
+                spec,
+                "entry",
+                function,
+                (file, line),
+                (pc, file_offset),
+                params,
+                plan,
+            )
+        })
     }
 
-    fn resolve_one(&mut self, spec: &str, function: Function, limits: Limits) -> Result<ResolvedProbe, Error> {
+    fn resolve_one(
+        &mut self,
+        spec: &str,
+        function: Function,
+        limits: Limits,
+    ) -> Result<ResolvedProbe, Error> {
         let name = function.name.clone();
         let entry = function.low_pc;
         let not_loadable = || {
-            Error::Unsupported(format!("{name} at {entry:#x} is not in a loadable segment of {}", self.binary.path.display()))
+            Error::Unsupported(format!(
+                "{name} at {entry:#x} is not in a loadable segment of {}",
+                self.binary.path.display()
+            ))
         };
         let entry_offset = self.binary.file_offset(entry).ok_or_else(not_loadable)?;
         // Skip Go's stack-bound check so a call that grows its stack is seen
@@ -242,7 +369,12 @@ impl Program {
         let skip = prologue::after_stack_check(&code[..code.len().min(32)]).unwrap_or(0) as u64;
         let first = {
             let at = code.get(skip as usize..).unwrap_or(&[]);
-            let mut dec = iced_x86::Decoder::with_ip(64, &at[..at.len().min(16)], entry + skip, iced_x86::DecoderOptions::NONE);
+            let mut dec = iced_x86::Decoder::with_ip(
+                64,
+                &at[..at.len().min(16)],
+                entry + skip,
+                iced_x86::DecoderOptions::NONE,
+            );
             format!("{:?}", dec.decode().mnemonic()).to_lowercase()
         };
         let placement = if skip > 0 {
@@ -254,10 +386,13 @@ impl Program {
             format!("at the first instruction ({first}): no stack check (a leaf function)")
         };
         let (pc, file_offset) = (entry + skip, entry_offset + skip);
-        let mut params = self.debug.params(&function, entry).map_err(|e| Error::BadDwarf {
-            path: self.binary.path.clone(),
-            reason: format!("parameters of {name}: {e}"),
-        })?;
+        let mut params = self
+            .debug
+            .params(&function, entry)
+            .map_err(|e| Error::BadDwarf {
+                path: self.binary.path.clone(),
+                reason: format!("parameters of {name}: {e}"),
+            })?;
         // At the entry the register ABI says exactly where every argument is;
         // DWARF location lists remain the fallback for types it cannot place.
         // A shape-instantiated generic takes its dictionary first, in RAX,
@@ -270,7 +405,18 @@ impl Program {
         }
         let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
         let pos = (function.file.clone(), function.line);
-        Ok(ResolvedProbe { placement, ..ResolvedProbe::at(spec, "entry", function, pos, (pc, file_offset), params, plan) })
+        Ok(ResolvedProbe {
+            placement,
+            ..ResolvedProbe::at(
+                spec,
+                "entry",
+                function,
+                pos,
+                (pc, file_offset),
+                params,
+                plan,
+            )
+        })
     }
 
     /// The return probe of entry probe `entry`: every RET instruction of the
@@ -280,13 +426,17 @@ impl Program {
     pub fn resolve_returns(&mut self, entry: &ResolvedProbe) -> Result<ResolvedProbe, Error> {
         let f = &entry.function;
         let bad = |why: String| Error::Unsupported(format!("--returns for {}: {why}", f.name));
-        let start = self.binary.file_offset(f.low_pc).ok_or_else(|| bad("code not in the file".into()))?;
+        let start = self
+            .binary
+            .file_offset(f.low_pc)
+            .ok_or_else(|| bad("code not in the file".into()))?;
         let code = self
             .binary
             .data
             .get(start as usize..(start + (f.high_pc - f.low_pc)) as usize)
             .ok_or_else(|| bad("code not in the file".into()))?;
-        let mut decoder = iced_x86::Decoder::with_ip(64, code, f.low_pc, iced_x86::DecoderOptions::NONE);
+        let mut decoder =
+            iced_x86::Decoder::with_ip(64, code, f.low_pc, iced_x86::DecoderOptions::NONE);
         let mut sites = vec![];
         let mut insn = iced_x86::Instruction::default();
         while decoder.can_decode() {
@@ -297,31 +447,55 @@ impl Program {
             }
         }
         if sites.is_empty() {
-            return Err(bad("no return instruction (the function never returns normally)".into()));
+            return Err(bad(
+                "no return instruction (the function never returns normally)".into(),
+            ));
         }
         let mut params = entry.params.clone();
-        let hidden_dict = f.name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict");
+        let hidden_dict =
+            f.name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict");
         match abi::return_locations(&self.debug, &params, hidden_dict) {
             Some(locs) => {
                 for (p, pieces) in params.iter_mut().filter(|p| p.is_result).zip(locs) {
                     p.pieces = pieces;
                 }
             }
-            None => params.iter_mut().filter(|p| p.is_result).for_each(|p| p.pieces.clear()),
+            None => params
+                .iter_mut()
+                .filter(|p| p.is_result)
+                .for_each(|p| p.pieces.clear()),
         }
-        let plan = capture::compile_vars(&self.debug, &mut self.tables, &params, entry.plan.limits, true);
+        let plan = capture::compile_vars(
+            &self.debug,
+            &mut self.tables,
+            &params,
+            entry.plan.limits,
+            true,
+        );
         let first = sites.remove(0);
         let pos = (entry.file.clone(), entry.line);
-        Ok(ResolvedProbe { more_sites: sites, ..ResolvedProbe::at(&entry.spec, "return", f.clone(), pos, first, params, plan) })
+        Ok(ResolvedProbe {
+            more_sites: sites,
+            ..ResolvedProbe::at(&entry.spec, "return", f.clone(), pos, first, params, plan)
+        })
     }
 
     /// Resolves `--line FILE:LINE`: a probe at every address where the line
     /// begins (`is_stmt` rows of the line table), with the parameters and,
     /// with `locals`, the local variables live there.
-    pub fn resolve_line(&mut self, spec: &str, limits: Limits, locals: bool) -> Result<Vec<ResolvedProbe>, Error> {
+    pub fn resolve_line(
+        &mut self,
+        spec: &str,
+        limits: Limits,
+        locals: bool,
+    ) -> Result<Vec<ResolvedProbe>, Error> {
         let bad = |why: String| Error::Unsupported(format!("--line {spec}: {why}"));
-        let (file, line) = spec.rsplit_once(':').ok_or_else(|| bad("expected FILE:LINE, e.g. main.go:42".into()))?;
-        let line: u64 = line.parse().map_err(|_| bad(format!("{line:?} is not a line number")))?;
+        let (file, line) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected FILE:LINE, e.g. main.go:42".into()))?;
+        let line: u64 = line
+            .parse()
+            .map_err(|_| bad(format!("{line:?} is not a line number")))?;
         let addrs = self.debug.line_addresses(file, line);
         if addrs.is_empty() {
             return Err(bad(format!(
@@ -331,15 +505,37 @@ impl Program {
         }
         let mut out = vec![];
         for (pc, path) in addrs {
-            let Some(function) = self.debug.function_at(pc).cloned() else { continue };
-            let file_offset = self.binary.file_offset(pc).ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
-            let cfa = self.debug.cfa_offset(pc).ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
-            let params = self.debug.variables(&function, pc, cfa, locals).map_err(|e| Error::BadDwarf {
-                path: self.binary.path.clone(),
-                reason: format!("variables of {} at {pc:#x}: {e}", function.name),
-            })?;
+            let Some(function) = self.debug.function_at(pc).cloned() else {
+                continue;
+            };
+            let file_offset = self
+                .binary
+                .file_offset(pc)
+                .ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
+            let cfa = self
+                .debug
+                .cfa_offset(pc)
+                .ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
+            let params = self
+                .debug
+                .variables(&function, pc, cfa, locals)
+                .map_err(|e| Error::BadDwarf {
+                    path: self.binary.path.clone(),
+                    reason: format!("variables of {} at {pc:#x}: {e}", function.name),
+                })?;
             let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-            out.push(ResolvedProbe { locals, ..ResolvedProbe::at(spec, "line", function, (path, line), (pc, file_offset), params, plan) });
+            out.push(ResolvedProbe {
+                locals,
+                ..ResolvedProbe::at(
+                    spec,
+                    "line",
+                    function,
+                    (path, line),
+                    (pc, file_offset),
+                    params,
+                    plan,
+                )
+            });
         }
         Ok(out)
     }
@@ -347,12 +543,19 @@ impl Program {
 
 /// Functions worth listing: user and library code, not linker-generated stubs.
 pub fn probeable(f: &Function) -> bool {
-    !(f.name.starts_with("type:") || f.name.starts_with("go:") || f.name.contains("..stmp") || f.low_pc == 0)
+    !(f.name.starts_with("type:")
+        || f.name.starts_with("go:")
+        || f.name.contains("..stmp")
+        || f.low_pc == 0)
 }
 
 /// The `limit` names closest to `wanted`: same-suffix and substring matches
 /// first (a missing package or receiver), then by edit distance.
-pub fn near_matches<'a>(names: impl Iterator<Item = &'a str>, wanted: &str, limit: usize) -> Vec<String> {
+pub fn near_matches<'a>(
+    names: impl Iterator<Item = &'a str>,
+    wanted: &str,
+    limit: usize,
+) -> Vec<String> {
     let lw = wanted.to_lowercase();
     let tail = |s: &str| s.rsplit(['.', ')']).next().unwrap_or(s).to_lowercase();
     let wtail = tail(wanted);
@@ -372,7 +575,11 @@ pub fn near_matches<'a>(names: impl Iterator<Item = &'a str>, wanted: &str, limi
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(limit).map(|(_, n)| n.to_owned()).collect()
+    scored
+        .into_iter()
+        .take(limit)
+        .map(|(_, n)| n.to_owned())
+        .collect()
 }
 
 /// `probe symbols`: probe-able functions whose name contains `pattern`
@@ -383,7 +590,10 @@ pub fn list_symbols<'a>(debug: &'a DebugInfo, pattern: Option<&str>) -> Vec<&'a 
         .functions()
         .iter()
         .filter(|f| probeable(f))
-        .filter(|f| pat.as_ref().is_none_or(|p| f.name.to_lowercase().contains(p)))
+        .filter(|f| {
+            pat.as_ref()
+                .is_none_or(|p| f.name.to_lowercase().contains(p))
+        })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
@@ -396,7 +606,13 @@ mod tests {
 
     #[test]
     fn near_matches_prefers_same_method() {
-        let names = ["main.(*Store).Put", "main.(*Store).Get", "main.kinds", "runtime.main", "net/http.(*Server).Serve"];
+        let names = [
+            "main.(*Store).Put",
+            "main.(*Store).Get",
+            "main.kinds",
+            "runtime.main",
+            "net/http.(*Server).Serve",
+        ];
         let got = near_matches(names.iter().copied(), "main.Store.Put", 3);
         assert_eq!(got[0], "main.(*Store).Put");
         let got = near_matches(names.iter().copied(), "main.kind", 3);

@@ -11,8 +11,8 @@ use std::{
 };
 
 use probe_common::{
-    ProbeParams, EVK_RETURN, MAX_ROOTS, PARAM_ENABLED, PARAM_G_IN_R14, PARAM_FRAME_SET, PARAM_RECORD_ENTRY, PARAM_RETURN,
-    STACK_BYTES,
+    ProbeParams, EVK_RETURN, MAX_ROOTS, PARAM_ENABLED, PARAM_FRAME_SET, PARAM_G_IN_R14,
+    PARAM_RECORD_ENTRY, PARAM_RETURN, STACK_BYTES,
 };
 use std::collections::HashSet;
 
@@ -61,6 +61,8 @@ pub struct AttachOptions {
     pub otlp: Option<crate::otlp::Config>,
     /// `--service-name` (else `OTEL_SERVICE_NAME`, else the binary's name).
     pub service_name: Option<String>,
+    /// `--nice`: Probe's own scheduling priority while it traces.
+    pub nice: i32,
 }
 
 /// Why the session ended.
@@ -126,7 +128,11 @@ impl std::fmt::Display for Summary {
 
 impl Summary {
     fn write_body(&self, f: &mut std::fmt::Formatter<'_>, why: &str) -> std::fmt::Result {
-        writeln!(f, "probe: detached after {:.1}s ({why})", self.elapsed.as_secs_f64())?;
+        writeln!(
+            f,
+            "probe: detached after {:.1}s ({why})",
+            self.elapsed.as_secs_f64()
+        )?;
         for p in &self.probes {
             write!(
                 f,
@@ -140,13 +146,22 @@ impl Summary {
                 write!(f, ", {} returns without a captured entry", p.unpaired)?;
             }
             if p.cond_kernel + p.cond_user > 0 {
-                write!(f, ", {} not matching --cond ({} in the kernel)", p.cond_kernel + p.cond_user, p.cond_kernel)?;
+                write!(
+                    f,
+                    ", {} not matching --cond ({} in the kernel)",
+                    p.cond_kernel + p.cond_user,
+                    p.cond_kernel
+                )?;
             }
             if p.suspended > 0 {
                 write!(f, ", {} while suspended (--cpu-budget)", p.suspended)?;
             }
             if p.cond_unknown > 0 {
-                write!(f, ", {} with --cond unknown (a value it reads was not captured)", p.cond_unknown)?;
+                write!(
+                    f,
+                    ", {} with --cond unknown (a value it reads was not captured)",
+                    p.cond_unknown
+                )?;
             }
             writeln!(f)?;
         }
@@ -162,7 +177,12 @@ impl Summary {
 
 /// Kernel params for one probe from its plan and the runtime layout; `pair`
 /// is the entry probe's id for a return probe.
-pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, pair: Option<u32>) -> ProbeParams {
+pub fn probe_params(
+    p: &ResolvedProbe,
+    program: &Program,
+    opts: &AttachOptions,
+    pair: Option<u32>,
+) -> ProbeParams {
     let l = p.plan.limits;
     // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
     let mut flags = PARAM_ENABLED;
@@ -191,10 +211,18 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
         ret_sp_off: (cfa - 8).max(0) as u32,
         static_pc: p.pc,
         // Returns are only shown for captured entries: the entry's rate rules.
-        rate_per_sec: if pair.is_some() { 0 } else { opts.rate.unwrap_or(0) },
+        rate_per_sec: if pair.is_some() {
+            0
+        } else {
+            opts.rate.unwrap_or(0)
+        },
         goid_offset: program.runtime.map_or(0, |r| r.goid_offset as u32),
         stack_hi_offset: program.runtime.map_or(0, |r| r.stack_hi_offset as u32),
-        stack_bytes: if p.plan.needs_stack_window { STACK_BYTES } else { 0 },
+        stack_bytes: if p.plan.needs_stack_window {
+            STACK_BYTES
+        } else {
+            0
+        },
         flags,
         max_bytes: l.max_bytes,
         max_string: l.max_string,
@@ -212,7 +240,10 @@ pub fn probe_params(p: &ResolvedProbe, program: &Program, opts: &AttachOptions, 
 /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn `bpf_ktime_get_ns` into wall time.
 fn monotonic_to_wall() -> i128 {
     let now = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid pointer to a timespec.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -223,6 +254,9 @@ fn monotonic_to_wall() -> i128 {
 /// Runs `probe attach` to the end.
 pub async fn run(opts: AttachOptions) -> anyhow::Result<Summary> {
     let mut target = Target::resolve(&opts.target, opts.format == Format::Json)?;
+    // After a launched target has forked (it keeps the normal priority) and
+    // before any helper thread starts (threads inherit it).
+    lower_priority(opts.nice);
     let result = trace(&opts, &mut target).await;
     if let Some(l) = target.child.as_mut() {
         // We launched it, so we end it (as a debugger ends its debuggee); one
@@ -232,23 +266,52 @@ pub async fn run(opts: AttachOptions) -> anyhow::Result<Summary> {
     result
 }
 
+/// Lets the traced service win any contention for CPU with Probe itself.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: a plain syscall on the calling thread (Linux applies
+    // PRIO_PROCESS with who=0 to the calling thread).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        eprintln!(
+            "probe: note: could not set nice {nice}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
     // Address probes work on any ELF (raw registers without Go DWARF).
     let only_addrs = opts.funcs.is_empty() && opts.lines.is_empty() && !opts.addrs.is_empty();
     let opened = match Program::open(&target.exe) {
-        Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => Program::open_raw(&target.exe),
+        Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => {
+            Program::open_raw(&target.exe)
+        }
         other => other,
     };
     let mut program = opened.map_err(|e| match e {
-        Error::NotElf { reason, .. } => Error::NotElf { path: target.display.clone(), reason },
-        Error::NotGo { .. } => Error::NotGo { path: target.display.clone() },
-        Error::NoDwarf { go_version, .. } => Error::NoDwarf { path: target.display.clone(), go_version },
+        Error::NotElf { reason, .. } => Error::NotElf {
+            path: target.display.clone(),
+            reason,
+        },
+        Error::NotGo { .. } => Error::NotGo {
+            path: target.display.clone(),
+        },
+        Error::NoDwarf { go_version, .. } => Error::NoDwarf {
+            path: target.display.clone(),
+            go_version,
+        },
         other => other,
     })?;
     let mut probes = vec![];
     for f in &opts.funcs {
         probes.extend(program.resolve(f, opts.limits).map_err(|e| match e {
-            Error::UnknownFunction { name, near, .. } => Error::UnknownFunction { name, path: target.display.clone(), near },
+            Error::UnknownFunction { name, near, .. } => Error::UnknownFunction {
+                name,
+                path: target.display.clone(),
+                near,
+            },
             other => other,
         })?);
     }
@@ -298,7 +361,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         }
     }
     if opts.dry_run {
-        print!("{}", dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms));
+        print!(
+            "{}",
+            dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms)
+        );
         return Ok(Summary {
             reason: StopReason::DryRun,
             target_exit: None,
@@ -347,21 +413,34 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         who
     );
 
-    let start_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let start_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let exporter = opts.otlp.clone().map(|cfg| {
-        let cfg = cfg.with_resource(opts.service_name.clone(), &service_default(&target.display), resource(target, &program));
+        let cfg = cfg.with_resource(
+            opts.service_name.clone(),
+            &service_default(&target.display),
+            resource(target, &program),
+        );
         crate::otlp::Exporter::start(cfg)
     });
     let error_results: Vec<Vec<String>> = probes
         .iter()
         .map(|p| {
-            p.plan.params.iter().filter(|v| decode::type_name(&program.debug, v.ty) == "error").map(|v| v.name.clone()).collect()
+            p.plan
+                .params
+                .iter()
+                .filter(|v| decode::type_name(&program.debug, v.ty) == "error")
+                .map(|v| v.name.clone())
+                .collect()
         })
         .collect();
     let ring = kernel.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives the registration
     // (both are dropped together at the end of this function).
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
     let wall = monotonic_to_wall();
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
@@ -504,7 +583,11 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         let st = kernel.stats(id as u32)?;
         summaries.push(ProbeSummary {
             spec: {
-                let mut s = if p.spec == p.function.name { p.spec.clone() } else { format!("{} ({})", p.spec, p.function.name) };
+                let mut s = if p.spec == p.function.name {
+                    p.spec.clone()
+                } else {
+                    format!("{} ({})", p.spec, p.function.name)
+                };
                 if let Some(c) = &p.inlined {
                     s = format!("{s} (inlined in {} at line {})", c.caller, c.call_line);
                 }
@@ -528,14 +611,22 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         });
     }
     let total_hits: u64 = summaries.iter().map(|s| s.hits).sum();
-    let bpf_ns_per_hit = kernel.cpu_time().filter(|_| total_hits > 0).map(|t| t.as_nanos() as f64 / total_hits as f64);
+    let bpf_ns_per_hit = kernel
+        .cpu_time()
+        .filter(|_| total_hits > 0)
+        .map(|t| t.as_nanos() as f64 / total_hits as f64);
     drop(kernel); // detaches every uprobe
     let target_exit = target.child.as_ref().and_then(|l| l.exit_description());
     let bytes = std::mem::take(&mut rd.bytes);
     drop(rd);
     let export = match exporter {
         Some(x) => {
-            x.offer(crate::otlp::Item::Metrics(health_metrics(&summaries, &bytes, start_ns, Some(&x.stats))));
+            x.offer(crate::otlp::Item::Metrics(health_metrics(
+                &summaries,
+                &bytes,
+                start_ns,
+                Some(&x.stats),
+            )));
             let (stats, endpoint) = (x.stats.clone(), x.endpoint.clone());
             x.shutdown(Duration::from_secs(5)).await;
             use std::sync::atomic::Ordering::Relaxed;
@@ -550,7 +641,14 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         }
         None => None,
     };
-    Ok(Summary { reason, target_exit, export, bpf_ns_per_hit, probes: summaries, elapsed: started.elapsed() })
+    Ok(Summary {
+        reason,
+        target_exit,
+        export,
+        bpf_ns_per_hit,
+        probes: summaries,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Function, file and line of each return address (the call instruction
@@ -562,13 +660,31 @@ fn symbolize(program: &Program, pcs: &[u64], bias: u64) -> Vec<crate::output::Fr
         // Addresses as linked: a PIE runs `bias` further up.
         let pc = runtime_pc.wrapping_sub(bias);
         let at = if i == 0 { pc } else { pc.saturating_sub(1) };
-        let (mut file, mut line) = program.debug.line_at(at).map(|(f, l)| (f.to_owned(), l)).unwrap_or_default();
+        let (mut file, mut line) = program
+            .debug
+            .line_at(at)
+            .map(|(f, l)| (f.to_owned(), l))
+            .unwrap_or_default();
         for c in program.debug.inline_chain(at) {
-            out.push(crate::output::Frame { pc, function: c.name.clone(), file: file.clone(), line });
+            out.push(crate::output::Frame {
+                pc,
+                function: c.name.clone(),
+                file: file.clone(),
+                line,
+            });
             (file, line) = (c.call_file.clone(), c.call_line);
         }
-        let function = program.debug.function_at(at).map(|f| f.name.clone()).unwrap_or_else(|| "?".into());
-        out.push(crate::output::Frame { pc, function, file, line });
+        let function = program
+            .debug
+            .function_at(at)
+            .map(|f| f.name.clone())
+            .unwrap_or_else(|| "?".into());
+        out.push(crate::output::Frame {
+            pc,
+            function,
+            file,
+            line,
+        });
     }
     out
 }
@@ -629,7 +745,9 @@ impl Renderer<'_> {
         }
         if let Some(entry) = self.pairs[id] {
             // Only returns of shown entries are shown.
-            if self.conds[entry as usize].is_some() && !self.matched.remove(&(entry, h.goid, h.frame)) {
+            if self.conds[entry as usize].is_some()
+                && !self.matched.remove(&(entry, h.goid, h.frame))
+            {
                 return None;
             }
         } else if self.conds[id].is_some() {
@@ -646,22 +764,28 @@ impl Renderer<'_> {
             regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then_some(h.regs),
             returns: None,
             duration_ns: None,
-            stack: (!ev.stack.is_empty()).then(|| symbolize(program, &ev.stack, ev.header.regs[16].wrapping_sub(probe.pc))),
+            stack: (!ev.stack.is_empty()).then(|| {
+                symbolize(
+                    program,
+                    &ev.stack,
+                    ev.header.regs[16].wrapping_sub(probe.pc),
+                )
+            }),
         };
         if h.kind == EVK_RETURN {
             hit.returns = Some(std::mem::take(&mut hit.args));
-            hit.duration_ns = (h.entry_ktime != 0).then(|| h.ktime_ns.saturating_sub(h.entry_ktime));
+            hit.duration_ns =
+                (h.entry_ktime != 0).then(|| h.ktime_ns.saturating_sub(h.entry_ktime));
         }
         self.bytes[id] += bytes.len() as u64;
-        let json = hit.to_json();
         if let Some(x) = self.exporter {
-            self.export(x, &hit, &json);
+            self.export(x, &hit, &hit.to_json());
         }
         let line = match self.format {
             Format::Json => {
-                let mut s = json.to_string();
-                s.push('\n');
-                s
+                let mut v = Vec::with_capacity(512);
+                hit.write_json_line(&mut v);
+                String::from_utf8(v).unwrap_or_default()
             }
             Format::Pretty => hit.pretty(),
         };
@@ -687,18 +811,36 @@ impl Renderer<'_> {
         if let Some(g) = hit.goid {
             attrs.push(kv("go.goroutine.id", int_value(g as i64)));
         }
-        for key in ["args", "locals", "returns", "duration_ns", "stack", "inlined", "regs"] {
+        for key in [
+            "args",
+            "locals",
+            "returns",
+            "duration_ns",
+            "stack",
+            "inlined",
+            "regs",
+        ] {
             if let Some(v) = json.get(key) {
                 attrs.push(kv(key, any_from_json(v)));
             }
         }
-        let event = if hit.returns.is_some() { "probe.return" } else { "probe.hit" };
+        let event = if hit.returns.is_some() {
+            "probe.return"
+        } else {
+            "probe.hit"
+        };
         let body = hit.pretty().lines().next().unwrap_or_default().to_owned();
         let time = hit.time_ns.max(0) as u64;
-        x.offer(crate::otlp::Item::Log(crate::otlp::log_record(event, time, body, attrs)));
+        x.offer(crate::otlp::Item::Log(crate::otlp::log_record(
+            event, time, body, attrs,
+        )));
         if let (Some(returns), Some(d)) = (json.get("returns"), hit.duration_ns) {
             let id = p as *const ResolvedProbe as usize;
-            let idx = self.probes.iter().position(|q| q as *const ResolvedProbe as usize == id).unwrap_or(0);
+            let idx = self
+                .probes
+                .iter()
+                .position(|q| q as *const ResolvedProbe as usize == id)
+                .unwrap_or(0);
             let error = self.error_results[idx]
                 .iter()
                 .filter_map(|n| returns.get(n).filter(|v| !v.is_null()))
@@ -712,7 +854,14 @@ impl Renderer<'_> {
                 kv("probe.id", str_value(&p.spec)),
             ];
             let ids = crate::otlp::ids(time ^ self.span_seq.rotate_left(32));
-            x.offer(crate::otlp::Item::Span(crate::otlp::span(&p.function.name, time.saturating_sub(d), time, error, span_attrs, ids)));
+            x.offer(crate::otlp::Item::Span(crate::otlp::span(
+                &p.function.name,
+                time.saturating_sub(d),
+                time,
+                error,
+                span_attrs,
+                ids,
+            )));
         }
     }
 }
@@ -725,57 +874,117 @@ fn health_metrics(
     export: Option<&crate::otlp::Stats>,
 ) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
     use crate::otlp::{counter, kv, str_value};
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let per = |f: &dyn Fn(&ProbeSummary) -> u64| -> Vec<_> {
-        sums.iter().map(|s| (vec![kv("probe.id", str_value(&s.spec))], f(s))).collect()
+        sums.iter()
+            .map(|s| (vec![kv("probe.id", str_value(&s.spec))], f(s)))
+            .collect()
     };
     let mut dropped = vec![];
     for s in sums {
-        for (reason, v) in [("ring_buffer_full", s.dropped), ("rate_limit", s.rate_limited), ("suspended", s.suspended)] {
-            dropped.push((vec![kv("probe.id", str_value(&s.spec)), kv("reason", str_value(reason))], v));
+        for (reason, v) in [
+            ("ring_buffer_full", s.dropped),
+            ("rate_limit", s.rate_limited),
+            ("suspended", s.suspended),
+        ] {
+            dropped.push((
+                vec![
+                    kv("probe.id", str_value(&s.spec)),
+                    kv("reason", str_value(reason)),
+                ],
+                v,
+            ));
         }
     }
     if let Some(x) = export {
         use std::sync::atomic::Ordering::Relaxed;
-        dropped.push((vec![kv("reason", str_value("export_queue_full"))], x.dropped_queue_full.load(Relaxed)));
-        dropped.push((vec![kv("reason", str_value("export_failed"))], x.dropped_failed.load(Relaxed)));
+        dropped.push((
+            vec![kv("reason", str_value("export_queue_full"))],
+            x.dropped_queue_full.load(Relaxed),
+        ));
+        dropped.push((
+            vec![kv("reason", str_value("export_failed"))],
+            x.dropped_failed.load(Relaxed),
+        ));
     }
     vec![
-        counter("probe.hits", "Times a probe fired", start_ns, now, per(&|s| s.hits)),
-        counter("probe.captured", "Hits captured and shown", start_ns, now, per(&|s| s.shown)),
-        counter("probe.filtered", "Hits rejected by --cond", start_ns, now, per(&|s| s.cond_kernel + s.cond_user)),
-        counter("probe.dropped", "Hits not captured, by reason", start_ns, now, dropped),
+        counter(
+            "probe.hits",
+            "Times a probe fired",
+            start_ns,
+            now,
+            per(&|s| s.hits),
+        ),
+        counter(
+            "probe.captured",
+            "Hits captured and shown",
+            start_ns,
+            now,
+            per(&|s| s.shown),
+        ),
+        counter(
+            "probe.filtered",
+            "Hits rejected by --cond",
+            start_ns,
+            now,
+            per(&|s| s.cond_kernel + s.cond_user),
+        ),
+        counter(
+            "probe.dropped",
+            "Hits not captured, by reason",
+            start_ns,
+            now,
+            dropped,
+        ),
         counter(
             "probe.captured_bytes",
             "Bytes of captured events",
             start_ns,
             now,
-            sums.iter().zip(bytes).map(|(s, b)| (vec![kv("probe.id", str_value(&s.spec))], *b)).collect(),
+            sums.iter()
+                .zip(bytes)
+                .map(|(s, b)| (vec![kv("probe.id", str_value(&s.spec))], *b))
+                .collect(),
         ),
     ]
 }
 
 /// The default `service.name`: the traced binary's file name.
 fn service_default(path: &std::path::Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "unknown_service".into())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "unknown_service".into())
 }
 
 /// Resource attributes describing the traced process and Probe itself.
-fn resource(target: &Target, program: &Program) -> Vec<(String, opentelemetry_proto::tonic::common::v1::AnyValue)> {
+fn resource(
+    target: &Target,
+    program: &Program,
+) -> Vec<(String, opentelemetry_proto::tonic::common::v1::AnyValue)> {
     use crate::otlp::{int_value, str_value};
     let mut host = [0u8; 256];
     // SAFETY: buffer and length match.
     let host = if unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0 {
-        String::from_utf8_lossy(&host[..host.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned()
+        String::from_utf8_lossy(&host[..host.iter().position(|&b| b == 0).unwrap_or(0)])
+            .into_owned()
     } else {
         String::new()
     };
     let mut r = vec![
-        ("process.executable.path".to_owned(), str_value(&target.display.to_string_lossy())),
+        (
+            "process.executable.path".to_owned(),
+            str_value(&target.display.to_string_lossy()),
+        ),
         ("host.name".to_owned(), str_value(&host)),
         ("telemetry.sdk.name".to_owned(), str_value("probe")),
         ("telemetry.sdk.language".to_owned(), str_value("rust")),
-        ("telemetry.sdk.version".to_owned(), str_value(env!("CARGO_PKG_VERSION"))),
+        (
+            "telemetry.sdk.version".to_owned(),
+            str_value(env!("CARGO_PKG_VERSION")),
+        ),
     ];
     if let Some(pid) = target.pid {
         r.push(("process.pid".to_owned(), int_value(pid as i64)));
@@ -801,10 +1010,20 @@ fn dry_run(
     use std::fmt::Write;
     let mut s = String::new();
     for (i, p) in probes.iter().enumerate() {
-        let _ = writeln!(s, "probe {i}: {} [{}] {} at {}:{}", p.spec, p.kind, p.function.name, p.file, p.line);
+        let _ = writeln!(
+            s,
+            "probe {i}: {} [{}] {} at {}:{}",
+            p.spec, p.kind, p.function.name, p.file, p.line
+        );
         let mut pcs = vec![format!("{:#x}", p.pc)];
         pcs.extend(p.more_sites.iter().map(|(pc, _)| format!("{pc:#x}")));
-        let _ = writeln!(s, "  uprobe at {} (file offset {:#x}{})", pcs.join(", "), p.file_offset, if p.more_sites.is_empty() { "" } else { ", …" });
+        let _ = writeln!(
+            s,
+            "  uprobe at {} (file offset {:#x}{})",
+            pcs.join(", "),
+            p.file_offset,
+            if p.more_sites.is_empty() { "" } else { ", …" }
+        );
         if !p.placement.is_empty() {
             let _ = writeln!(s, "  placed {}", p.placement);
         }
@@ -813,8 +1032,18 @@ fn dry_run(
         }
         for v in &p.plan.params {
             let ty = decode::type_name(&program.debug, v.ty);
-            let places: Vec<String> = v.pieces.iter().map(|pc| format!("{:?}", pc.place)).collect();
-            let role = if p.kind == "return" { "result" } else if v.local { "local" } else { "arg" };
+            let places: Vec<String> = v
+                .pieces
+                .iter()
+                .map(|pc| format!("{:?}", pc.place))
+                .collect();
+            let role = if p.kind == "return" {
+                "result"
+            } else if v.local {
+                "local"
+            } else {
+                "arg"
+            };
             let _ = writeln!(s, "  {role} {} {ty}: {}", v.name, places.join(" + "));
         }
         let l = p.plan.limits;
@@ -830,14 +1059,25 @@ fn dry_run(
         if let Some(c) = &conds[i] {
             let _ = writeln!(s, "  condition {}", c.src);
             let kt: Vec<&str> = filters[i].iter().map(|(_, t)| t.as_str()).collect();
-            let _ = writeln!(s, "    in the kernel: {}", if kt.is_empty() { "nothing".into() } else { kt.join(" && ") });
+            let _ = writeln!(
+                s,
+                "    in the kernel: {}",
+                if kt.is_empty() {
+                    "nothing".into()
+                } else {
+                    kt.join(" && ")
+                }
+            );
             let _ = writeln!(
                 s,
                 "    in userspace: the whole condition{}",
-                if user_terms[i].is_empty() { String::new() } else { format!(" (kernel cannot check: {})", user_terms[i].join(", ")) }
+                if user_terms[i].is_empty() {
+                    String::new()
+                } else {
+                    format!(" (kernel cannot check: {})", user_terms[i].join(", "))
+                }
             );
         }
     }
     s
 }
-

@@ -47,7 +47,13 @@ impl Launched {
         }
         let mut st = 0;
         // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(self.pid as i32, &mut st, if block { 0 } else { libc::WNOHANG }) };
+        let r = unsafe {
+            libc::waitpid(
+                self.pid as i32,
+                &mut st,
+                if block { 0 } else { libc::WNOHANG },
+            )
+        };
         if r == self.pid as i32 || r < 0 {
             self.status = Some(st);
             return true;
@@ -73,7 +79,11 @@ impl Launched {
         if self.reap(false) {
             return;
         }
-        let sig = if self.gate.is_some() { libc::SIGKILL } else { libc::SIGTERM };
+        let sig = if self.gate.is_some() {
+            libc::SIGKILL
+        } else {
+            libc::SIGTERM
+        };
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid as i32, sig) };
         for _ in 0..50 {
@@ -98,19 +108,34 @@ impl Target {
                 }
                 let exe = PathBuf::from(format!("/proc/{pid}/exe"));
                 let display = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
-                Ok(Self { exe, display, pid: Some(*pid), child: None })
+                Ok(Self {
+                    exe,
+                    display,
+                    pid: Some(*pid),
+                    child: None,
+                })
             }
             TargetSpec::Binary(path) => {
                 let exe = std::fs::canonicalize(path).map_err(|source| Error::Io {
                     what: format!("cannot open {}", path.display()),
                     source,
                 })?;
-                Ok(Self { display: exe.clone(), exe, pid: None, child: None })
+                Ok(Self {
+                    display: exe.clone(),
+                    exe,
+                    pid: None,
+                    child: None,
+                })
             }
             TargetSpec::Command(argv) => {
                 let exe = find_program(&argv[0])?;
                 let launched = launch_held(&exe, argv, child_stdout_to_stderr)?;
-                Ok(Self { display: exe.clone(), exe, pid: Some(launched.pid), child: Some(launched) })
+                Ok(Self {
+                    display: exe.clone(),
+                    exe,
+                    pid: Some(launched.pid),
+                    child: Some(launched),
+                })
             }
         }
     }
@@ -147,7 +172,13 @@ pub fn process_exists(pid: u32) -> bool {
     if r == 0 {
         // A zombie still answers; treat it as gone.
         return !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(true);
     }
     std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -159,7 +190,10 @@ fn find_program(name: &str) -> Result<PathBuf, Error> {
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     };
     if name.contains('/') {
-        return std::fs::canonicalize(name).map_err(|source| Error::Io { what: format!("cannot find program {name:?}"), source });
+        return std::fs::canonicalize(name).map_err(|source| Error::Io {
+            what: format!("cannot find program {name:?}"),
+            source,
+        });
     }
     let path = std::env::var_os("PATH").ok_or_else(not_found)?;
     std::env::split_paths(&path)
@@ -173,23 +207,34 @@ fn find_program(name: &str) -> Result<PathBuf, Error> {
 fn launch_held(exe: &Path, argv: &[String], stdout_to_stderr: bool) -> Result<Launched, Error> {
     use std::ffi::CString;
     let bad_arg = |a: &str| Error::Unsupported(format!("argument {a:?} contains a NUL byte"));
-    let path = CString::new(exe.as_os_str().as_encoded_bytes()).map_err(|_| bad_arg(&exe.display().to_string()))?;
-    let args: Vec<CString> = argv.iter().map(|a| CString::new(a.as_bytes()).map_err(|_| bad_arg(a))).collect::<Result<_, _>>()?;
+    let path = CString::new(exe.as_os_str().as_encoded_bytes())
+        .map_err(|_| bad_arg(&exe.display().to_string()))?;
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| bad_arg(a)))
+        .collect::<Result<_, _>>()?;
     let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
 
     let mut fds = [0; 2];
     // SAFETY: plain pipe creation; both ends close on exec.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::Io { what: "cannot create a pipe".into(), source: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            what: "cannot create a pipe".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     // SAFETY: fresh descriptors from pipe2.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: between fork and exec the child only makes async-signal-safe
     // calls (close, read, dup2, execv, _exit) on memory prepared before fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(Error::Io { what: format!("cannot start {}", exe.display()), source: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            what: format!("cannot start {}", exe.display()),
+            source: std::io::Error::last_os_error(),
+        });
     }
     if pid == 0 {
         unsafe {
@@ -212,5 +257,9 @@ fn launch_held(exe: &Path, argv: &[String], stdout_to_stderr: bool) -> Result<La
         }
     }
     drop(read_end);
-    Ok(Launched { pid: pid as u32, gate: Some(write_end), status: None })
+    Ok(Launched {
+        pid: pid as u32,
+        gate: Some(write_end),
+        status: None,
+    })
 }

