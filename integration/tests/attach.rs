@@ -372,7 +372,9 @@ fn target_exit_ends_the_session_with_a_summary() {
         ],
         T,
     );
-    assert!(run.status.success(), "{}", run.stderr);
+    // A --pid target is not our child: its own exit code is unknown, and
+    // probe says "the target went away" with exit code 3.
+    assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
     assert!(run.stderr.contains("the target exited"), "{}", run.stderr);
     assert!(!run.events.is_empty());
     let last = run.events.last().unwrap();
@@ -447,5 +449,32 @@ fn pretty_output_reads_like_go() {
         run.stdout.contains("    ttl = ") && run.stdout.contains("s\n"),
         "durations in Go's notation: {}",
         run.stdout
+    );
+}
+
+#[test]
+fn a_launched_command_exit_status_is_probes_exit_status() {
+    let v = go_versions().pop().unwrap();
+    let bin = testdata(&v, "calls");
+    let bin = bin.to_str().unwrap();
+    // Go's flag package exits with status 2 on an unknown flag.
+    let run = probe(
+        &[
+            "attach",
+            "--func",
+            "main.divide",
+            "--format",
+            "json",
+            "--",
+            bin,
+            "-no-such-flag",
+        ],
+        T,
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the target exited, exit status 2"),
+        "{}",
+        run.stderr
     );
 }

@@ -39,7 +39,11 @@ enum Command {
   probe attach --pid 4242 --func main.handler --max-depth 3 --max-string 64 --max-elems 16
 
 The target keeps running at full speed: probes never stop it. Ctrl-C detaches
-and prints a summary (hits, shown, dropped) on stderr.")]
+and prints a summary (hits, shown, dropped) on stderr.
+
+Exit status: 0 when stopped by Ctrl-C/SIGTERM, --duration or --max-hits; if
+the target ends first, a launched command's own exit status (128+N if killed
+by signal N), or 3 for a --pid/--binary target; 1 on an error.")]
     Attach(Box<AttachArgs>),
     /// List the functions of a Go binary that can be probed, with file:line.
     #[command(after_help = "Examples:
@@ -231,7 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             let summary = rt.block_on(session::run(opts))?;
             eprint!("{summary}");
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitCode::from(summary.exit_code()))
         }
         Command::Symbols { binary, pattern } => {
             let program = Program::open(&binary)?;

@@ -383,7 +383,17 @@ impl Program {
                 if first == "push" { ", emulated by the kernel instead of single-stepped" } else { "" }
             )
         } else {
-            format!("at the first instruction ({first}): no stack check (a leaf function)")
+            // Without a stack check the first instruction is either an
+            // emulated `push rbp` or already works on the arguments (a
+            // frameless leaf): no later instruction is safe to move to.
+            format!(
+                "at the first instruction ({first}): no stack check (a leaf function){}",
+                if first == "push" {
+                    ", emulated by the kernel"
+                } else {
+                    "; single-stepped by the kernel (no emulated instruction comes before the arguments' registers are used)"
+                }
+            )
         };
         let (pc, file_offset) = (entry + skip, entry_offset + skip);
         let mut params = self

@@ -102,6 +102,9 @@ pub struct Summary {
     pub reason: StopReason,
     /// How a launched target ended, when it ended by itself.
     pub target_exit: Option<String>,
+    /// A launched target's exit code (as a shell reports it), when it ended
+    /// by itself.
+    pub target_code: Option<u8>,
     /// What OTLP export did, when enabled.
     pub export: Option<String>,
     /// In-kernel BPF run time per hit, when the kernel measured it.
@@ -126,7 +129,22 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// `probe attach`'s exit code when the target exited while attached and its
+/// own exit code is unknown (a `--pid` target is not our child).
+pub const EXIT_TARGET_GONE: u8 = 3;
+
 impl Summary {
+    /// What `probe attach` exits with: 0 when it was stopped (Ctrl-C,
+    /// --duration, --max-hits); when the target ended first, a launched
+    /// command's own exit code (as `strace` and `time` do), else
+    /// [`EXIT_TARGET_GONE`].
+    pub fn exit_code(&self) -> u8 {
+        match self.reason {
+            StopReason::TargetExited => self.target_code.unwrap_or(EXIT_TARGET_GONE),
+            _ => 0,
+        }
+    }
+
     fn write_body(&self, f: &mut std::fmt::Formatter<'_>, why: &str) -> std::fmt::Result {
         writeln!(
             f,
@@ -368,6 +386,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         return Ok(Summary {
             reason: StopReason::DryRun,
             target_exit: None,
+            target_code: None,
             export: None,
             bpf_ns_per_hit: None,
             probes: vec![],
@@ -617,6 +636,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         .map(|t| t.as_nanos() as f64 / total_hits as f64);
     drop(kernel); // detaches every uprobe
     let target_exit = target.child.as_ref().and_then(|l| l.exit_description());
+    let target_code = target.child.as_ref().and_then(|l| l.exit_code());
     let bytes = std::mem::take(&mut rd.bytes);
     drop(rd);
     let export = match exporter {
@@ -644,6 +664,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     Ok(Summary {
         reason,
         target_exit,
+        target_code,
         export,
         bpf_ns_per_hit,
         probes: summaries,

@@ -73,6 +73,19 @@ impl Launched {
         })
     }
 
+    /// The exit code a shell would report for the child (128 + signal when
+    /// killed), once it has ended.
+    pub fn exit_code(&self) -> Option<u8> {
+        let st = self.status?;
+        if libc::WIFEXITED(st) {
+            Some(libc::WEXITSTATUS(st) as u8)
+        } else if libc::WIFSIGNALED(st) {
+            Some(128u8.wrapping_add(libc::WTERMSIG(st) as u8))
+        } else {
+            None
+        }
+    }
+
     /// Ends a child we launched (SIGTERM, then SIGKILL after a grace period)
     /// and reaps it. A child still held before exec is killed outright.
     pub fn stop(&mut self) {
