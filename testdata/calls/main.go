@@ -104,8 +104,16 @@ func safe(n int) (r int) {
 	return mayPanic(n)
 }
 
+// spawned is called once by each of many goroutines at the same moment.
+//
+//go:noinline
+func spawned(id int) int {
+	time.Sleep(time.Millisecond)
+	return id + 1
+}
+
 func main() {
-	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics")
+	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics|goroutines")
 	count := flag.Int("count", 100, "iterations")
 	flag.Parse()
 	switch *mode {
@@ -182,5 +190,29 @@ func main() {
 			loop(5)
 			time.Sleep(time.Millisecond)
 		}
+	case "goroutines":
+		// -count goroutines, all alive at once, released together.
+		time.Sleep(200 * time.Millisecond)
+		var ready, done sync.WaitGroup
+		start := make(chan struct{})
+		var mu sync.Mutex
+		sum := 0
+		for g := 0; g < *count; g++ {
+			ready.Add(1)
+			done.Add(1)
+			go func(g int) {
+				defer done.Done()
+				ready.Done()
+				<-start
+				r := spawned(g)
+				mu.Lock()
+				sum += r
+				mu.Unlock()
+			}(g)
+		}
+		ready.Wait()
+		close(start)
+		done.Wait()
+		fmt.Printf("goroutines %d sum %d\n", *count, sum)
 	}
 }
