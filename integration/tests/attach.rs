@@ -478,3 +478,79 @@ fn a_launched_command_exit_status_is_probes_exit_status() {
         run.stderr
     );
 }
+
+/// Several processes of one binary by pid: one attachment to the file, the
+/// kernel filters by pid. Listed processes are all seen; another process
+/// running the same binary is not (not even counted as a hit).
+#[test]
+fn several_pids_of_one_binary_are_filtered_in_the_kernel() {
+    let v = go_versions().pop().unwrap();
+    let traced: Vec<Target> = (0..3)
+        .map(|_| Target::store(&v, &["-interval", "5ms"]))
+        .collect();
+    let other = Target::store(&v, &["-interval", "5ms"]);
+    let pids: Vec<String> = traced.iter().map(|t| t.pid().to_string()).collect();
+    let list = pids.join(",");
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &list,
+            "--func",
+            "main.(*Store).Put",
+            "--format",
+            "json",
+            "--duration",
+            "2s",
+        ],
+        T,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("3 processes, filtered by pid in the kernel"),
+        "{}",
+        run.stderr
+    );
+    let seen: std::collections::HashSet<u64> = run
+        .events
+        .iter()
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    for t in &traced {
+        assert!(
+            seen.contains(&(t.pid() as u64)),
+            "pid {} traced: {seen:?}",
+            t.pid()
+        );
+    }
+    assert!(
+        !seen.contains(&(other.pid() as u64)),
+        "pid {} is not in --pid: {seen:?}",
+        other.pid()
+    );
+    // Hits count only the listed processes: every hit was shown.
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("main.(*Store).Put:"))
+        .unwrap();
+    let hits: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(hits, run.events.len() as u64, "{line}");
+
+    // Processes of different binaries cannot share one attach.
+    let values = Target::store(&go_versions()[0], &["-interval", "5ms"]);
+    if go_versions()[0] != v {
+        let mixed = format!("{},{}", traced[0].pid(), values.pid());
+        let run = probe(
+            &["attach", "--pid", &mixed, "--func", "main.(*Store).Put"],
+            T,
+        );
+        assert_eq!(run.status.code(), Some(1));
+        assert!(
+            run.stderr.contains("run different executables"),
+            "{}",
+            run.stderr
+        );
+    }
+}

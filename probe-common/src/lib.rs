@@ -256,6 +256,12 @@ pub const PARAM_RETURN: u32 = 8;
 /// The function has pushed RBP at the probed PC: the caller's frame
 /// pointer is `[rbp]`, not RBP itself.
 pub const PARAM_FRAME_SET: u32 = 16;
+/// Only processes listed in `PIDS` are traced (the probe is attached to the
+/// file, for every process running it; the kernel filters by tgid, which
+/// costs one hash lookup per hit however many processes are traced).
+pub const PARAM_PID_FILTER: u32 = 32;
+/// Processes one session may trace by pid (`PIDS` map).
+pub const MAX_PIDS: u32 = 4096;
 
 /// Per-probe counters, one copy per CPU in the `STATS` map.
 #[repr(C)]

@@ -99,6 +99,10 @@ static ENTRIES: LruHashMap<EntryKey, u64> = LruHashMap::with_max_entries(65536, 
 #[map]
 static RATE: Array<RateState> = Array::with_max_entries(MAX_PROBES, 0);
 
+/// Processes traced when a probe has `PARAM_PID_FILTER` (key: tgid).
+#[map]
+static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
+
 /// Index 0: non-zero while probes are suspended (CPU budget exceeded).
 #[map]
 static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
@@ -167,8 +171,17 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     let st = stats(id).ok_or(())?;
     // SAFETY: per-CPU value of this probe; only this CPU's program touches it.
     let st = unsafe { &mut *st };
+    let params = PROBES.get(id);
+    if let Some(p) = params {
+        // Other processes running the same file are not this session's
+        // business: not even counted as hits.
+        // SAFETY: plain map lookup of a u8.
+        if p.flags & PARAM_PID_FILTER != 0 && unsafe { PIDS.get(&((bpf_get_current_pid_tgid() >> 32) as u32)) }.is_none() {
+            return Err(());
+        }
+    }
     st.hits += 1;
-    let params = match PROBES.get(id) {
+    let params = match params {
         Some(p) if p.flags & PARAM_ENABLED != 0 => p,
         _ => {
             st.unconfigured += 1;

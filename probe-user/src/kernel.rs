@@ -98,6 +98,18 @@ impl Kernel {
         Ok(())
     }
 
+    /// Limits probes with `PARAM_PID_FILTER` to these processes.
+    pub fn set_pids(&mut self, pids: &[u32]) -> Result<(), Error> {
+        let mut m: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(self.ebpf.map_mut("PIDS").expect("PIDS map"))
+                .map_err(|e| Error::Kernel(format!("PIDS map: {e}")))?;
+        for pid in pids.iter().take(probe_common::MAX_PIDS as usize) {
+            m.insert(pid, 1, 0)
+                .map_err(|e| Error::Kernel(format!("writing pid {pid}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Attaches probe `id` at `offset` in `target` (a path the kernel resolves
     /// to an inode: `/proc/PID/exe` works even for deleted files), for one
     /// process or for every process running the file.

@@ -37,6 +37,7 @@ enum Command {
   probe attach --func main.step --max-hits 5 -- ./store -interval 10ms
   probe attach --pid 4242 --line store.go:57 --capture args,locals
   probe attach --pid 4242 --func main.handler --max-depth 3 --max-string 64 --max-elems 16
+  probe attach --pid $(pgrep -d, -x api) --func main.handler      every api process
 
 The target keeps running at full speed: probes never stop it. Ctrl-C detaches
 and prints a summary (hits, shown, dropped) on stderr.
@@ -76,9 +77,10 @@ enum Selftest {
 
 #[derive(Args)]
 struct AttachArgs {
-    /// Trace this running process.
-    #[arg(long, short = 'p', conflicts_with_all = ["binary", "command"])]
-    pid: Option<u32>,
+    /// Trace this running process. Repeatable, or comma-separated, for
+    /// several processes of one executable (filtered by pid in the kernel).
+    #[arg(long, short = 'p', value_name = "PID", value_delimiter = ',', conflicts_with_all = ["binary", "command"])]
+    pid: Vec<u32>,
     /// Trace every process running this executable.
     #[arg(long, short = 'b', conflicts_with = "command")]
     binary: Option<PathBuf>,
@@ -191,11 +193,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(a) => {
             let a = *a;
-            let target = match (a.pid, a.binary, a.command.is_empty()) {
-                (Some(pid), _, _) => TargetSpec::Pid(pid),
-                (None, Some(b), _) => TargetSpec::Binary(b),
-                (None, None, false) => TargetSpec::Command(a.command),
-                (None, None, true) => anyhow::bail!(
+            let mut pids = a.pid;
+            pids.dedup();
+            let target = match (pids.len(), a.binary, a.command.is_empty()) {
+                (1, _, _) => TargetSpec::Pid(pids[0]),
+                (2.., _, _) => TargetSpec::Pids(pids),
+                (_, Some(b), _) => TargetSpec::Binary(b),
+                (_, None, false) => TargetSpec::Command(a.command),
+                (_, None, true) => anyhow::bail!(
                     "say what to trace: --pid PID, --binary PATH, or a command after `--` (see `probe attach --help`)"
                 ),
             };

@@ -397,8 +397,14 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
 
     let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
     kernel.write_tables(&program.tables.types, &program.tables.rtypes)?;
+    if !target.pids.is_empty() {
+        kernel.set_pids(&target.pids)?;
+    }
     for (id, p) in probes.iter().enumerate() {
         let mut params = probe_params(p, &program, opts, pairs[id]);
+        if !target.pids.is_empty() {
+            params.flags |= probe_common::PARAM_PID_FILTER;
+        }
         params.n_filters = filters[id].len() as u32;
         for (j, (f, _)) in filters[id].iter().enumerate() {
             params.filters[j] = *f;
@@ -421,6 +427,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     let who = match (target.pid, &opts.target) {
         (Some(pid), TargetSpec::Command(_)) => format!("launched pid {pid}"),
         (Some(pid), _) => format!("pid {pid}"),
+        (None, _) if !target.pids.is_empty() => format!(
+            "{} processes, filtered by pid in the kernel",
+            target.pids.len()
+        ),
         (None, _) => "every process running it".to_owned(),
     };
     eprintln!(

@@ -5,6 +5,7 @@
 //! attached (the uprobes' pid filter follows the process through exec), so
 //! not even its first calls are missed.
 
+use std::os::unix::fs::MetadataExt;
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
@@ -16,6 +17,9 @@ use crate::error::Error;
 #[derive(Clone, Debug)]
 pub enum TargetSpec {
     Pid(u32),
+    /// Several processes of one executable: probes attach to the file and
+    /// the kernel filters by pid.
+    Pids(Vec<u32>),
     Binary(PathBuf),
     Command(Vec<String>),
 }
@@ -26,8 +30,11 @@ pub struct Target {
     pub exe: PathBuf,
     /// A display name for the executable.
     pub display: PathBuf,
-    /// The one process to trace, or `None` for all processes running `exe`.
+    /// The one process to trace, or `None` for all processes running `exe`
+    /// (or those in `pids`).
     pub pid: Option<u32>,
+    /// Several processes to trace, filtered by pid in the kernel.
+    pub pids: Vec<u32>,
     /// A launched child waiting for [`Target::release`].
     pub child: Option<Launched>,
 }
@@ -125,6 +132,44 @@ impl Target {
                     exe,
                     display,
                     pid: Some(*pid),
+                    pids: vec![],
+                    child: None,
+                })
+            }
+            TargetSpec::Pids(pids) => {
+                let mut first: Option<(u32, std::fs::Metadata)> = None;
+                for &pid in pids {
+                    if !process_exists(pid) {
+                        return Err(Error::NoSuchPid { pid });
+                    }
+                    // stat follows /proc/PID/exe to the executable itself.
+                    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).map_err(|source| {
+                        Error::Io {
+                            what: format!("cannot read the executable of pid {pid}"),
+                            source,
+                        }
+                    })?;
+                    match &first {
+                        None => first = Some((pid, meta)),
+                        Some((p0, m0)) if (m0.dev(), m0.ino()) != (meta.dev(), meta.ino()) => {
+                            return Err(Error::Unsupported(format!(
+                                "pids {p0} and {pid} run different executables: one `probe attach` traces processes of one binary (run one per binary)"
+                            )))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let p0 = pids
+                    .first()
+                    .copied()
+                    .ok_or_else(|| Error::Unsupported("no pid given".into()))?;
+                let exe = PathBuf::from(format!("/proc/{p0}/exe"));
+                let display = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
+                Ok(Self {
+                    exe,
+                    display,
+                    pid: None,
+                    pids: pids.clone(),
                     child: None,
                 })
             }
@@ -137,6 +182,7 @@ impl Target {
                     display: exe.clone(),
                     exe,
                     pid: None,
+                    pids: vec![],
                     child: None,
                 })
             }
@@ -147,6 +193,7 @@ impl Target {
                     display: exe.clone(),
                     exe,
                     pid: Some(launched.pid),
+                    pids: vec![],
                     child: Some(launched),
                 })
             }
@@ -170,6 +217,7 @@ impl Target {
         }
         match self.pid {
             Some(pid) => !process_exists(pid),
+            None if !self.pids.is_empty() => !self.pids.iter().any(|&p| process_exists(p)),
             None => false,
         }
     }
