@@ -554,3 +554,58 @@ fn several_pids_of_one_binary_are_filtered_in_the_kernel() {
         );
     }
 }
+
+/// --follow: when the traced process exits, the next process running the
+/// same binary is found and traced, with a summary for each.
+#[test]
+fn follow_attaches_to_the_next_process_of_the_binary() {
+    let v = go_versions().pop().unwrap();
+    let mut first = Target::store(&v, &["-interval", "10ms", "-count", "400"]);
+    let pid1 = first.pid();
+    let p = pid1.to_string();
+    let tracer = std::thread::spawn(move || {
+        probe(
+            &[
+                "attach",
+                "--pid",
+                &p,
+                "--func",
+                "main.(*Store).Put",
+                "--follow",
+                "--format",
+                "json",
+                "--duration",
+                "12s",
+            ],
+            T,
+        )
+    });
+    first.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = Target::store(&v, &["-interval", "10ms"]);
+    let run = tracer.join().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("--follow: waiting for a new process running"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("reached --duration"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("probe: attached").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    let pids: std::collections::HashSet<u64> = run
+        .events
+        .iter()
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        pids.contains(&(pid1 as u64)) && pids.contains(&(second.pid() as u64)),
+        "both processes traced: {pids:?}\n{}",
+        run.stderr
+    );
+}

@@ -211,3 +211,75 @@ fn deleted_binary_and_other_mount_namespace() {
     );
     assert_eq!(run.events.len(), 2);
 }
+
+/// `--binary PATH --follow` across a deploy: the file at PATH is replaced
+/// (a new inode) and processes started from it afterwards are traced too.
+#[test]
+fn follow_reattaches_when_the_binary_is_replaced() {
+    let v = go_versions().pop().unwrap();
+    let dir = std::env::temp_dir().join(format!("probe-replaced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("store");
+    std::fs::copy(testdata(&v, "store"), &path).unwrap();
+    let start = |p: &std::path::Path| {
+        std::process::Command::new(p)
+            .args(["-interval", "5ms"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut old = start(&path);
+    let p = path.to_str().unwrap().to_owned();
+    let tracer = std::thread::spawn(move || {
+        probe(
+            &[
+                "attach",
+                "--binary",
+                &p,
+                "--func",
+                "main.(*Store).Put",
+                "--follow",
+                "--format",
+                "json",
+                "--duration",
+                "10s",
+            ],
+            T,
+        )
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // A deploy: write the new build beside it and rename over the path.
+    let next = dir.join("store.new");
+    std::fs::copy(testdata(&v, "store"), &next).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut new = start(&path);
+    let run = tracer.join().unwrap();
+    for c in [&mut old, &mut new] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("was replaced; attaching to the new file"),
+        "{}",
+        run.stderr
+    );
+    let pids: std::collections::HashSet<u64> = run
+        .events
+        .iter()
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        pids.contains(&(old.id() as u64)),
+        "the old process before the deploy: {pids:?}\n{}",
+        run.stderr
+    );
+    assert!(
+        pids.contains(&(new.id() as u64)),
+        "a process of the new file: {pids:?}\n{}",
+        run.stderr
+    );
+}

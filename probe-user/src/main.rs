@@ -38,6 +38,7 @@ enum Command {
   probe attach --pid 4242 --line store.go:57 --capture args,locals
   probe attach --pid 4242 --func main.handler --max-depth 3 --max-string 64 --max-elems 16
   probe attach --pid $(pgrep -d, -x api) --func main.handler      every api process
+  probe attach --pid 4242 --func main.handler --follow     and the next api process after a restart
 
 The target keeps running at full speed: probes never stop it. Ctrl-C detaches
 and prints a summary (hits, shown, dropped) on stderr.
@@ -165,6 +166,12 @@ struct AttachArgs {
     /// counted.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: i32,
+    /// Keep going when the target goes away: with --pid, wait for the next
+    /// process running the same binary and attach to it; with --binary,
+    /// re-attach when the file is replaced (a deploy). A summary is printed
+    /// for each process.
+    #[arg(long, conflicts_with = "command")]
+    follow: bool,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -234,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 otlp: probe::otlp::Config::from_flags_and_env(a.otlp_endpoint, a.otlp_protocol),
                 service_name: a.service_name,
                 nice: a.nice,
+                follow: a.follow,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -63,6 +63,10 @@ pub struct AttachOptions {
     pub service_name: Option<String>,
     /// `--nice`: Probe's own scheduling priority while it traces.
     pub nice: i32,
+    /// `--follow`: when the traced process exits, wait for the next process
+    /// running the same binary and attach to it; with `--binary`, re-attach
+    /// when the file is replaced.
+    pub follow: bool,
 }
 
 /// Why the session ended.
@@ -72,6 +76,8 @@ pub enum StopReason {
     Duration,
     Signal,
     TargetExited,
+    /// `--binary --follow`: another file took the binary's path.
+    TargetReplaced,
     DryRun,
 }
 
@@ -123,6 +129,7 @@ impl std::fmt::Display for Summary {
                 Some(how) => return self.write_body(f, &format!("the target exited, {how}")),
                 None => "the target exited",
             },
+            StopReason::TargetReplaced => "the binary was replaced on disk",
             StopReason::DryRun => return writeln!(f, "probe: dry run: nothing was attached"),
         };
         self.write_body(f, why)
@@ -271,17 +278,96 @@ fn monotonic_to_wall() -> i128 {
 
 /// Runs `probe attach` to the end.
 pub async fn run(opts: AttachOptions) -> anyhow::Result<Summary> {
-    let mut target = Target::resolve(&opts.target, opts.format == Format::Json)?;
-    // After a launched target has forked (it keeps the normal priority) and
-    // before any helper thread starts (threads inherit it).
-    lower_priority(opts.nice);
-    let result = trace(&opts, &mut target).await;
-    if let Some(l) = target.child.as_mut() {
-        // We launched it, so we end it (as a debugger ends its debuggee); one
-        // still held before exec is killed, never released untraced.
-        l.stop();
+    let started = tokio::time::Instant::now();
+    let mut opts = opts;
+    let total = opts.duration;
+    let mut seen: Vec<u32> = vec![];
+    loop {
+        let mut target = Target::resolve(&opts.target, opts.format == Format::Json)?;
+        // After a launched target has forked (it keeps the normal priority)
+        // and before any helper thread starts (threads inherit it).
+        lower_priority(opts.nice);
+        let result = trace(&opts, &mut target).await;
+        if let Some(l) = target.child.as_mut() {
+            // We launched it, so we end it (as a debugger ends its debuggee);
+            // one still held before exec is killed, never released untraced.
+            l.stop();
+        }
+        let summary = result?;
+        let replaced = summary.reason == StopReason::TargetReplaced;
+        if !opts.follow || !(replaced || summary.reason == StopReason::TargetExited) {
+            return Ok(summary);
+        }
+        // --follow: this segment's summary, then the next process (or file).
+        eprint!("{summary}");
+        seen.extend(target.pid);
+        seen.extend(&target.pids);
+        let path = match (&target.file, &opts.target) {
+            (Some((p, _)), _) => p.clone(),
+            _ => {
+                let shown = target.display.to_string_lossy();
+                std::path::PathBuf::from(shown.strip_suffix(" (deleted)").unwrap_or(&shown))
+            }
+        };
+        opts.duration = total.map(|d| d.saturating_sub(started.elapsed()));
+        if let Some(m) = opts.max_hits.as_mut() {
+            *m = m.saturating_sub(summary.probes.iter().map(|p| p.shown).sum());
+        }
+        if replaced {
+            eprintln!(
+                "probe: --follow: {} was replaced; attaching to the new file",
+                path.display()
+            );
+            continue;
+        }
+        eprintln!(
+            "probe: --follow: waiting for a new process running {}",
+            path.display()
+        );
+        match wait_for_process(&path, &seen, opts.duration).await? {
+            Some(pid) => opts.target = TargetSpec::Pid(pid),
+            None => {
+                let reason = if total.is_some_and(|d| started.elapsed() >= d) {
+                    StopReason::Duration
+                } else {
+                    StopReason::Signal
+                };
+                return Ok(Summary {
+                    reason,
+                    target_exit: None,
+                    target_code: None,
+                    ..summary
+                });
+            }
+        }
     }
-    result
+}
+
+/// Waits for a process running `exe` that is not in `skip`; `None` when
+/// interrupted (Ctrl-C, SIGTERM) or `within` runs out first.
+async fn wait_for_process(
+    exe: &std::path::Path,
+    skip: &[u32],
+    within: Option<Duration>,
+) -> anyhow::Result<Option<u32>> {
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let deadline = within.map(|d| tokio::time::Instant::now() + d);
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => return Ok(None),
+            _ = sigterm.recv() => return Ok(None),
+            _ = poll.tick() => {
+                if let Some(pid) = crate::target::processes_running(exe, skip).first() {
+                    return Ok(Some(*pid));
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 /// Lets the traced service win any contention for CPU with Probe itself.
@@ -564,6 +650,9 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             _ = tick.tick() => {
                 if target.exited() {
                     break StopReason::TargetExited;
+                }
+                if opts.follow && target.replaced() {
+                    break StopReason::TargetReplaced;
                 }
                 if !suspended {
                     if let Some(t) = kernel.cpu_time() {

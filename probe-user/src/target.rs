@@ -35,6 +35,9 @@ pub struct Target {
     pub pid: Option<u32>,
     /// Several processes to trace, filtered by pid in the kernel.
     pub pids: Vec<u32>,
+    /// For `--binary`: the path as given and the file's (device, inode)
+    /// when resolved, to notice the file being replaced (a deploy).
+    pub file: Option<(PathBuf, (u64, u64))>,
     /// A launched child waiting for [`Target::release`].
     pub child: Option<Launched>,
 }
@@ -133,6 +136,7 @@ impl Target {
                     display,
                     pid: Some(*pid),
                     pids: vec![],
+                    file: None,
                     child: None,
                 })
             }
@@ -170,6 +174,7 @@ impl Target {
                     display,
                     pid: None,
                     pids: pids.clone(),
+                    file: None,
                     child: None,
                 })
             }
@@ -178,11 +183,13 @@ impl Target {
                     what: format!("cannot open {}", path.display()),
                     source,
                 })?;
+                let file = file_id(path).map(|id| (path.clone(), id));
                 Ok(Self {
                     display: exe.clone(),
                     exe,
                     pid: None,
                     pids: vec![],
+                    file,
                     child: None,
                 })
             }
@@ -194,6 +201,7 @@ impl Target {
                     exe,
                     pid: Some(launched.pid),
                     pids: vec![],
+                    file: None,
                     child: Some(launched),
                 })
             }
@@ -210,6 +218,15 @@ impl Target {
         }
     }
 
+    /// For `--binary`: has another file taken the path since we attached?
+    /// (Uprobes stay on the old inode, which new processes no longer run.)
+    pub fn replaced(&self) -> bool {
+        match &self.file {
+            Some((path, id)) => file_id(path).is_some_and(|now| now != *id),
+            None => false,
+        }
+    }
+
     /// Has the traced process gone away?
     pub fn exited(&mut self) -> bool {
         if let Some(l) = self.child.as_mut() {
@@ -221,6 +238,34 @@ impl Target {
             None => false,
         }
     }
+}
+
+/// (device, inode) of the file at `path` (following symlinks).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Processes whose executable is `exe` now, excluding `skip`: a scan of
+/// `/proc` (a replaced binary's old processes show " (deleted)" and do not
+/// match its path).
+pub fn processes_running(exe: &Path, skip: &[u32]) -> Vec<u32> {
+    let mut out = vec![];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if skip.contains(&pid) {
+            continue;
+        }
+        if std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// `kill(pid, 0)`: ESRCH means gone; EPERM means it exists but is not ours.
