@@ -560,8 +560,21 @@ fn several_pids_of_one_binary_are_filtered_in_the_kernel() {
 #[test]
 fn follow_attaches_to_the_next_process_of_the_binary() {
     let v = go_versions().pop().unwrap();
-    let mut first = Target::store(&v, &["-interval", "10ms", "-count", "400"]);
-    let pid1 = first.pid();
+    // A private copy: other tests run the same testdata binaries meanwhile,
+    // and --follow would rightly pick up one of their processes.
+    let dir = std::env::temp_dir().join(format!("probe-follow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("store");
+    std::fs::copy(testdata(&v, "store"), &bin).unwrap();
+    let start = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start(&["-interval", "10ms", "-count", "400"]);
+    let pid1 = first.id();
     let p = pid1.to_string();
     let tracer = std::thread::spawn(move || {
         probe(
@@ -580,10 +593,13 @@ fn follow_attaches_to_the_next_process_of_the_binary() {
             T,
         )
     });
-    first.child.wait().unwrap();
+    first.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let second = Target::store(&v, &["-interval", "10ms"]);
+    let mut second = start(&["-interval", "10ms"]);
     let run = tracer.join().unwrap();
+    let _ = second.kill();
+    let _ = second.wait();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
     assert!(
         run.stderr
@@ -604,7 +620,7 @@ fn follow_attaches_to_the_next_process_of_the_binary() {
         .map(|e| e["pid"].as_u64().unwrap())
         .collect();
     assert!(
-        pids.contains(&(pid1 as u64)) && pids.contains(&(second.pid() as u64)),
+        pids.contains(&(pid1 as u64)) && pids.contains(&(second.id() as u64)),
         "both processes traced: {pids:?}\n{}",
         run.stderr
     );
