@@ -53,6 +53,39 @@ pub fn testdata(version: &str, program: &str) -> PathBuf {
     p
 }
 
+/// A private copy of a testdata program in a fresh directory (removed on
+/// drop): for tests that delete or replace the file, or that must not see
+/// other tests' processes of the same binary.
+pub struct PrivateCopy {
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl PrivateCopy {
+    pub fn new(version: &str, program: &str, tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("probe-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join(program);
+        std::fs::copy(testdata(version, program), &bin).unwrap();
+        Self { dir, bin }
+    }
+
+    /// Starts the copy (or whatever is at its path now) with `args`, output discarded.
+    pub fn start(&self, args: &[&str]) -> Child {
+        Command::new(&self.bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the private copy")
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A running Go target whose "tick N unix-nanos" lines are collected.
 pub struct Target {
     pub child: Child,
@@ -116,6 +149,16 @@ pub struct Run {
     pub events: Vec<Value>,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Run {
+    /// The processes the events came from.
+    pub fn pids(&self) -> std::collections::BTreeSet<u64> {
+        self.events
+            .iter()
+            .filter_map(|e| e["pid"].as_u64())
+            .collect()
+    }
 }
 
 /// Runs `probe ARGS` to completion (killing it after `timeout`).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use probe_integration::{finish, go_versions, hit_number, probe, testdata, Target};
+use probe_integration::{finish, go_versions, hit_number, probe, testdata, PrivateCopy, Target};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -281,11 +281,7 @@ fn binary_target_traces_every_process_running_it() {
         T,
     );
     assert!(run.status.success(), "{}", run.stderr);
-    let pids: std::collections::BTreeSet<u64> = run
-        .events
-        .iter()
-        .map(|e| e["pid"].as_u64().unwrap())
-        .collect();
+    let pids = run.pids();
     // Both of ours (other tests may run the same binary meanwhile: also traced, rightly).
     assert!(
         pids.contains(&(a.pid() as u64)) && pids.contains(&(b.pid() as u64)),
@@ -512,11 +508,7 @@ fn several_pids_of_one_binary_are_filtered_in_the_kernel() {
         "{}",
         run.stderr
     );
-    let seen: std::collections::HashSet<u64> = run
-        .events
-        .iter()
-        .map(|e| e["pid"].as_u64().unwrap())
-        .collect();
+    let seen = run.pids();
     for t in &traced {
         assert!(
             seen.contains(&(t.pid() as u64)),
@@ -562,17 +554,8 @@ fn follow_attaches_to_the_next_process_of_the_binary() {
     let v = go_versions().pop().unwrap();
     // A private copy: other tests run the same testdata binaries meanwhile,
     // and --follow would rightly pick up one of their processes.
-    let dir = std::env::temp_dir().join(format!("probe-follow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("store");
-    std::fs::copy(testdata(&v, "store"), &bin).unwrap();
-    let start = |args: &[&str]| {
-        std::process::Command::new(&bin)
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let copy = PrivateCopy::new(&v, "store", "follow");
+    let start = |args: &[&str]| copy.start(args);
     let mut first = start(&["-interval", "10ms", "-count", "400"]);
     let pid1 = first.id();
     let p = pid1.to_string();
@@ -599,7 +582,6 @@ fn follow_attaches_to_the_next_process_of_the_binary() {
     let run = tracer.join().unwrap();
     let _ = second.kill();
     let _ = second.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
     assert!(
         run.stderr
@@ -614,11 +596,7 @@ fn follow_attaches_to_the_next_process_of_the_binary() {
         "{}",
         run.stderr
     );
-    let pids: std::collections::HashSet<u64> = run
-        .events
-        .iter()
-        .map(|e| e["pid"].as_u64().unwrap())
-        .collect();
+    let pids = run.pids();
     assert!(
         pids.contains(&(pid1 as u64)) && pids.contains(&(second.id() as u64)),
         "both processes traced: {pids:?}\n{}",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use probe_integration::{go_versions, probe, testdata};
+use probe_integration::{go_versions, probe, testdata, PrivateCopy};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -217,18 +217,9 @@ fn deleted_binary_and_other_mount_namespace() {
 #[test]
 fn follow_reattaches_when_the_binary_is_replaced() {
     let v = go_versions().pop().unwrap();
-    let dir = std::env::temp_dir().join(format!("probe-replaced-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("store");
-    std::fs::copy(testdata(&v, "store"), &path).unwrap();
-    let start = |p: &std::path::Path| {
-        std::process::Command::new(p)
-            .args(["-interval", "5ms"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut old = start(&path);
+    let copy = PrivateCopy::new(&v, "store", "replaced");
+    let (dir, path) = (copy.dir.clone(), copy.bin.clone());
+    let mut old = copy.start(&["-interval", "5ms"]);
     let p = path.to_str().unwrap().to_owned();
     let tracer = std::thread::spawn(move || {
         probe(
@@ -253,13 +244,12 @@ fn follow_reattaches_when_the_binary_is_replaced() {
     std::fs::copy(testdata(&v, "store"), &next).unwrap();
     std::fs::rename(&next, &path).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut new = start(&path);
+    let mut new = copy.start(&["-interval", "5ms"]);
     let run = tracer.join().unwrap();
     for c in [&mut old, &mut new] {
         let _ = c.kill();
         let _ = c.wait();
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stderr
@@ -267,11 +257,7 @@ fn follow_reattaches_when_the_binary_is_replaced() {
         "{}",
         run.stderr
     );
-    let pids: std::collections::HashSet<u64> = run
-        .events
-        .iter()
-        .map(|e| e["pid"].as_u64().unwrap())
-        .collect();
+    let pids = run.pids();
     assert!(
         pids.contains(&(old.id() as u64)),
         "the old process before the deploy: {pids:?}\n{}",

@@ -75,17 +75,56 @@ fn thousands_of_goroutines() {
     );
 }
 
-/// The number before `what` in a probe summary line such as
-/// "  main.work: 123 hits, 120 shown, 3 dropped (ring buffer full), …".
-fn summary_count(summary: &str, what: &str) -> u64 {
-    summary
-        .split(',')
-        .find_map(|p| {
-            let w: Vec<&str> = p.split_whitespace().collect();
-            let i = w.iter().position(|x| *x == what)?;
-            w.get(i.checked_sub(1)?)?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no {what} in {summary}"))
+/// main.work's summary line ("  main.work: H hits, S shown, D dropped
+/// (ring buffer full), …") and its hits, shown and dropped counts.
+fn work_counts(stderr: &str) -> (&str, u64, u64, u64) {
+    let summary = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("main.work:"))
+        .expect("summary");
+    let num = |what: &str| -> u64 {
+        summary
+            .split(',')
+            .find_map(|p| {
+                let w: Vec<&str> = p.split_whitespace().collect();
+                let i = w.iter().position(|x| *x == what)?;
+                w.get(i.checked_sub(1)?)?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no {what} in {summary}"))
+    };
+    (summary, num("hits"), num("shown"), num("dropped"))
+}
+
+/// `probe attach --func main.work -- hot -mode rate -rate RATE -duration
+/// SECS`, with its stdout piped for the caller and its stderr collected.
+fn attach_rate(rate: u64, secs: u64) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let v = go_versions().pop().unwrap();
+    let bin = testdata(&v, "hot");
+    let mut child = Command::new(probe_bin())
+        .args(["attach", "--func", "main.work", "--format", "json", "--"])
+        .arg(&bin)
+        .args([
+            "-mode",
+            "rate",
+            "-rate",
+            &rate.to_string(),
+            "-duration",
+            &format!("{secs}s"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start probe");
+    let err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s
+    });
+    (child, stderr)
 }
 
 /// VmRSS of a process, in KiB.
@@ -106,38 +145,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn a_minute_at_100k_hits_a_second_in_bounded_memory() {
     const SECS: u64 = 60;
     const RATE: u64 = 100_000;
-    let v = go_versions().pop().unwrap();
-    let bin = testdata(&v, "hot");
-    let mut child = Command::new(probe_bin())
-        .args(["attach", "--func", "main.work", "--format", "json", "--"])
-        .arg(&bin)
-        .args([
-            "-mode",
-            "rate",
-            "-rate",
-            &RATE.to_string(),
-            "-duration",
-            &format!("{SECS}s"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start probe");
+    let (mut child, stderr) = attach_rate(RATE, SECS);
     let pid = child.id();
     // Read stdout as a consumer would (a reader that stops would stall the
     // tracer's writes, which is a different test).
     let out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         BufReader::new(out).lines().map_while(Result::ok).count() as u64
-    });
-    let err = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
     });
     // RSS once a second; the first 10 s are warm-up (ring buffer mapped,
     // DWARF loaded, allocator arenas settled).
@@ -168,13 +182,7 @@ fn a_minute_at_100k_hits_a_second_in_bounded_memory() {
         samples >= SECS as usize / 2,
         "sampled the tracer through the minute ({samples} samples): {stderr}"
     );
-    // "  main.work: H hits, S shown, D dropped (ring buffer full), …"
-    let summary = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("main.work:"))
-        .expect("summary");
-    let num = |what: &str| summary_count(summary, what);
-    let (hits, shown_n, dropped) = (num("hits"), num("shown"), num("dropped"));
+    let (summary, hits, shown_n, dropped) = work_counts(&stderr);
     assert!(
         hits >= RATE * SECS * 9 / 10,
         "the target ran at the offered rate: {summary}"
@@ -208,33 +216,8 @@ fn a_minute_at_100k_hits_a_second_in_bounded_memory() {
 fn a_saturated_ring_buffer_drops_and_counts_without_slowing_the_target() {
     const SECS: u64 = 6;
     const RATE: u64 = 100_000;
-    let v = go_versions().pop().unwrap();
-    let bin = testdata(&v, "hot");
-    let mut child = Command::new(probe_bin())
-        .args(["attach", "--func", "main.work", "--format", "json", "--"])
-        .arg(&bin)
-        .args([
-            "-mode",
-            "rate",
-            "-rate",
-            &RATE.to_string(),
-            "-duration",
-            &format!("{SECS}s"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start probe");
+    let (mut child, stderr) = attach_rate(RATE, SECS);
     let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
-    });
     // Nobody reads the events for the whole run: the pipe fills, the
     // tracer blocks writing, the ring buffer fills behind it.
     std::thread::sleep(Duration::from_secs(SECS + 2));
@@ -242,12 +225,7 @@ fn a_saturated_ring_buffer_drops_and_counts_without_slowing_the_target() {
     let status = child.wait().unwrap();
     let stderr = stderr.join().unwrap();
     assert!(status.success(), "{stderr}");
-    let summary = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("main.work:"))
-        .expect("summary");
-    let num = |what: &str| summary_count(summary, what);
-    let (hits, shown_n, dropped) = (num("hits"), num("shown"), num("dropped"));
+    let (summary, hits, shown_n, dropped) = work_counts(&stderr);
     assert!(
         hits >= RATE * SECS * 9 / 10,
         "the target kept its pace: {summary}"
