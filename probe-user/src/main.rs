@@ -159,6 +159,10 @@ struct AttachArgs {
     /// counted.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(-20..=19))]
     nice: i32,
+    /// Read DWARF from this separate debug-info file (made with `objcopy
+    /// --only-keep-debug`) [default: found by .gnu_debuglink or build id].
+    #[arg(long, value_name = "PATH")]
+    debug_file: Option<PathBuf>,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -225,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 otlp: probe::otlp::Config::from_flags_and_env(a.otlp_endpoint, a.otlp_protocol),
                 service_name: a.service_name,
                 nice: a.nice,
+                debug_file: a.debug_file,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

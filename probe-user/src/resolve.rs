@@ -11,8 +11,9 @@ use crate::{
     abi,
     binary::Binary,
     capture::{self, Limits, ProbePlan, Tables},
-    dwarf::{DebugInfo, Function, Param, RuntimeLayout, TypeId},
+    dwarf::{DebugInfo, Field, Function, Kind, Param, Piece, Place, RuntimeLayout, Type, TypeId},
     error::Error,
+    pclntab::{ArgItem, Pclntab},
     prologue,
 };
 
@@ -42,6 +43,9 @@ pub struct ResolvedProbe {
     pub more_sites: Vec<(u64, u64)>,
     pub params: Vec<Param>,
     pub plan: ProbePlan,
+    /// What this probe cannot show because the binary lacks information
+    /// (the `@missing` field of JSON events); `None` with full DWARF.
+    pub missing: Option<String>,
 }
 
 impl ResolvedProbe {
@@ -70,6 +74,7 @@ impl ResolvedProbe {
             more_sites: vec![],
             params,
             plan,
+            missing: None,
         }
     }
 }
@@ -84,16 +89,55 @@ pub struct Program {
     pub tables: Tables,
     /// Runtime type descriptor address → DWARF type (for interfaces).
     pub rtypes: HashMap<u64, TypeId>,
+    /// Go's function table, used when there is no DWARF (functions, lines
+    /// and argument words then come from it).
+    pub pcln: Option<Pclntab>,
+    /// Where the DWARF came from when not from the binary itself (a
+    /// separate debug-info file).
+    pub debug_file: Option<std::path::PathBuf>,
 }
+
+/// What a probe on a binary without DWARF cannot show (`@missing`).
+pub const MISSING_DWARF: &str = "DWARF (the binary was built with -ldflags=-w or stripped): parameter names, types, locals, the goroutine id (runtime.g's layout) and conditions on values are unavailable; args are the argument words as Go's tracebacks show them (from the runtime's argument info), read where the register ABI puts integers: a float argument travels in an XMM register that this cannot tell apart, so it and the arguments after it may be shown from the wrong register";
 
 impl Program {
     /// Opens a Go binary with DWARF, or says precisely why it cannot.
+    /// Without DWARF in the binary, a separate debug-info file is looked
+    /// for (see [`Binary::find_debug_file`]); without one, the program is
+    /// opened from `.gopclntab` alone ([`Program::open_pcln`]).
     pub fn open(path: &std::path::Path) -> Result<Self, Error> {
+        Self::open_with(path, None)
+    }
+
+    /// [`Program::open`] with an explicit separate debug-info file.
+    pub fn open_with(
+        path: &std::path::Path,
+        debug_file: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         let binary = Binary::open(path)?;
-        binary.require_go_dwarf()?;
-        let mut debug = DebugInfo::load(&binary.data, path)?;
+        if !binary.is_go {
+            binary.require_go_dwarf()?;
+        }
+        let external = match debug_file {
+            Some(f) => Some(f.to_owned()),
+            None if !binary.has_dwarf => binary.find_debug_file(),
+            None => None,
+        };
+        if external.is_none() && !binary.has_dwarf {
+            return Self::open_pcln(binary);
+        }
+        let mut debug = match &external {
+            Some(f) => {
+                let data = std::fs::read(f).map_err(|source| Error::Io {
+                    what: format!("cannot read the debug-info file {}", f.display()),
+                    source,
+                })?;
+                DebugInfo::load(&data, f)?
+            }
+            None => DebugInfo::load(&binary.data, path)?,
+        };
         let runtime = Some(debug.runtime_layout().ok_or_else(|| Error::BadDwarf {
-            path: path.to_owned(),
+            path: external.clone().unwrap_or_else(|| path.to_owned()),
             reason: "no runtime.g type with goid and stack fields".into(),
         })?);
         Ok(Self {
@@ -102,7 +146,33 @@ impl Program {
             runtime,
             tables: Tables::new(),
             rtypes: HashMap::new(),
+            pcln: None,
+            debug_file: external,
         })
+    }
+
+    /// A Go binary without DWARF: functions, lines and argument words come
+    /// from `.gopclntab`.
+    pub fn open_pcln(binary: Binary) -> Result<Self, Error> {
+        let pcln = Pclntab::parse(&binary.data).map_err(|e| Error::BadDwarf {
+            path: binary.path.clone(),
+            reason: format!("no DWARF, and its Go function table is unreadable: {e}"),
+        })?;
+        let debug = DebugInfo::load(&binary.data, &binary.path)?;
+        Ok(Self {
+            binary,
+            debug,
+            runtime: None,
+            tables: Tables::new(),
+            rtypes: HashMap::new(),
+            pcln: Some(pcln),
+            debug_file: None,
+        })
+    }
+
+    /// What probes on this program cannot show, when it has no DWARF.
+    pub fn missing(&self) -> Option<&'static str> {
+        self.pcln.is_some().then_some(MISSING_DWARF)
     }
 
     /// Opens any ELF executable for address probes: with Go DWARF when it
@@ -121,6 +191,8 @@ impl Program {
             runtime,
             tables: Tables::new(),
             rtypes: HashMap::new(),
+            pcln: None,
+            debug_file: None,
         })
     }
 
@@ -155,6 +227,7 @@ impl Program {
                     .binary
                     .symbol(sym)
                     .or_else(|| self.debug.function(sym).map(|f| f.low_pc))
+                    .or_else(|| self.pcln.as_ref()?.function(sym).map(|f| f.entry))
                     .ok_or_else(|| {
                         let names = self.debug.functions().iter().map(|f| f.name.as_str());
                         Error::UnknownFunction {
@@ -266,6 +339,9 @@ impl Program {
     /// Resolves `--func NAME`: the function, or every shape instantiation of
     /// a generic function named without its type arguments (`main.Max`).
     pub fn resolve(&mut self, name: &str, limits: Limits) -> Result<Vec<ResolvedProbe>, Error> {
+        if self.pcln.is_some() {
+            return self.resolve_pcln(name, limits);
+        }
         let funcs: Vec<Function> = match self.debug.function(name) {
             Some(f) => vec![f.clone()],
             None => self
@@ -356,36 +432,7 @@ impl Program {
     ) -> Result<ResolvedProbe, Error> {
         let name = function.name.clone();
         let entry = function.low_pc;
-        let not_loadable = || {
-            Error::Unsupported(format!(
-                "{name} at {entry:#x} is not in a loadable segment of {}",
-                self.binary.path.display()
-            ))
-        };
-        let entry_offset = self.binary.file_offset(entry).ok_or_else(not_loadable)?;
-        // Skip Go's stack-bound check so a call that grows its stack is seen
-        // once, not twice (see `prologue`).
-        let code = self.binary.data.get(entry_offset as usize..).unwrap_or(&[]);
-        let skip = prologue::after_stack_check(&code[..code.len().min(32)]).unwrap_or(0) as u64;
-        let first = {
-            let at = code.get(skip as usize..).unwrap_or(&[]);
-            let mut dec = iced_x86::Decoder::with_ip(
-                64,
-                &at[..at.len().min(16)],
-                entry + skip,
-                iced_x86::DecoderOptions::NONE,
-            );
-            format!("{:?}", dec.decode().mnemonic()).to_lowercase()
-        };
-        let placement = if skip > 0 {
-            format!(
-                "after Go's stack check, at +{skip:#x} ({first}{}): fires once per call, even when the call grows its stack",
-                if first == "push" { ", emulated by the kernel instead of single-stepped" } else { "" }
-            )
-        } else {
-            format!("at the first instruction ({first}): no stack check (a leaf function)")
-        };
-        let (pc, file_offset) = (entry + skip, entry_offset + skip);
+        let (pc, file_offset, placement) = self.entry_site(&name, entry)?;
         let mut params = self
             .debug
             .params(&function, entry)
@@ -417,6 +464,110 @@ impl Program {
                 plan,
             )
         })
+    }
+
+    /// Where a function probe goes: after Go's stack check when there is
+    /// one (see `prologue`), as (pc, file offset, why there).
+    fn entry_site(&self, name: &str, entry: u64) -> Result<(u64, u64, String), Error> {
+        let not_loadable = || {
+            Error::Unsupported(format!(
+                "{name} at {entry:#x} is not in a loadable segment of {}",
+                self.binary.path.display()
+            ))
+        };
+        let entry_offset = self.binary.file_offset(entry).ok_or_else(not_loadable)?;
+        // Skip Go's stack-bound check so a call that grows its stack is seen
+        // once, not twice (see `prologue`).
+        let code = self.binary.data.get(entry_offset as usize..).unwrap_or(&[]);
+        let skip = prologue::after_stack_check(&code[..code.len().min(32)]).unwrap_or(0) as u64;
+        let first = {
+            let at = code.get(skip as usize..).unwrap_or(&[]);
+            let mut dec = iced_x86::Decoder::with_ip(
+                64,
+                &at[..at.len().min(16)],
+                entry + skip,
+                iced_x86::DecoderOptions::NONE,
+            );
+            format!("{:?}", dec.decode().mnemonic()).to_lowercase()
+        };
+        let placement = if skip > 0 {
+            format!(
+                "after Go's stack check, at +{skip:#x} ({first}{}): fires once per call, even when the call grows its stack",
+                if first == "push" { ", emulated by the kernel instead of single-stepped" } else { "" }
+            )
+        } else {
+            format!("at the first instruction ({first}): no stack check (a leaf function)")
+        };
+        Ok((entry + skip, entry_offset + skip, placement))
+    }
+
+    /// `--func NAME` on a binary without DWARF: the function (or every
+    /// shape instantiation of a generic) from `.gopclntab`, with its
+    /// argument words placed by the register ABI.
+    fn resolve_pcln(&mut self, name: &str, limits: Limits) -> Result<Vec<ResolvedProbe>, Error> {
+        let pcln = self.pcln.as_ref().expect("pcln mode");
+        let prefix = format!("{name}[");
+        let funcs: Vec<crate::pclntab::PclnFunc> = match pcln.function(name) {
+            Some(f) => vec![f.clone()],
+            None => pcln
+                .functions()
+                .iter()
+                .filter(|f| f.name.starts_with(&prefix) && f.name.ends_with(']'))
+                .cloned()
+                .collect(),
+        };
+        if funcs.is_empty() {
+            return Err(Error::UnknownFunction {
+                name: name.to_owned(),
+                path: self.binary.path.clone(),
+                near: near_matches(pcln.functions().iter().map(|f| f.name.as_str()), name, 5),
+            });
+        }
+        let mut out = vec![];
+        for f in funcs {
+            let pcln = self.pcln.as_ref().expect("pcln mode");
+            let (file, line) = pcln.line_at(&f, f.entry).unwrap_or_default();
+            let line = pcln.start_line(&f).map_or(line, u64::from);
+            let binary = &self.binary;
+            let items = pcln.arg_info(&f, |at, n| binary.read_virt(at, n));
+            let (pc, file_offset, placement) = self.entry_site(&f.name, f.entry)?;
+            let (mut params, notes) = arg_word_params(&mut self.debug, items.as_deref());
+            // A generic's dictionary comes first, in RAX; its argument
+            // info leaves it out (cmd/compile/internal/ssagen EmitArgInfo).
+            let hidden_dict = f.name.contains('[');
+            if let Some(locs) = abi::entry_locations(&self.debug, &params, hidden_dict) {
+                for (p, pieces) in params.iter_mut().zip(locs) {
+                    // A stack-assigned argument is where its argument info
+                    // says (the offset is from the argument area, RSP+8 at
+                    // the entry), which also covers arrays that the ABI
+                    // model above cannot tell from structs.
+                    let on_stack = matches!(pieces.as_slice(), [Piece { place: Place::Stack(_), .. }]);
+                    p.pieces = match (on_stack, p.pieces.first()) {
+                        (true, Some(Piece { place: Place::Stack(off), .. })) => {
+                            vec![Piece { place: Place::Stack(*off), size: None }]
+                        }
+                        (true, _) => vec![Piece {
+                            place: Place::Unavailable("on the stack at an offset Go's argument info does not record (past 250 bytes)".into()),
+                            size: None,
+                        }],
+                        (false, _) => pieces,
+                    };
+                }
+            }
+            let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+            let mut missing = MISSING_DWARF.to_owned();
+            for n in notes {
+                missing.push_str("; ");
+                missing.push_str(n);
+            }
+            let function = Function::from_table(&f.name, f.entry, f.end, &file, line);
+            out.push(ResolvedProbe {
+                placement,
+                missing: Some(missing),
+                ..ResolvedProbe::at(name, "entry", function, (file, line), (pc, file_offset), params, plan)
+            });
+        }
+        Ok(out)
     }
 
     /// The return probe of entry probe `entry`: every RET instruction of the
@@ -496,7 +647,10 @@ impl Program {
         let line: u64 = line
             .parse()
             .map_err(|_| bad(format!("{line:?} is not a line number")))?;
-        let addrs = self.debug.line_addresses(file, line);
+        let addrs = match &self.pcln {
+            Some(p) => p.line_addresses(file, line),
+            None => self.debug.line_addresses(file, line),
+        };
         if addrs.is_empty() {
             return Err(bad(format!(
                 "no code at line {line} of a file ending in {file:?} in {} (a blank or comment line, or a file not in this binary?)",
@@ -505,6 +659,28 @@ impl Program {
         }
         let mut out = vec![];
         for (pc, path) in addrs {
+            if let Some(pcln) = &self.pcln {
+                // No DWARF: the line's position, no variables.
+                let Some(f) = pcln.function_at(pc) else { continue };
+                let function = Function::from_table(&f.name, f.entry, f.end, &path, line);
+                let file_offset = self
+                    .binary
+                    .file_offset(pc)
+                    .ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
+                out.push(ResolvedProbe {
+                    missing: Some(MISSING_DWARF.to_owned()),
+                    ..ResolvedProbe::at(
+                        spec,
+                        "line",
+                        function,
+                        (path, line),
+                        (pc, file_offset),
+                        vec![],
+                        ProbePlan { limits, ..Default::default() },
+                    )
+                });
+                continue;
+            }
             let Some(function) = self.debug.function_at(pc).cloned() else {
                 continue;
             };
@@ -539,6 +715,93 @@ impl Program {
         }
         Ok(out)
     }
+}
+
+/// Parameters `arg0`, `arg1`… for a function's argument info: a scalar is
+/// an unsigned word of its size, an aggregate (struct, array, string,
+/// slice, interface, complex) a struct of its scalar words `word0`, `word1`…
+/// in memory order. A stack-assigned parameter's single piece is its
+/// argument-area offset (RSP+8+offset at the entry); the register ABI
+/// overrides register-assigned ones. Also returns notes on what is cut.
+fn arg_word_params(
+    debug: &mut DebugInfo,
+    items: Option<&[ArgItem]>,
+) -> (Vec<Param>, Vec<&'static str>) {
+    let mut notes = vec![];
+    let Some(items) = items else {
+        notes.push("the function has no argument info (no arguments, or assembly)");
+        return (vec![], notes);
+    };
+    let word_type = |debug: &mut DebugInfo, size: u64| {
+        debug.add_type(Type {
+            name: format!("word{}", size * 8),
+            size,
+            kind: Kind::Uint,
+        })
+    };
+    fn leaves(items: &[ArgItem], out: &mut Vec<(u64, u64)>, cut: &mut bool) {
+        for it in items {
+            match it {
+                ArgItem::Word { offset, size } => out.push((u64::from(*offset), u64::from(*size))),
+                ArgItem::Agg(inner) => leaves(inner, out, cut),
+                ArgItem::More | ArgItem::OffsetTooLarge => *cut = true,
+            }
+        }
+    }
+    let mut params = vec![];
+    for it in items {
+        let (ty, offset) = match it {
+            ArgItem::More => {
+                notes.push("more arguments than Go's argument info lists (it stops after 10 words)");
+                break;
+            }
+            ArgItem::Word { offset, size } => {
+                (word_type(debug, u64::from(*size).max(1)), Some(u64::from(*offset)))
+            }
+            ArgItem::OffsetTooLarge => (word_type(debug, 8), None),
+            ArgItem::Agg(inner) => {
+                let (mut ws, mut cut) = (vec![], false);
+                leaves(inner, &mut ws, &mut cut);
+                if cut {
+                    notes.push("an argument has more words than Go's argument info lists");
+                }
+                let base = ws.first().map_or(0, |w| w.0);
+                let end = ws.iter().map(|w| w.0 + w.1).max().unwrap_or(base);
+                let align = ws.iter().map(|w| w.1).max().unwrap_or(1).max(1);
+                let mut fields = vec![];
+                for (i, (off, size)) in ws.into_iter().enumerate() {
+                    let ty = word_type(debug, size.max(1));
+                    fields.push(Field {
+                        name: format!("word{i}"),
+                        offset: off - base,
+                        ty,
+                        embedded: false,
+                    });
+                }
+                let size = (end - base).div_ceil(align) * align;
+                let ty = debug.add_type(Type {
+                    name: "words".into(),
+                    size,
+                    kind: Kind::Struct { fields },
+                });
+                (ty, Some(base))
+            }
+        };
+        params.push(Param {
+            name: format!("arg{}", params.len()),
+            ty,
+            is_result: false,
+            local: false,
+            pieces: vec![Piece {
+                place: match offset {
+                    Some(o) => Place::Stack(8 + o as i64),
+                    None => Place::Unavailable(String::new()),
+                },
+                size: None,
+            }],
+        });
+    }
+    (params, notes)
 }
 
 /// Functions worth listing: user and library code, not linker-generated stubs.

@@ -63,6 +63,8 @@ pub struct AttachOptions {
     pub service_name: Option<String>,
     /// `--nice`: Probe's own scheduling priority while it traces.
     pub nice: i32,
+    /// `--debug-file`: the separate debug-info file to read DWARF from.
+    pub debug_file: Option<std::path::PathBuf>,
 }
 
 /// Why the session ended.
@@ -284,7 +286,7 @@ fn lower_priority(nice: i32) {
 async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
     // Address probes work on any ELF (raw registers without Go DWARF).
     let only_addrs = opts.funcs.is_empty() && opts.lines.is_empty() && !opts.addrs.is_empty();
-    let opened = match Program::open(&target.exe) {
+    let opened = match Program::open_with(&target.exe, opts.debug_file.as_deref()) {
         Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => {
             Program::open_raw(&target.exe)
         }
@@ -304,6 +306,23 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         },
         other => other,
     })?;
+    if let Some(m) = program.missing() {
+        // A Go binary without DWARF: functions, lines and argument words
+        // from .gopclntab; say once what that leaves out.
+        if opts.cond.is_some() {
+            anyhow::bail!(
+                "--cond needs DWARF to know parameter names and types, and {} has none ({}); rebuild without -w/-s in -ldflags or pass its separate debug-info file with --debug-file",
+                target.display.display(),
+                program.binary.go_version.as_deref().unwrap_or("unknown Go")
+            );
+        }
+        if !opts.funcs.is_empty() || !opts.lines.is_empty() {
+            eprintln!("probe: note: {} has no {m}", target.display.display());
+        }
+    }
+    if let Some(f) = &program.debug_file {
+        eprintln!("probe: note: DWARF read from the separate debug-info file {}", f.display());
+    }
     let mut probes = vec![];
     for f in &opts.funcs {
         probes.extend(program.resolve(f, opts.limits).map_err(|e| match e {
