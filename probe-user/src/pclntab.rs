@@ -458,6 +458,89 @@ pub fn gofunc_from_moduledata(elf: &[u8]) -> Option<u64> {
 struct ModuleData {
     text: u64,
     gofunc: Option<u64>,
+    /// `moduledata.types`: the base of type and name offsets.
+    types: u64,
+}
+
+/// Offsets of `goid` and `stack.hi` in `runtime.g`, read from the runtime's
+/// own type descriptor for `runtime.g` (the runtime allocates `g`s with
+/// `new(g)`, so every binary carries it): an `abi.StructType` whose `Str`
+/// names `*runtime.g` and whose fields carry names and offsets
+/// (internal/abi/type.go `Type`, `StructType`, `StructField`, `Name`). For
+/// binaries without DWARF; `None` for a PIE (its descriptors' pointers are
+/// filled in by dynamic relocations) or when anything does not check out.
+pub fn g_layout_from_type_info(elf: &[u8]) -> Option<(u64, u64)> {
+    let file = object::File::parse(elf).ok()?;
+    if file.kind() != object::ObjectKind::Executable {
+        return None; // a PIE is ET_DYN
+    }
+    // Go 1.27 links type descriptors into `.go.type`; before, `.rodata`.
+    let rodata = file
+        .section_by_name(".go.type")
+        .or_else(|| file.section_by_name(".rodata"))?;
+    let ro = rodata.data().ok()?;
+    let ro_addr = rodata.address();
+    let read = |addr: u64, len: usize| -> Option<&[u8]> {
+        let o = usize::try_from(addr.checked_sub(ro_addr)?).ok()?;
+        ro.get(o..o.checked_add(len)?)
+    };
+    let types = match file.symbols().find(|s| s.name() == Ok("runtime.types")) {
+        Some(s) => s.address(),
+        None => {
+            let pcln = file.section_by_name(".gopclntab")?.address();
+            find_moduledata(&file, pcln)?.types
+        }
+    };
+    // A name is a flag byte, a varint length, the bytes.
+    let name_at = |addr: u64| -> Option<&str> {
+        let head = read(addr, 3)?;
+        let (len, n) = uvarint(&head[1..])?;
+        std::str::from_utf8(read(addr + 1 + n as u64, len as usize)?).ok()
+    };
+    let want = b"\x0a*runtime.g";
+    let name_offs: Vec<u32> = ro
+        .windows(want.len())
+        .enumerate()
+        .filter(|(i, w)| *w == want && *i >= 1)
+        .filter_map(|(i, _)| u32::try_from(ro_addr + i as u64 - 1 - types).ok())
+        .collect();
+    let struct_fields = |t: u64| -> Option<Vec<(String, u64, u64)>> {
+        let hdr = read(t, 80)?;
+        if hdr[23] & 0x1f != 25 {
+            return None; // not a struct
+        }
+        let (ptr, len) = (u64_at(hdr, 56)?, u64_at(hdr, 64)?);
+        if len > 4096 {
+            return None;
+        }
+        let mut out = vec![];
+        for i in 0..len {
+            let f = read(ptr + 24 * i, 24)?;
+            out.push((
+                name_at(u64_at(f, 0)?)?.to_owned(),
+                u64_at(f, 8)?,
+                u64_at(f, 16)?,
+            ));
+        }
+        Some(out)
+    };
+    let start = types.max(ro_addr).next_multiple_of(8);
+    let mut t = start;
+    while t + 80 <= ro_addr + ro.len() as u64 {
+        let hit = read(t + 40, 4)
+            .and_then(|b| u32_at(b, 0))
+            .is_some_and(|off| name_offs.contains(&off));
+        if hit {
+            if let Some(fields) = struct_fields(t) {
+                let goid = fields.iter().find(|f| f.0 == "goid")?.2;
+                let stack = fields.iter().find(|f| f.0 == "stack")?;
+                let hi = struct_fields(stack.1)?.into_iter().find(|f| f.0 == "hi")?.2;
+                return Some((goid, stack.2 + hi));
+            }
+        }
+        t += 8;
+    }
+    None
 }
 
 /// Finds `runtime.firstmoduledata` in a binary without symbols: its first
@@ -468,12 +551,15 @@ struct ModuleData {
 /// and points into `.rodata` (or, from Go 1.26, `.gopclntab`).
 fn find_moduledata(file: &object::File<'_>, pclntab: u64) -> Option<ModuleData> {
     let rodata = file.section_by_name(".rodata")?;
-    let (ro_start, ro_end) = (rodata.address(), rodata.address() + rodata.size());
-    // Go 1.26 links go:func.* into .gopclntab.
-    let pcln_end = file
+    let ro_start = rodata.address();
+    // go:func.* is read-only data: in `.rodata` (Go ≤1.25), `.gopclntab`
+    // (Go 1.26) or `.go.func` (Go 1.27).
+    let read_only: Vec<(u64, u64)> = file
         .sections()
-        .find(|s| s.address() == pclntab)
-        .map_or(pclntab, |s| pclntab + s.size());
+        .filter(|s| matches!(s.kind(), object::SectionKind::ReadOnlyData))
+        .map(|s| (s.address(), s.address() + s.size()))
+        .filter(|r| r.0 != 0)
+        .collect();
     let text = file.section_by_name(".text")?;
     let (text_lo, text_hi) = (text.address(), text.address() + text.size());
     // Go 1.26 moved it into a section of its own, `.go.module`.
@@ -498,10 +584,11 @@ fn find_moduledata(file: &object::File<'_>, pclntab: u64) -> Option<ModuleData> 
                     .filter(|&i| w(i) == ro_start)
                     .last()
                     .map(|i| w(i + 1))
-                    .filter(|g| (ro_start..ro_end).contains(g) || (pclntab..pcln_end).contains(g));
+                    .filter(|g| read_only.iter().any(|r| (r.0..r.1).contains(g)));
                 return Some(ModuleData {
                     text: mtext,
                     gofunc,
+                    types: w(37),
                 });
             }
             o += 8;

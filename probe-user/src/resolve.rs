@@ -97,8 +97,15 @@ pub struct Program {
     pub debug_file: Option<std::path::PathBuf>,
 }
 
-/// What a probe on a binary without DWARF cannot show (`@missing`).
-pub const MISSING_DWARF: &str = "DWARF (the binary was built with -ldflags=-w or stripped): parameter names, types, locals, the goroutine id (runtime.g's layout) and conditions on values are unavailable; args are the argument words as Go's tracebacks show them (from the runtime's argument info), read where the register ABI puts integers: a float argument travels in an XMM register that this cannot tell apart, so it and the arguments after it may be shown from the wrong register";
+/// What a probe on a binary without DWARF cannot show (`@missing`);
+/// `goid` says whether the goroutine id could still be found (from the
+/// runtime's type descriptor of `runtime.g`).
+pub fn missing_dwarf(goid: bool) -> String {
+    format!(
+        "DWARF (the binary was built with -ldflags=-w or stripped): parameter names, types, locals{} and conditions on values are unavailable; args are the argument words as Go's tracebacks show them (from the runtime's argument info), read where the register ABI puts integers: a float argument travels in an XMM register that this cannot tell apart, so it and the arguments after it may be shown from the wrong register",
+        if goid { "" } else { ", the goroutine id (runtime.g's layout was not found)" }
+    )
+}
 
 impl Program {
     /// Opens a Go binary with DWARF, or says precisely why it cannot.
@@ -159,10 +166,17 @@ impl Program {
             reason: format!("no DWARF, and its Go function table is unreadable: {e}"),
         })?;
         let debug = DebugInfo::load(&binary.data, &binary.path)?;
+        // The goroutine id's offset from the runtime's own type descriptor.
+        let runtime = crate::pclntab::g_layout_from_type_info(&binary.data).map(
+            |(goid_offset, stack_hi_offset)| RuntimeLayout {
+                goid_offset,
+                stack_hi_offset,
+            },
+        );
         Ok(Self {
             binary,
             debug,
-            runtime: None,
+            runtime,
             tables: Tables::new(),
             rtypes: HashMap::new(),
             pcln: Some(pcln),
@@ -171,8 +185,10 @@ impl Program {
     }
 
     /// What probes on this program cannot show, when it has no DWARF.
-    pub fn missing(&self) -> Option<&'static str> {
-        self.pcln.is_some().then_some(MISSING_DWARF)
+    pub fn missing(&self) -> Option<String> {
+        self.pcln
+            .is_some()
+            .then(|| missing_dwarf(self.runtime.is_some()))
     }
 
     /// Opens any ELF executable for address probes: with Go DWARF when it
@@ -555,7 +571,7 @@ impl Program {
                 }
             }
             let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-            let mut missing = MISSING_DWARF.to_owned();
+            let mut missing = missing_dwarf(self.runtime.is_some());
             for n in notes {
                 missing.push_str("; ");
                 missing.push_str(n);
@@ -668,7 +684,7 @@ impl Program {
                     .file_offset(pc)
                     .ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
                 out.push(ResolvedProbe {
-                    missing: Some(MISSING_DWARF.to_owned()),
+                    missing: self.missing(),
                     ..ResolvedProbe::at(
                         spec,
                         "line",

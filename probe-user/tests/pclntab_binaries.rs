@@ -120,3 +120,20 @@ fn stripped_binary_has_same_functions_and_arg_info() {
         assert!(!pb.line_addresses("hot/main.go", 29).is_empty(), "go{v}");
     }
 }
+
+#[test]
+fn g_layout_from_type_info_matches_dwarf() {
+    for v in versions() {
+        let full = testdata(&v, "hot").unwrap();
+        let a = Binary::open(&full).unwrap();
+        let mut debug = DebugInfo::load(&a.data, &full).unwrap();
+        let rt = debug.runtime_layout().unwrap();
+        let want = Some((rt.goid_offset, rt.stack_hi_offset));
+        assert_eq!(probe::pclntab::g_layout_from_type_info(&a.data), want, "go{v} hot");
+        for variant in ["hot-nodwarf", "hot-stripped", "store-stripped"] {
+            let Some(p) = testdata(&v, variant) else { continue };
+            let b = Binary::open(&p).unwrap();
+            assert_eq!(probe::pclntab::g_layout_from_type_info(&b.data), want, "go{v} {variant}");
+        }
+    }
+}
