@@ -179,6 +179,7 @@ impl Pclntab {
                 None => (None, "not found"),
             },
         };
+        let cap = nfunc.min(me_len_cap(&data));
         let mut me = Self {
             data,
             addr,
@@ -189,7 +190,7 @@ impl Pclntab {
             filetab_off,
             pctab_off,
             has_start_line,
-            funcs: Vec::with_capacity(nfunc),
+            funcs: Vec::with_capacity(cap),
             by_name: HashMap::new(),
         };
         // functab: nfunc+1 pairs (entryOff, funcOff) of uint32; the last
@@ -208,8 +209,8 @@ impl Pclntab {
                 .to_owned();
             me.funcs.push(PclnFunc {
                 name,
-                entry: text_start + u64::from(entry_off),
-                end: text_start + u64::from(next_off),
+                entry: text_start.wrapping_add(u64::from(entry_off)),
+                end: text_start.wrapping_add(u64::from(next_off)),
                 func_off,
             });
         }
@@ -279,7 +280,7 @@ impl Pclntab {
             val = val.wrapping_add((-((uvdelta & 1) as i32)) ^ ((uvdelta >> 1) as i32));
             let (pcdelta, n) = uvarint(p)?;
             p = p.get(n..)?;
-            let next = cur_pc + u64::from(pcdelta);
+            let next = cur_pc.saturating_add(u64::from(pcdelta));
             if pc >= cur_pc && pc < next {
                 return Some(val);
             }
@@ -313,7 +314,7 @@ impl Pclntab {
             let Some(rest) = rest.get(n..) else { break };
             p = rest;
             out.push((pc, val));
-            pc += u64::from(pcdelta);
+            pc = pc.saturating_add(u64::from(pcdelta));
             if pc >= f.end {
                 break;
             }
@@ -391,7 +392,7 @@ impl Pclntab {
         if off == u32::MAX {
             return None;
         }
-        Some(self.gofunc? + u64::from(off))
+        self.gofunc?.checked_add(u64::from(off))
     }
 
     /// `f`'s arguments as its argument info lists them (`None` when the
@@ -407,6 +408,11 @@ impl Pclntab {
         let bytes = (1..=171u64).rev().find_map(|n| read(at, n))?;
         Some(parse_arg_info(bytes))
     }
+}
+
+/// At most one function per 8 bytes of table: bounds a header's count.
+fn me_len_cap(data: &[u8]) -> usize {
+    data.len() / 8
 }
 
 fn path_ends_with(path: &str, suffix: &str) -> bool {
@@ -495,14 +501,14 @@ pub fn g_layout_from_type_info(elf: &[u8]) -> Option<(u64, u64)> {
     let name_at = |addr: u64| -> Option<&str> {
         let head = read(addr, 3)?;
         let (len, n) = uvarint(&head[1..])?;
-        std::str::from_utf8(read(addr + 1 + n as u64, len as usize)?).ok()
+        std::str::from_utf8(read(addr.checked_add(1 + n as u64)?, len as usize)?).ok()
     };
     let want = b"\x0a*runtime.g";
     let name_offs: Vec<u32> = ro
         .windows(want.len())
         .enumerate()
         .filter(|(i, w)| *w == want && *i >= 1)
-        .filter_map(|(i, _)| u32::try_from(ro_addr + i as u64 - 1 - types).ok())
+        .filter_map(|(i, _)| u32::try_from((ro_addr + i as u64 - 1).checked_sub(types)?).ok())
         .collect();
     let struct_fields = |t: u64| -> Option<Vec<(String, u64, u64)>> {
         let hdr = read(t, 80)?;
@@ -515,7 +521,7 @@ pub fn g_layout_from_type_info(elf: &[u8]) -> Option<(u64, u64)> {
         }
         let mut out = vec![];
         for i in 0..len {
-            let f = read(ptr + 24 * i, 24)?;
+            let f = read(ptr.checked_add(24 * i)?, 24)?;
             out.push((
                 name_at(u64_at(f, 0)?)?.to_owned(),
                 u64_at(f, 8)?,
