@@ -547,7 +547,12 @@ impl Program {
             let binary = &self.binary;
             let items = pcln.arg_info(&f, |at, n| binary.read_virt(at, n));
             let (pc, file_offset, placement) = self.entry_site(&f.name, f.entry)?;
-            let (mut params, notes) = arg_word_params(&mut self.debug, items.as_deref());
+            let no_base = pcln.gofunc.is_none();
+            let (mut params, mut notes) = arg_word_params(&mut self.debug, items.as_deref());
+            if no_base {
+                // A stripped PIE: moduledata's pointers are dynamic relocations.
+                notes = vec!["argument words: the base of the runtime's function data (go:func.*) was not found without a symbol table (a stripped PIE?)"];
+            }
             // A generic's dictionary comes first, in RAX; its argument
             // info leaves it out (cmd/compile/internal/ssagen EmitArgInfo).
             let hidden_dict = f.name.contains('[');
