@@ -211,3 +211,34 @@ fn separate_debug_file_decodes_like_the_normal_build() {
         let _ = std::fs::remove_file(elsewhere);
     }
 }
+
+#[test]
+fn returns_and_stack_on_stripped_binary() {
+    for v in go_versions() {
+        let bin = testdata(&v, "hot-stripped");
+        let run = probe(
+            &[
+                "attach", "--func", "main.work", "--returns", "--stack", "4", "--format", "json",
+                "--max-hits", "4", "--", bin.to_str().unwrap(), "-mode", "rate", "-rate", "200",
+                "-duration", "20s",
+            ],
+            T,
+        );
+        assert!(run.status.success(), "go{v}: {}", run.stderr);
+        let ret = run
+            .events
+            .iter()
+            .find(|e| e["kind"] == "return")
+            .unwrap_or_else(|| panic!("go{v}: no return event in {}", run.stdout));
+        assert!(ret["duration_ns"].as_u64().is_some(), "{ret}");
+        assert!(ret["@missing"].is_string(), "{ret}");
+        for e in &run.events {
+            // Frames symbolized from .gopclntab: work, called by main.
+            let fns: Vec<&str> =
+                e["stack"].as_array().unwrap().iter().map(|f| f["function"].as_str().unwrap()).collect();
+            assert_eq!(fns.first(), Some(&"main.work"), "go{v}: {e}");
+            assert_eq!(fns.get(1), Some(&"main.main"), "go{v}: {e}");
+            assert!(e["stack"][0]["file"].as_str().unwrap().ends_with("hot/main.go"), "{e}");
+        }
+    }
+}

@@ -100,10 +100,15 @@ pub struct Program {
 /// What a probe on a binary without DWARF cannot show (`@missing`);
 /// `goid` says whether the goroutine id could still be found (from the
 /// runtime's type descriptor of `runtime.g`).
-pub fn missing_dwarf(goid: bool) -> String {
+pub fn missing_dwarf(goid: bool, exact: bool) -> String {
     format!(
-        "DWARF (the binary was built with -ldflags=-w or stripped): parameter names, types, locals{} and conditions on values are unavailable; args are the argument words as Go's tracebacks show them (from the runtime's argument info), read where the register ABI puts integers: a float argument travels in an XMM register that this cannot tell apart, so it and the arguments after it may be shown from the wrong register",
-        if goid { "" } else { ", the goroutine id (runtime.g's layout was not found)" }
+        "DWARF (the binary was built with -ldflags=-w or stripped): parameter names, types, locals{} and conditions on values are unavailable; args are the argument words as Go's tracebacks show them (from the runtime's argument info), {}",
+        if goid { "" } else { ", the goroutine id (runtime.g's layout was not found)" },
+        if exact {
+            "in the registers the function's own stack-growth path spills them from (a float argument is in an XMM register, which BPF cannot read: shown as unavailable)"
+        } else {
+            "read where the register ABI puts integers (a leaf function, so no spill code says where each is): a float argument travels in an XMM register that this cannot tell apart, so it and the arguments after it may be shown from the wrong register"
+        }
     )
 }
 
@@ -184,11 +189,34 @@ impl Program {
         })
     }
 
+    /// Spill slots of `f`'s register arguments (see
+    /// [`prologue::spilled_args`]); `pc` is the probe, after the check.
+    fn spill_map(&self, f: &crate::pclntab::PclnFunc, pc: u64) -> Option<Vec<(u64, u16, u64)>> {
+        let skip = usize::try_from(pc.checked_sub(f.entry)?).ok()?;
+        if skip == 0 {
+            return None;
+        }
+        let off = self.binary.file_offset(f.entry)? as usize;
+        let len = usize::try_from(f.end.checked_sub(f.entry)?).ok()?;
+        let code = self.binary.data.get(off..off.checked_add(len)?)?;
+        prologue::spilled_args(code, f.entry, skip)
+    }
+
+    /// Without DWARF: (function, file, line) of `pc` from `.gopclntab`
+    /// (`None` with DWARF, or outside any function). Code inlined at `pc`
+    /// is not expanded: the line is the innermost, the function the outer.
+    pub fn table_position(&self, pc: u64) -> Option<(String, String, u64)> {
+        let pcln = self.pcln.as_ref()?;
+        let f = pcln.function_at(pc)?;
+        let (file, line) = pcln.line_at(f, pc).unwrap_or_default();
+        Some((f.name.clone(), file, line))
+    }
+
     /// What probes on this program cannot show, when it has no DWARF.
     pub fn missing(&self) -> Option<String> {
         self.pcln
             .is_some()
-            .then(|| missing_dwarf(self.runtime.is_some()))
+            .then(|| missing_dwarf(self.runtime.is_some(), true))
     }
 
     /// Opens any ELF executable for address probes: with Go DWARF when it
@@ -553,30 +581,20 @@ impl Program {
                 // A stripped PIE: moduledata's pointers are dynamic relocations.
                 notes = vec!["argument words: the base of the runtime's function data (go:func.*) was not found without a symbol table (a stripped PIE?)"];
             }
-            // A generic's dictionary comes first, in RAX; its argument
-            // info leaves it out (cmd/compile/internal/ssagen EmitArgInfo).
-            let hidden_dict = f.name.contains('[');
-            if let Some(locs) = abi::entry_locations(&self.debug, &params, hidden_dict) {
-                for (p, pieces) in params.iter_mut().zip(locs) {
-                    // A stack-assigned argument is where its argument info
-                    // says (the offset is from the argument area, RSP+8 at
-                    // the entry), which also covers arrays that the ABI
-                    // model above cannot tell from structs.
-                    let on_stack = matches!(pieces.as_slice(), [Piece { place: Place::Stack(_), .. }]);
-                    p.pieces = match (on_stack, p.pieces.first()) {
-                        (true, Some(Piece { place: Place::Stack(off), .. })) => {
-                            vec![Piece { place: Place::Stack(*off), size: None }]
-                        }
-                        (true, _) => vec![Piece {
-                            place: Place::Unavailable("on the stack at an offset Go's argument info does not record (past 250 bytes)".into()),
-                            size: None,
-                        }],
-                        (false, _) => pieces,
-                    };
+            // Exact registers from the stack-growth path's spills when the
+            // function has a stack check; else the ABI model.
+            let exact = match self.spill_map(&f, pc) {
+                Some(spills) => {
+                    place_by_spills(&self.debug, &mut params, &spills);
+                    true
                 }
-            }
+                None => {
+                    place_by_abi(&self.debug, &mut params, f.name.contains('['));
+                    false
+                }
+            };
             let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-            let mut missing = missing_dwarf(self.runtime.is_some());
+            let mut missing = missing_dwarf(self.runtime.is_some(), exact);
             for n in notes {
                 missing.push_str("; ");
                 missing.push_str(n);
@@ -648,6 +666,7 @@ impl Program {
         let pos = (entry.file.clone(), entry.line);
         Ok(ResolvedProbe {
             more_sites: sites,
+            missing: entry.missing.clone(),
             ..ResolvedProbe::at(&entry.spec, "return", f.clone(), pos, first, params, plan)
         })
     }
@@ -823,6 +842,89 @@ fn arg_word_params(
         });
     }
     (params, notes)
+}
+
+/// The scalar words of an argument-word parameter: (offset in the
+/// argument area, bytes), from its synthetic type and its stack piece.
+fn param_words(debug: &DebugInfo, p: &Param) -> Option<Vec<(u64, u64)>> {
+    let Some(Piece { place: Place::Stack(s), .. }) = p.pieces.first() else {
+        return None;
+    };
+    let base = u64::try_from(s - 8).ok()?;
+    Some(match &debug.ty(p.ty).kind {
+        Kind::Struct { fields } => fields
+            .iter()
+            .map(|f| (base + f.offset, debug.ty(f.ty).size))
+            .collect(),
+        _ => vec![(base, debug.ty(p.ty).size)],
+    })
+}
+
+/// Places argument words by the spill code: a word found there is in that
+/// register at the entry; a parameter none of whose words is spilled is
+/// stack-assigned (it stays at its argument-info offset).
+fn place_by_spills(debug: &DebugInfo, params: &mut [Param], spills: &[(u64, u16, u64)]) {
+    for p in params.iter_mut() {
+        let Some(words) = param_words(debug, p) else {
+            p.pieces = vec![Piece {
+                place: Place::Unavailable("its offset is past what Go's argument info records (250 bytes)".into()),
+                size: None,
+            }];
+            continue;
+        };
+        let found: Vec<Option<u16>> = words
+            .iter()
+            .map(|w| spills.iter().find(|s| s.0 == w.0).map(|s| s.1))
+            .collect();
+        if found.iter().all(Option::is_none) {
+            continue; // on the stack
+        }
+        let base = words[0].0;
+        let (mut pieces, mut at) = (vec![], base);
+        for (w, r) in words.iter().zip(found) {
+            if w.0 > at {
+                pieces.push(Piece {
+                    place: Place::Unavailable("padding".into()),
+                    size: Some(w.0 - at),
+                });
+            }
+            pieces.push(Piece {
+                place: match r {
+                    Some(r) => Place::Reg(r),
+                    None => Place::Unavailable("not in the function's spill code".into()),
+                },
+                size: Some(w.1),
+            });
+            at = w.0 + w.1;
+        }
+        p.pieces = pieces;
+    }
+}
+
+/// Places argument words by the ABIInternal model of `abi` (every word an
+/// integer), keeping stack-assigned ones at their argument-info offsets.
+fn place_by_abi(debug: &DebugInfo, params: &mut [Param], hidden_dict: bool) {
+    // A generic's dictionary comes first, in RAX; its argument info leaves
+    // it out (cmd/compile/internal/ssagen EmitArgInfo).
+    let Some(locs) = abi::entry_locations(debug, params, hidden_dict) else {
+        return;
+    };
+    for (p, pieces) in params.iter_mut().zip(locs) {
+        // A stack-assigned argument is where its argument info says (the
+        // offset is from the argument area, RSP+8 at the entry), which also
+        // covers arrays that the model cannot tell from structs.
+        let on_stack = matches!(pieces.as_slice(), [Piece { place: Place::Stack(_), .. }]);
+        p.pieces = match (on_stack, p.pieces.first()) {
+            (true, Some(Piece { place: Place::Stack(off), .. })) => {
+                vec![Piece { place: Place::Stack(*off), size: None }]
+            }
+            (true, _) => vec![Piece {
+                place: Place::Unavailable("on the stack at an offset Go's argument info does not record (past 250 bytes)".into()),
+                size: None,
+            }],
+            (false, _) => pieces,
+        };
+    }
 }
 
 /// Functions worth listing: user and library code, not linker-generated stubs.

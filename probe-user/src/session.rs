@@ -679,6 +679,10 @@ fn symbolize(program: &Program, pcs: &[u64], bias: u64) -> Vec<crate::output::Fr
         // Addresses as linked: a PIE runs `bias` further up.
         let pc = runtime_pc.wrapping_sub(bias);
         let at = if i == 0 { pc } else { pc.saturating_sub(1) };
+        if let Some((function, file, line)) = program.table_position(at) {
+            out.push(crate::output::Frame { pc, function, file, line });
+            continue;
+        }
         let (mut file, mut line) = program
             .debug
             .line_at(at)

@@ -104,8 +104,17 @@ func safe(n int) (r int) {
 	return mayPanic(n)
 }
 
+// scaled(x, n, tag): a float argument before integer ones, in a function
+// with a stack check (it calls hot), for binaries without DWARF: x travels
+// in X0, n in RAX, tag in RBX and RCX.
+//
+//go:noinline
+func scaled(x float64, n int, tag string) int {
+	return hot(int(x)) + n + len(tag)
+}
+
 func main() {
-	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics")
+	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics|floats")
 	count := flag.Int("count", 100, "iterations")
 	flag.Parse()
 	switch *mode {
@@ -142,6 +151,11 @@ func main() {
 			os.Exit(3)
 		}
 		fmt.Println("recurse ok")
+	case "floats":
+		for n := 0; n < *count; n++ {
+			scaled(float64(n)/2, n, "tag")
+			time.Sleep(time.Millisecond)
+		}
 	case "filter":
 		for n := 0; n < *count; n++ {
 			name := "even"
