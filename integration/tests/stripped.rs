@@ -242,3 +242,33 @@ fn returns_and_stack_on_stripped_binary() {
         }
     }
 }
+
+#[test]
+fn float_argument_is_unavailable_not_misplaced() {
+    // scaled(x float64, n int, tag string): x in X0, which BPF cannot
+    // read; n in RAX and tag in RBX, RCX, as the spill code says (a model
+    // that took x for an integer would read n from RBX).
+    for v in go_versions() {
+        for variant in ["calls-nodwarf", "calls-stripped"] {
+            let bin = testdata(&v, variant);
+            let run = probe(
+                &[
+                    "attach", "--func", "main.scaled", "--format", "json", "--max-hits", "3",
+                    "--", bin.to_str().unwrap(), "-mode", "floats", "-count", "5000",
+                ],
+                T,
+            );
+            assert!(run.status.success(), "go{v} {variant}: {}", run.stderr);
+            assert_eq!(run.events.len(), 3, "go{v} {variant}: {}", run.stdout);
+            for (n, e) in run.events.iter().enumerate() {
+                let a = &e["args"];
+                let ctx = format!("go{v} {variant}: {e}");
+                let why = a["arg0"]["@unavailable"].as_str().unwrap_or_else(|| panic!("{ctx}"));
+                assert!(why.contains("XMM0"), "{ctx}");
+                assert_eq!(u(&a["arg1"]), n as u64, "{ctx}");
+                assert_eq!(u(&a["arg2"]["word1"]), 3, "{ctx}");
+                assert!(e["@missing"].as_str().unwrap().contains("spills"), "{ctx}");
+            }
+        }
+    }
+}
