@@ -25,19 +25,40 @@ fn func_on_binaries_without_dwarf_shows_argument_words() {
             let bin = testdata(&v, variant);
             let run = probe(
                 &[
-                    "attach", "--func", "main.work", "--format", "json", "--max-hits", "3", "--",
-                    bin.to_str().unwrap(), "-mode", "rate", "-rate", "200", "-duration", "20s",
+                    "attach",
+                    "--func",
+                    "main.work",
+                    "--format",
+                    "json",
+                    "--max-hits",
+                    "3",
+                    "--",
+                    bin.to_str().unwrap(),
+                    "-mode",
+                    "rate",
+                    "-rate",
+                    "200",
+                    "-duration",
+                    "20s",
                 ],
                 T,
             );
             assert!(run.status.success(), "go{v} {variant}: {}", run.stderr);
             // One note at attach, not one per hit.
-            assert_eq!(run.stderr.matches("has no DWARF").count(), 1, "{}", run.stderr);
+            assert_eq!(
+                run.stderr.matches("has no DWARF").count(),
+                1,
+                "{}",
+                run.stderr
+            );
             assert_eq!(run.events.len(), 3, "go{v} {variant}: {}", run.stdout);
             for (n, e) in run.events.iter().enumerate() {
                 let ctx = format!("go{v} {variant}: {e}");
                 assert_eq!(e["function"], "main.work", "{ctx}");
-                assert!(e["file"].as_str().unwrap().ends_with("hot/main.go"), "{ctx}");
+                assert!(
+                    e["file"].as_str().unwrap().ends_with("hot/main.go"),
+                    "{ctx}"
+                );
                 assert_eq!(e["line"], line, "{ctx}");
                 // work(calls, "key"): n = the call number; key = {ptr, len}.
                 assert_eq!(u(&e["args"]["arg0"]), n as u64, "{ctx}");
@@ -64,8 +85,17 @@ fn stack_assigned_argument_words_on_stripped_binary() {
         let bin = testdata(&v, "store-stripped");
         let run = probe(
             &[
-                "attach", "--func", "main.kinds", "--format", "json", "--max-hits", "3", "--",
-                bin.to_str().unwrap(), "-interval", "5ms",
+                "attach",
+                "--func",
+                "main.kinds",
+                "--format",
+                "json",
+                "--max-hits",
+                "3",
+                "--",
+                bin.to_str().unwrap(),
+                "-interval",
+                "5ms",
             ],
             T,
         );
@@ -88,7 +118,10 @@ fn stack_assigned_argument_words_on_stripped_binary() {
             assert_eq!(u(&a["arg9"]), n * 11, "{ctx}: the stack-assigned word");
             assert!(a.get("arg10").is_none(), "{ctx}");
             assert!(
-                e["@missing"].as_str().unwrap().contains("more arguments than"),
+                e["@missing"]
+                    .as_str()
+                    .unwrap()
+                    .contains("more arguments than"),
                 "{ctx}"
             );
         }
@@ -120,10 +153,18 @@ fn failures_on_stripped_binaries_are_clear_and_leave_nothing_attached() {
             let run = probe(&args, T);
             assert!(!run.status.success(), "go{v} {extra:?}: {}", run.stdout);
             for n in needles {
-                assert!(run.stderr.contains(n), "go{v} {extra:?}: no {n:?} in {}", run.stderr);
+                assert!(
+                    run.stderr.contains(n),
+                    "go{v} {extra:?}: no {n:?} in {}",
+                    run.stderr
+                );
             }
             assert!(run.events.is_empty());
-            assert_eq!(leftover_programs(&before), Vec::<u32>::new(), "go{v} {extra:?}");
+            assert_eq!(
+                leftover_programs(&before),
+                Vec::<u32>::new(),
+                "go{v} {extra:?}"
+            );
         }
     }
 }
@@ -136,8 +177,21 @@ fn line_probe_on_stripped_binary() {
         let spec = format!("hot/main.go:{line}");
         let run = probe(
             &[
-                "attach", "--line", &spec, "--format", "json", "--max-hits", "2", "--",
-                bin.to_str().unwrap(), "-mode", "rate", "-rate", "200", "-duration", "20s",
+                "attach",
+                "--line",
+                &spec,
+                "--format",
+                "json",
+                "--max-hits",
+                "2",
+                "--",
+                bin.to_str().unwrap(),
+                "-mode",
+                "rate",
+                "-rate",
+                "200",
+                "-duration",
+                "20s",
             ],
             T,
         );
@@ -169,7 +223,12 @@ fn split_debug(v: &str, tag: &str) -> (PathBuf, PathBuf) {
         assert!(s.success(), "objcopy {args:?}");
     };
     objcopy(&["--only-keep-debug", "hot", ".debug/hot.debug"]);
-    objcopy(&["--strip-debug", "--add-gnu-debuglink=.debug/hot.debug", "hot", "hot-split"]);
+    objcopy(&[
+        "--strip-debug",
+        "--add-gnu-debuglink=.debug/hot.debug",
+        "hot",
+        "hot-split",
+    ]);
     (dir.join("hot-split"), dir.join(".debug/hot.debug"))
 }
 
@@ -177,9 +236,26 @@ fn split_debug(v: &str, tag: &str) -> (PathBuf, PathBuf) {
 fn separate_debug_file_decodes_like_the_normal_build() {
     for v in go_versions() {
         let run_on = |bin: &str, extra: &[&str]| {
-            let mut args = vec!["attach", "--func", "main.work", "--format", "json", "--max-hits", "3"];
+            let mut args = vec![
+                "attach",
+                "--func",
+                "main.work",
+                "--format",
+                "json",
+                "--max-hits",
+                "3",
+            ];
             args.extend_from_slice(extra);
-            args.extend_from_slice(&["--", bin, "-mode", "rate", "-rate", "200", "-duration", "20s"]);
+            args.extend_from_slice(&[
+                "--",
+                bin,
+                "-mode",
+                "rate",
+                "-rate",
+                "200",
+                "-duration",
+                "20s",
+            ]);
             let run = probe(&args, T);
             assert!(run.status.success(), "go{v} {bin}: {}", run.stderr);
             run
@@ -188,12 +264,20 @@ fn separate_debug_file_decodes_like_the_normal_build() {
         let (split, debug) = split_debug(&v, "link");
         // Found through .gnu_debuglink (the .debug/ subdirectory).
         let linked = run_on(split.to_str().unwrap(), &[]);
-        assert!(linked.stderr.contains("separate debug-info file"), "{}", linked.stderr);
+        assert!(
+            linked.stderr.contains("separate debug-info file"),
+            "{}",
+            linked.stderr
+        );
         // Given explicitly, from elsewhere.
-        let elsewhere = std::env::temp_dir().join(format!("probe-dbg-{v}-{}.debug", std::process::id()));
+        let elsewhere =
+            std::env::temp_dir().join(format!("probe-dbg-{v}-{}.debug", std::process::id()));
         std::fs::copy(&debug, &elsewhere).unwrap();
         std::fs::remove_file(&debug).unwrap();
-        let explicit = run_on(split.to_str().unwrap(), &["--debug-file", elsewhere.to_str().unwrap()]);
+        let explicit = run_on(
+            split.to_str().unwrap(),
+            &["--debug-file", elsewhere.to_str().unwrap()],
+        );
         for run in [&linked, &explicit] {
             assert_eq!(run.events.len(), normal.events.len());
             for (a, b) in normal.events.iter().zip(&run.events) {
@@ -206,7 +290,11 @@ fn separate_debug_file_decodes_like_the_normal_build() {
         }
         // Without the debug file it falls back to .gopclntab, and says so.
         let fallback = run_on(split.to_str().unwrap(), &[]);
-        assert!(fallback.events[0]["@missing"].is_string(), "{}", fallback.stdout);
+        assert!(
+            fallback.events[0]["@missing"].is_string(),
+            "{}",
+            fallback.stdout
+        );
         let _ = std::fs::remove_dir_all(split.parent().unwrap());
         let _ = std::fs::remove_file(elsewhere);
     }
@@ -218,9 +306,24 @@ fn returns_and_stack_on_stripped_binary() {
         let bin = testdata(&v, "hot-stripped");
         let run = probe(
             &[
-                "attach", "--func", "main.work", "--returns", "--stack", "4", "--format", "json",
-                "--max-hits", "4", "--", bin.to_str().unwrap(), "-mode", "rate", "-rate", "200",
-                "-duration", "20s",
+                "attach",
+                "--func",
+                "main.work",
+                "--returns",
+                "--stack",
+                "4",
+                "--format",
+                "json",
+                "--max-hits",
+                "4",
+                "--",
+                bin.to_str().unwrap(),
+                "-mode",
+                "rate",
+                "-rate",
+                "200",
+                "-duration",
+                "20s",
             ],
             T,
         );
@@ -234,11 +337,21 @@ fn returns_and_stack_on_stripped_binary() {
         assert!(ret["@missing"].is_string(), "{ret}");
         for e in &run.events {
             // Frames symbolized from .gopclntab: work, called by main.
-            let fns: Vec<&str> =
-                e["stack"].as_array().unwrap().iter().map(|f| f["function"].as_str().unwrap()).collect();
+            let fns: Vec<&str> = e["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["function"].as_str().unwrap())
+                .collect();
             assert_eq!(fns.first(), Some(&"main.work"), "go{v}: {e}");
             assert_eq!(fns.get(1), Some(&"main.main"), "go{v}: {e}");
-            assert!(e["stack"][0]["file"].as_str().unwrap().ends_with("hot/main.go"), "{e}");
+            assert!(
+                e["stack"][0]["file"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("hot/main.go"),
+                "{e}"
+            );
         }
     }
 }
@@ -253,8 +366,19 @@ fn float_argument_is_unavailable_not_misplaced() {
             let bin = testdata(&v, variant);
             let run = probe(
                 &[
-                    "attach", "--func", "main.scaled", "--format", "json", "--max-hits", "3",
-                    "--", bin.to_str().unwrap(), "-mode", "floats", "-count", "5000",
+                    "attach",
+                    "--func",
+                    "main.scaled",
+                    "--format",
+                    "json",
+                    "--max-hits",
+                    "3",
+                    "--",
+                    bin.to_str().unwrap(),
+                    "-mode",
+                    "floats",
+                    "-count",
+                    "5000",
                 ],
                 T,
             );
@@ -263,7 +387,9 @@ fn float_argument_is_unavailable_not_misplaced() {
             for (n, e) in run.events.iter().enumerate() {
                 let a = &e["args"];
                 let ctx = format!("go{v} {variant}: {e}");
-                let why = a["arg0"]["@unavailable"].as_str().unwrap_or_else(|| panic!("{ctx}"));
+                let why = a["arg0"]["@unavailable"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{ctx}"));
                 assert!(why.contains("XMM0"), "{ctx}");
                 assert_eq!(u(&a["arg1"]), n as u64, "{ctx}");
                 assert_eq!(u(&a["arg2"]["word1"]), 3, "{ctx}");

@@ -104,7 +104,9 @@ impl Binary {
                 object::File::parse(&*d).is_ok_and(|f| {
                     f.section_by_name(".debug_info")
                         .or_else(|| f.section_by_name(".zdebug_info"))
-                        .is_some_and(|s| s.size() > 0 && s.kind() != object::SectionKind::UninitializedData)
+                        .is_some_and(|s| {
+                            s.size() > 0 && s.kind() != object::SectionKind::UninitializedData
+                        })
                 })
             })
         };
@@ -119,10 +121,7 @@ impl Binary {
                 Path::new("/usr/lib/debug").join(rel).join(&name),
             ];
             for c in candidates {
-                if c != real
-                    && std::fs::read(&c).is_ok_and(|d| crc32(&d) == crc)
-                    && has_dwarf(&c)
-                {
+                if c != real && std::fs::read(&c).is_ok_and(|d| crc32(&d) == crc) && has_dwarf(&c) {
                     return Some(c);
                 }
             }
@@ -220,7 +219,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

@@ -249,15 +249,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .functions()
                     .iter()
                     .filter(|f| !f.name.starts_with("type:") && !f.name.starts_with("go:"))
-                    .filter(|f| pat.as_ref().is_none_or(|p| f.name.to_lowercase().contains(p)))
+                    .filter(|f| {
+                        pat.as_ref()
+                            .is_none_or(|p| f.name.to_lowercase().contains(p))
+                    })
                     .collect();
                 fs.sort_by(|a, b| a.name.cmp(&b.name));
                 for f in fs {
                     let pos = match pcln.line_at(f, f.entry) {
-                        Some((file, _)) => format!(
-                            "{file}:{}",
-                            pcln.start_line(f).map_or(0, u64::from)
-                        ),
+                        Some((file, _)) => {
+                            format!("{file}:{}", pcln.start_line(f).map_or(0, u64::from))
+                        }
                         None => "<generated>".to_owned(),
                     };
                     if writeln!(out, "{}\t{pos}", f.name).is_err() {

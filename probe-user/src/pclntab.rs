@@ -94,11 +94,15 @@ pub struct Pclntab {
 }
 
 fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(o..o.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(o..o.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn cstr(b: &[u8], o: usize) -> Option<&str> {
@@ -197,7 +201,10 @@ impl Pclntab {
         // entry's entryOff is the end of the last function.
         let ft = pcln_off;
         let pair = |i: usize| -> Option<(u32, u32)> {
-            Some((u32_at(&me.data, ft + 8 * i)?, u32_at(&me.data, ft + 8 * i + 4)?))
+            Some((
+                u32_at(&me.data, ft + 8 * i)?,
+                u32_at(&me.data, ft + 8 * i + 4)?,
+            ))
         };
         for i in 0..nfunc {
             let (entry_off, func_off) = pair(i).ok_or(bad("functab"))?;
@@ -364,11 +371,7 @@ impl Pclntab {
                 if u64::try_from(l).ok() != Some(line) {
                     continue;
                 }
-                let fileno = files
-                    .iter()
-                    .rev()
-                    .find(|&&(p, _)| p <= pc)
-                    .map(|&(_, n)| n);
+                let fileno = files.iter().rev().find(|&&(p, _)| p <= pc).map(|&(_, n)| n);
                 if let Some(name) = fileno.and_then(|n| self.file_name(f, n)) {
                     if path_ends_with(name, file) {
                         out.push((pc, name.to_owned()));
@@ -416,8 +419,7 @@ fn me_len_cap(data: &[u8]) -> usize {
 }
 
 fn path_ends_with(path: &str, suffix: &str) -> bool {
-    path == suffix
-        || (path.ends_with(suffix) && path[..path.len() - suffix.len()].ends_with('/'))
+    path == suffix || (path.ends_with(suffix) && path[..path.len() - suffix.len()].ends_with('/'))
 }
 
 /// Parses argument-info bytes (the layout `printArgs` walks).
@@ -620,10 +622,28 @@ mod tests {
             got,
             vec![
                 Word { offset: 0, size: 8 },
-                Agg(vec![Word { offset: 8, size: 8 }, Word { offset: 16, size: 8 }]),
                 Agg(vec![
-                    Word { offset: 24, size: 8 },
-                    Agg(vec![Word { offset: 32, size: 1 }, Word { offset: 33, size: 1 }])
+                    Word { offset: 8, size: 8 },
+                    Word {
+                        offset: 16,
+                        size: 8
+                    }
+                ]),
+                Agg(vec![
+                    Word {
+                        offset: 24,
+                        size: 8
+                    },
+                    Agg(vec![
+                        Word {
+                            offset: 32,
+                            size: 1
+                        },
+                        Word {
+                            offset: 33,
+                            size: 1
+                        }
+                    ])
                 ]),
                 More
             ]

@@ -62,7 +62,12 @@ pub fn spilled_args(code: &[u8], entry: u64, skip: usize) -> Option<Vec<(u64, u1
     }
     let at = usize::try_from(target?.checked_sub(entry)?).ok()?;
     let block = code.get(at..)?;
-    let mut dec = Decoder::with_ip(64, &block[..block.len().min(512)], entry + at as u64, DecoderOptions::NONE);
+    let mut dec = Decoder::with_ip(
+        64,
+        &block[..block.len().min(512)],
+        entry + at as u64,
+        DecoderOptions::NONE,
+    );
     let mut out = vec![];
     for _ in 0..64 {
         if !dec.can_decode() {
@@ -112,7 +117,14 @@ fn reg_by_name(name: &str) -> Option<(u16, u64)> {
         }
     }
     const LEGACY: [(&str, u16); 8] = [
-        ("AX", 0), ("DX", 1), ("CX", 2), ("BX", 3), ("SI", 4), ("DI", 5), ("BP", 6), ("SP", 7),
+        ("AX", 0),
+        ("DX", 1),
+        ("CX", 2),
+        ("BX", 3),
+        ("SI", 4),
+        ("DI", 5),
+        ("BP", 6),
+        ("SP", 7),
     ];
     for (base, n) in LEGACY {
         let low = format!("{}L", &base[..1]);

@@ -603,7 +603,15 @@ impl Program {
             out.push(ResolvedProbe {
                 placement,
                 missing: Some(missing),
-                ..ResolvedProbe::at(name, "entry", function, (file, line), (pc, file_offset), params, plan)
+                ..ResolvedProbe::at(
+                    name,
+                    "entry",
+                    function,
+                    (file, line),
+                    (pc, file_offset),
+                    params,
+                    plan,
+                )
             });
         }
         Ok(out)
@@ -701,7 +709,9 @@ impl Program {
         for (pc, path) in addrs {
             if let Some(pcln) = &self.pcln {
                 // No DWARF: the line's position, no variables.
-                let Some(f) = pcln.function_at(pc) else { continue };
+                let Some(f) = pcln.function_at(pc) else {
+                    continue;
+                };
                 let function = Function::from_table(&f.name, f.entry, f.end, &path, line);
                 let file_offset = self
                     .binary
@@ -716,7 +726,10 @@ impl Program {
                         (path, line),
                         (pc, file_offset),
                         vec![],
-                        ProbePlan { limits, ..Default::default() },
+                        ProbePlan {
+                            limits,
+                            ..Default::default()
+                        },
                     )
                 });
                 continue;
@@ -792,12 +805,14 @@ fn arg_word_params(
     for it in items {
         let (ty, offset) = match it {
             ArgItem::More => {
-                notes.push("more arguments than Go's argument info lists (it stops after 10 words)");
+                notes
+                    .push("more arguments than Go's argument info lists (it stops after 10 words)");
                 break;
             }
-            ArgItem::Word { offset, size } => {
-                (word_type(debug, u64::from(*size).max(1)), Some(u64::from(*offset)))
-            }
+            ArgItem::Word { offset, size } => (
+                word_type(debug, u64::from(*size).max(1)),
+                Some(u64::from(*offset)),
+            ),
             ArgItem::OffsetTooLarge => (word_type(debug, 8), None),
             ArgItem::Agg(inner) => {
                 let (mut ws, mut cut) = (vec![], false);
@@ -847,7 +862,11 @@ fn arg_word_params(
 /// The scalar words of an argument-word parameter: (offset in the
 /// argument area, bytes), from its synthetic type and its stack piece.
 fn param_words(debug: &DebugInfo, p: &Param) -> Option<Vec<(u64, u64)>> {
-    let Some(Piece { place: Place::Stack(s), .. }) = p.pieces.first() else {
+    let Some(Piece {
+        place: Place::Stack(s),
+        ..
+    }) = p.pieces.first()
+    else {
         return None;
     };
     let base = u64::try_from(s - 8).ok()?;
@@ -867,7 +886,9 @@ fn place_by_spills(debug: &DebugInfo, params: &mut [Param], spills: &[(u64, u16,
     for p in params.iter_mut() {
         let Some(words) = param_words(debug, p) else {
             p.pieces = vec![Piece {
-                place: Place::Unavailable("its offset is past what Go's argument info records (250 bytes)".into()),
+                place: Place::Unavailable(
+                    "its offset is past what Go's argument info records (250 bytes)".into(),
+                ),
                 size: None,
             }];
             continue;
@@ -913,13 +934,31 @@ fn place_by_abi(debug: &DebugInfo, params: &mut [Param], hidden_dict: bool) {
         // A stack-assigned argument is where its argument info says (the
         // offset is from the argument area, RSP+8 at the entry), which also
         // covers arrays that the model cannot tell from structs.
-        let on_stack = matches!(pieces.as_slice(), [Piece { place: Place::Stack(_), .. }]);
+        let on_stack = matches!(
+            pieces.as_slice(),
+            [Piece {
+                place: Place::Stack(_),
+                ..
+            }]
+        );
         p.pieces = match (on_stack, p.pieces.first()) {
-            (true, Some(Piece { place: Place::Stack(off), .. })) => {
-                vec![Piece { place: Place::Stack(*off), size: None }]
+            (
+                true,
+                Some(Piece {
+                    place: Place::Stack(off),
+                    ..
+                }),
+            ) => {
+                vec![Piece {
+                    place: Place::Stack(*off),
+                    size: None,
+                }]
             }
             (true, _) => vec![Piece {
-                place: Place::Unavailable("on the stack at an offset Go's argument info does not record (past 250 bytes)".into()),
+                place: Place::Unavailable(
+                    "on the stack at an offset Go's argument info does not record (past 250 bytes)"
+                        .into(),
+                ),
                 size: None,
             }],
             (false, _) => pieces,

@@ -321,7 +321,10 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         }
     }
     if let Some(f) = &program.debug_file {
-        eprintln!("probe: note: DWARF read from the separate debug-info file {}", f.display());
+        eprintln!(
+            "probe: note: DWARF read from the separate debug-info file {}",
+            f.display()
+        );
     }
     let mut probes = vec![];
     for f in &opts.funcs {
@@ -680,7 +683,12 @@ fn symbolize(program: &Program, pcs: &[u64], bias: u64) -> Vec<crate::output::Fr
         let pc = runtime_pc.wrapping_sub(bias);
         let at = if i == 0 { pc } else { pc.saturating_sub(1) };
         if let Some((function, file, line)) = program.table_position(at) {
-            out.push(crate::output::Frame { pc, function, file, line });
+            out.push(crate::output::Frame {
+                pc,
+                function,
+                file,
+                line,
+            });
             continue;
         }
         let (mut file, mut line) = program

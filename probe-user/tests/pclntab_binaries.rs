@@ -14,8 +14,19 @@ use probe::{
 fn versions() -> Vec<String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/testdata");
     let mut v: Vec<String> = std::fs::read_dir(&root)
-        .unwrap_or_else(|_| panic!("{} is missing: run `cargo xtask setup` first", root.display()))
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("go").map(str::to_owned))
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo xtask setup` first",
+                root.display()
+            )
+        })
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("go")
+                .map(str::to_owned)
+        })
         .collect();
     v.sort();
     assert!(!v.is_empty());
@@ -38,13 +49,21 @@ fn functions_and_lines_match_dwarf() {
             let pcln = Pclntab::parse(&bin.data).unwrap();
             assert!(pcln.functions().len() > 1000, "go{v} {prog}");
             let mut checked = 0;
-            for f in debug.functions().iter().filter(|f| f.name.starts_with("main.")) {
+            for f in debug
+                .functions()
+                .iter()
+                .filter(|f| f.name.starts_with("main."))
+            {
                 let p = pcln
                     .function(&f.name)
                     .unwrap_or_else(|| panic!("go{v} {prog}: {} not in pclntab", f.name));
                 assert_eq!(p.entry, f.low_pc, "go{v} {prog} {}", f.name);
                 // pclntab's end is the next function's entry (padding included).
-                assert!(p.end >= f.high_pc && p.end - f.high_pc < 64, "go{v} {prog} {}", f.name);
+                assert!(
+                    p.end >= f.high_pc && p.end - f.high_pc < 64,
+                    "go{v} {prog} {}",
+                    f.name
+                );
                 assert_eq!(pcln.function_at(f.low_pc + 1), Some(p));
                 // Line of every instruction start in DWARF's line table
                 // equals pclntab's (sampled at each DWARF row of the function).
@@ -54,11 +73,21 @@ fn functions_and_lines_match_dwarf() {
                     else {
                         continue;
                     };
-                    assert_eq!((dfile, dline), (pfile.as_str(), pline), "go{v} {prog} {} {pc:#x}", f.name);
+                    assert_eq!(
+                        (dfile, dline),
+                        (pfile.as_str(), pline),
+                        "go{v} {prog} {} {pc:#x}",
+                        f.name
+                    );
                     checked += 1;
                 }
                 if f.line != 0 {
-                    assert_eq!(pcln.start_line(p).map(u64::from), Some(f.line), "{}", f.name);
+                    assert_eq!(
+                        pcln.start_line(p).map(u64::from),
+                        Some(f.line),
+                        "{}",
+                        f.name
+                    );
                 }
             }
             assert!(checked >= 4, "go{v} {prog}: only {checked} lines compared");
@@ -70,7 +99,9 @@ fn functions_and_lines_match_dwarf() {
 fn gofunc_from_moduledata_equals_symbol() {
     for v in versions() {
         for variant in ["hot", "hot-nodwarf", "store-pie"] {
-            let Some(path) = testdata(&v, variant) else { continue };
+            let Some(path) = testdata(&v, variant) else {
+                continue;
+            };
             let bin = Binary::open(&path).unwrap();
             let sym = bin
                 .symbol("go:func.*")
@@ -80,7 +111,11 @@ fn gofunc_from_moduledata_equals_symbol() {
             if variant.ends_with("-pie") {
                 continue; // a PIE's moduledata is filled by dynamic relocations
             }
-            assert_eq!(gofunc_from_moduledata(&bin.data), Some(sym), "go{v} {variant}");
+            assert_eq!(
+                gofunc_from_moduledata(&bin.data),
+                Some(sym),
+                "go{v} {variant}"
+            );
         }
     }
 }
@@ -88,20 +123,32 @@ fn gofunc_from_moduledata_equals_symbol() {
 #[test]
 fn stripped_binary_has_same_functions_and_arg_info() {
     for v in versions() {
-        let (Some(full), Some(stripped)) = (testdata(&v, "hot"), testdata(&v, "hot-stripped")) else {
+        let (Some(full), Some(stripped)) = (testdata(&v, "hot"), testdata(&v, "hot-stripped"))
+        else {
             continue;
         };
         let a = Binary::open(&full).unwrap();
         let b = Binary::open(&stripped).unwrap();
-        assert!(!b.has_dwarf && b.symbol("main.work").is_none(), "go{v}: not stripped");
+        assert!(
+            !b.has_dwarf && b.symbol("main.work").is_none(),
+            "go{v}: not stripped"
+        );
         let pa = Pclntab::parse(&a.data).unwrap();
         let pb = Pclntab::parse(&b.data).unwrap();
         assert_eq!(pb.gofunc_source, "runtime.firstmoduledata", "go{v}");
-        let names = |p: &Pclntab| p.functions().iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+        let names = |p: &Pclntab| {
+            p.functions()
+                .iter()
+                .map(|f| f.name.clone())
+                .collect::<Vec<_>>()
+        };
         let (na, nb) = (names(&pa), names(&pb));
         let only_a: Vec<_> = na.iter().filter(|n| !nb.contains(n)).collect();
         let only_b: Vec<_> = nb.iter().filter(|n| !na.contains(n)).collect();
-        assert!(only_a.is_empty() && only_b.is_empty(), "go{v}: {only_a:?} vs {only_b:?}");
+        assert!(
+            only_a.is_empty() && only_b.is_empty(),
+            "go{v}: {only_a:?} vs {only_b:?}"
+        );
         // main.work(n int, key string): n in a word, key as {ptr, len}.
         let f = pb.function("main.work").unwrap();
         let args = pb.arg_info(f, |at, n| b.read_virt(at, n)).unwrap();
@@ -110,7 +157,13 @@ fn stripped_binary_has_same_functions_and_arg_info() {
             args,
             vec![
                 Word { offset: 0, size: 8 },
-                Agg(vec![Word { offset: 8, size: 8 }, Word { offset: 16, size: 8 }])
+                Agg(vec![
+                    Word { offset: 8, size: 8 },
+                    Word {
+                        offset: 16,
+                        size: 8
+                    }
+                ])
             ],
             "go{v}"
         );
@@ -129,11 +182,21 @@ fn g_layout_from_type_info_matches_dwarf() {
         let mut debug = DebugInfo::load(&a.data, &full).unwrap();
         let rt = debug.runtime_layout().unwrap();
         let want = Some((rt.goid_offset, rt.stack_hi_offset));
-        assert_eq!(probe::pclntab::g_layout_from_type_info(&a.data), want, "go{v} hot");
+        assert_eq!(
+            probe::pclntab::g_layout_from_type_info(&a.data),
+            want,
+            "go{v} hot"
+        );
         for variant in ["hot-nodwarf", "hot-stripped", "store-stripped"] {
-            let Some(p) = testdata(&v, variant) else { continue };
+            let Some(p) = testdata(&v, variant) else {
+                continue;
+            };
             let b = Binary::open(&p).unwrap();
-            assert_eq!(probe::pclntab::g_layout_from_type_info(&b.data), want, "go{v} {variant}");
+            assert_eq!(
+                probe::pclntab::g_layout_from_type_info(&b.data),
+                want,
+                "go{v} {variant}"
+            );
         }
     }
 }

@@ -148,7 +148,12 @@ fn binaries_without_what_we_need_are_refused_with_the_reason() {
                 .plan
                 .params
                 .iter()
-                .map(|x| (x.name.clone(), x.pieces.iter().map(|pc| pc.place.clone()).collect()))
+                .map(|x| {
+                    (
+                        x.name.clone(),
+                        x.pieces.iter().map(|pc| pc.place.clone()).collect(),
+                    )
+                })
                 .collect();
             let r = |n: &[u16]| n.iter().map(|&r| Place::Reg(r)).collect::<Vec<_>>();
             assert_eq!(
