@@ -231,3 +231,92 @@ pub fn source_line(file: &str, needle: &str) -> u64 {
         .unwrap_or_else(|| panic!("{needle:?} not in {file}")) as u64
         + 1
 }
+
+/// IDs of the BPF programs named `probe_entry` loaded in the kernel now,
+/// enumerated with the bpf(2) syscall (`BPF_PROG_GET_NEXT_ID`,
+/// `BPF_PROG_GET_FD_BY_ID`, `BPF_OBJ_GET_INFO_BY_FD`).
+pub fn probe_programs() -> std::collections::HashSet<u32> {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let bpf = |cmd: libc::c_long, attr: &mut [u8; 128]| -> libc::c_long {
+        // SAFETY: `attr` is a zero-padded union bpf_attr of the size passed.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+    };
+    let mut out = std::collections::HashSet::new();
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 128];
+        attr[..4].copy_from_slice(&id.to_le_bytes()); // start_id
+        if bpf(BPF_PROG_GET_NEXT_ID, &mut attr) != 0 {
+            break;
+        }
+        id = u32::from_le_bytes(attr[4..8].try_into().unwrap()); // next_id
+        let mut attr = [0u8; 128];
+        attr[..4].copy_from_slice(&id.to_le_bytes()); // prog_id
+        let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
+        if fd < 0 {
+            continue; // unloaded meanwhile
+        }
+        let mut info = [0u8; 256];
+        let mut attr = [0u8; 128];
+        attr[..4].copy_from_slice(&(fd as u32).to_le_bytes()); // bpf_fd
+        attr[4..8].copy_from_slice(&(info.len() as u32).to_le_bytes()); // info_len
+        attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_le_bytes()); // info
+        let ok = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) == 0;
+        // SAFETY: closing the fd we just got.
+        unsafe { libc::close(fd as i32) };
+        // struct bpf_prog_info: name[16] at byte 64.
+        if ok && info[64..80].starts_with(b"probe_entry\0") {
+            out.insert(id);
+        }
+    }
+    out
+}
+
+/// Programs named `probe_entry` loaded now that were not in `before` and
+/// that no running `probe` process (another test or session) holds: what a
+/// finished `probe` run would have left behind. Waits up to 2 s for the
+/// kernel to release programs of a process that just exited.
+pub fn leftover_programs(before: &std::collections::HashSet<u32>) -> Vec<u32> {
+    let start = Instant::now();
+    loop {
+        let held = held_by_probe_processes();
+        let left: Vec<u32> = probe_programs()
+            .into_iter()
+            .filter(|id| !before.contains(id) && !held.contains(id))
+            .collect();
+        if left.is_empty() || start.elapsed() > Duration::from_secs(2) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// BPF program ids referenced by fds of running processes named `probe`.
+fn held_by_probe_processes() -> std::collections::HashSet<u32> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "probe" {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            for l in info.lines() {
+                if let Some(id) = l.strip_prefix("prog_id:") {
+                    if let Ok(id) = id.trim().parse() {
+                        out.insert(id);
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -90,6 +90,58 @@ impl Binary {
         Ok(())
     }
 
+    /// A separate debug-info file for this binary, the way GDB finds one
+    /// (<https://sourceware.org/gdb/current/onlinedocs/gdb.html/Separate-Debug-Files.html>):
+    /// by `.gnu_debuglink` (its name, in the binary's directory, in its
+    /// `.debug/` subdirectory, or under `/usr/lib/debug/` + that directory;
+    /// the CRC-32 of the file must match) or by GNU build id
+    /// (`/usr/lib/debug/.build-id/xx/rest.debug`). Only a file that has
+    /// DWARF counts.
+    pub fn find_debug_file(&self) -> Option<PathBuf> {
+        let file = self.object();
+        let has_dwarf = |p: &Path| -> bool {
+            std::fs::read(p).ok().is_some_and(|d| {
+                object::File::parse(&*d).is_ok_and(|f| {
+                    f.section_by_name(".debug_info")
+                        .or_else(|| f.section_by_name(".zdebug_info"))
+                        .is_some_and(|s| {
+                            s.size() > 0 && s.kind() != object::SectionKind::UninitializedData
+                        })
+                })
+            })
+        };
+        if let Ok(Some((name, crc))) = file.gnu_debuglink() {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+            let dir = real.parent().unwrap_or(Path::new("/"));
+            let rel = dir.strip_prefix("/").unwrap_or(dir);
+            let candidates = [
+                dir.join(&name),
+                dir.join(".debug").join(&name),
+                Path::new("/usr/lib/debug").join(rel).join(&name),
+            ];
+            for c in candidates {
+                if c != real && std::fs::read(&c).is_ok_and(|d| crc32(&d) == crc) && has_dwarf(&c) {
+                    return Some(c);
+                }
+            }
+        }
+        if let Ok(Some(id)) = file.build_id() {
+            if id.len() >= 2 {
+                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+                let c = PathBuf::from(format!(
+                    "/usr/lib/debug/.build-id/{}/{}.debug",
+                    &hex[..2],
+                    &hex[2..]
+                ));
+                if has_dwarf(&c) {
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
     pub fn object(&self) -> object::File<'_> {
         object::File::parse(&*self.data).expect("parsed in Binary::open")
     }
@@ -161,6 +213,22 @@ pub fn parse_buildinfo_version(data: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(s).into_owned())
 }
 
+/// CRC-32 (IEEE 802.3, reflected, as `.gnu_debuglink` uses).
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 fn read_uvarint(b: &[u8]) -> Option<(u64, usize)> {
     let mut x = 0u64;
     for (i, &byte) in b.iter().enumerate().take(10) {
@@ -221,6 +289,11 @@ mod tests {
         b.resize(32, 0);
         b.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(parse_buildinfo_version(&b), None);
+    }
+
+    #[test]
+    fn crc32_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
     }
 
     #[test]

@@ -121,6 +121,14 @@ pub struct Function {
 }
 
 impl Function {
+    /// A function known from `.gopclntab` alone (no DWARF), `low_pc..high_pc`.
+    pub fn from_table(name: &str, low_pc: u64, high_pc: u64, file: &str, line: u64) -> Self {
+        Self {
+            high_pc,
+            ..Self::synthetic(name, low_pc, file, line)
+        }
+    }
+
     /// A function record for code DWARF describes only as an inlined copy.
     pub fn synthetic(name: &str, pc: u64, file: &str, line: u64) -> Self {
         Self {
@@ -556,6 +564,13 @@ impl DebugInfo {
                 pointee: Some(elem),
             },
         });
+        self.types.len() - 1
+    }
+
+    /// A type that no DWARF describes (the argument words of a binary
+    /// without DWARF, see `resolve`).
+    pub fn add_type(&mut self, t: Type) -> TypeId {
+        self.types.push(t);
         self.types.len() - 1
     }
 

@@ -5,7 +5,7 @@
 //! [`capture`] (capture plan) → [`kernel`] (eBPF maps, uprobes, ring buffer) →
 //! [`decode`] → [`value`] → [`output`]; [`session`] runs it for `probe attach`.
 //!
-//! `binary`, `dwarf`, `abi`, `prologue`, `resolve`, `capture`, `decode`, `value` and `output` use
+//! `binary`, `dwarf`, `pclntab`, `abi`, `prologue`, `resolve`, `capture`, `decode`, `value` and `output` use
 //! neither aya nor tokio, so they unit-test without root.
 
 pub mod abi;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod kernel;
 pub mod otlp;
 pub mod output;
+pub mod pclntab;
 pub mod prologue;
 pub mod resolve;
 pub mod session;

@@ -172,6 +172,10 @@ struct AttachArgs {
     /// for each process.
     #[arg(long, conflicts_with = "command")]
     follow: bool,
+    /// Read DWARF from this separate debug-info file (made with `objcopy
+    /// --only-keep-debug`) [default: found by .gnu_debuglink or build id].
+    #[arg(long, value_name = "PATH")]
+    debug_file: Option<PathBuf>,
     /// Launch this command and trace it from its first instruction.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -242,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 service_name: a.service_name,
                 nice: a.nice,
                 follow: a.follow,
+                debug_file: a.debug_file,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -253,6 +258,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Symbols { binary, pattern } => {
             let program = Program::open(&binary)?;
             let mut out = std::io::stdout().lock();
+            if let Some(pcln) = &program.pcln {
+                // No DWARF: Go's function table has the names and lines.
+                use std::io::Write;
+                let pat = pattern.as_deref().map(str::to_lowercase);
+                let mut fs: Vec<_> = pcln
+                    .functions()
+                    .iter()
+                    .filter(|f| !f.name.starts_with("type:") && !f.name.starts_with("go:"))
+                    .filter(|f| {
+                        pat.as_ref()
+                            .is_none_or(|p| f.name.to_lowercase().contains(p))
+                    })
+                    .collect();
+                fs.sort_by(|a, b| a.name.cmp(&b.name));
+                for f in fs {
+                    let pos = match pcln.line_at(f, f.entry) {
+                        Some((file, _)) => {
+                            format!("{file}:{}", pcln.start_line(f).map_or(0, u64::from))
+                        }
+                        None => "<generated>".to_owned(),
+                    };
+                    if writeln!(out, "{}\t{pos}", f.name).is_err() {
+                        break;
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             for f in list_symbols(&program.debug, pattern.as_deref()) {
                 use std::io::Write;
                 let pos = if f.file.is_empty() {

@@ -157,6 +157,9 @@ impl Serialize for Hit<'_> {
         if let Some(st) = &self.stack {
             m.serialize_entry("stack", st)?;
         }
+        if let Some(why) = &p.missing {
+            m.serialize_entry("@missing", why)?;
+        }
         m.end()
     }
 }

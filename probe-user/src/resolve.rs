@@ -11,8 +11,9 @@ use crate::{
     abi,
     binary::Binary,
     capture::{self, Limits, ProbePlan, Tables},
-    dwarf::{DebugInfo, Function, Param, RuntimeLayout, TypeId},
+    dwarf::{DebugInfo, Field, Function, Kind, Param, Piece, Place, RuntimeLayout, Type, TypeId},
     error::Error,
+    pclntab::{ArgItem, Pclntab},
     prologue,
 };
 
@@ -42,6 +43,9 @@ pub struct ResolvedProbe {
     pub more_sites: Vec<(u64, u64)>,
     pub params: Vec<Param>,
     pub plan: ProbePlan,
+    /// What this probe cannot show because the binary lacks information
+    /// (the `@missing` field of JSON events); `None` with full DWARF.
+    pub missing: Option<String>,
 }
 
 impl ResolvedProbe {
@@ -70,6 +74,7 @@ impl ResolvedProbe {
             more_sites: vec![],
             params,
             plan,
+            missing: None,
         }
     }
 }
@@ -84,16 +89,67 @@ pub struct Program {
     pub tables: Tables,
     /// Runtime type descriptor address → DWARF type (for interfaces).
     pub rtypes: HashMap<u64, TypeId>,
+    /// Go's function table, used when there is no DWARF (functions, lines
+    /// and argument words then come from it).
+    pub pcln: Option<Pclntab>,
+    /// Where the DWARF came from when not from the binary itself (a
+    /// separate debug-info file).
+    pub debug_file: Option<std::path::PathBuf>,
+}
+
+/// What a probe on a binary without DWARF cannot show (`@missing`);
+/// `goid` says whether the goroutine id could still be found (from the
+/// runtime's type descriptor of `runtime.g`).
+pub fn missing_dwarf(goid: bool, exact: bool) -> String {
+    format!(
+        "DWARF (the binary was built with -ldflags=-w or stripped): parameter names, types, locals{} and conditions on values are unavailable; args are the argument words as Go's tracebacks show them (from the runtime's argument info), {}",
+        if goid { "" } else { ", the goroutine id (runtime.g's layout was not found)" },
+        if exact {
+            "in the registers the function's own stack-growth path spills them from (a float argument is in an XMM register, which BPF cannot read: shown as unavailable)"
+        } else {
+            "read where the register ABI puts integers (a leaf function, so no spill code says where each is): a float argument travels in an XMM register that this cannot tell apart, so it and the arguments after it may be shown from the wrong register"
+        }
+    )
 }
 
 impl Program {
     /// Opens a Go binary with DWARF, or says precisely why it cannot.
+    /// Without DWARF in the binary, a separate debug-info file is looked
+    /// for (see [`Binary::find_debug_file`]); without one, the program is
+    /// opened from `.gopclntab` alone ([`Program::open_pcln`]).
     pub fn open(path: &std::path::Path) -> Result<Self, Error> {
+        Self::open_with(path, None)
+    }
+
+    /// [`Program::open`] with an explicit separate debug-info file.
+    pub fn open_with(
+        path: &std::path::Path,
+        debug_file: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         let binary = Binary::open(path)?;
-        binary.require_go_dwarf()?;
-        let mut debug = DebugInfo::load(&binary.data, path)?;
+        if !binary.is_go {
+            binary.require_go_dwarf()?;
+        }
+        let external = match debug_file {
+            Some(f) => Some(f.to_owned()),
+            None if !binary.has_dwarf => binary.find_debug_file(),
+            None => None,
+        };
+        if external.is_none() && !binary.has_dwarf {
+            return Self::open_pcln(binary);
+        }
+        let mut debug = match &external {
+            Some(f) => {
+                let data = std::fs::read(f).map_err(|source| Error::Io {
+                    what: format!("cannot read the debug-info file {}", f.display()),
+                    source,
+                })?;
+                DebugInfo::load(&data, f)?
+            }
+            None => DebugInfo::load(&binary.data, path)?,
+        };
         let runtime = Some(debug.runtime_layout().ok_or_else(|| Error::BadDwarf {
-            path: path.to_owned(),
+            path: external.clone().unwrap_or_else(|| path.to_owned()),
             reason: "no runtime.g type with goid and stack fields".into(),
         })?);
         Ok(Self {
@@ -102,7 +158,65 @@ impl Program {
             runtime,
             tables: Tables::new(),
             rtypes: HashMap::new(),
+            pcln: None,
+            debug_file: external,
         })
+    }
+
+    /// A Go binary without DWARF: functions, lines and argument words come
+    /// from `.gopclntab`.
+    pub fn open_pcln(binary: Binary) -> Result<Self, Error> {
+        let pcln = Pclntab::parse(&binary.data).map_err(|e| Error::BadDwarf {
+            path: binary.path.clone(),
+            reason: format!("no DWARF, and its Go function table is unreadable: {e}"),
+        })?;
+        let debug = DebugInfo::load(&binary.data, &binary.path)?;
+        // The goroutine id's offset from the runtime's own type descriptor.
+        let runtime = crate::pclntab::g_layout_from_type_info(&binary.data).map(
+            |(goid_offset, stack_hi_offset)| RuntimeLayout {
+                goid_offset,
+                stack_hi_offset,
+            },
+        );
+        Ok(Self {
+            binary,
+            debug,
+            runtime,
+            tables: Tables::new(),
+            rtypes: HashMap::new(),
+            pcln: Some(pcln),
+            debug_file: None,
+        })
+    }
+
+    /// Spill slots of `f`'s register arguments (see
+    /// [`prologue::spilled_args`]); `pc` is the probe, after the check.
+    fn spill_map(&self, f: &crate::pclntab::PclnFunc, pc: u64) -> Option<Vec<(u64, u16, u64)>> {
+        let skip = usize::try_from(pc.checked_sub(f.entry)?).ok()?;
+        if skip == 0 {
+            return None;
+        }
+        let off = self.binary.file_offset(f.entry)? as usize;
+        let len = usize::try_from(f.end.checked_sub(f.entry)?).ok()?;
+        let code = self.binary.data.get(off..off.checked_add(len)?)?;
+        prologue::spilled_args(code, f.entry, skip)
+    }
+
+    /// Without DWARF: (function, file, line) of `pc` from `.gopclntab`
+    /// (`None` with DWARF, or outside any function). Code inlined at `pc`
+    /// is not expanded: the line is the innermost, the function the outer.
+    pub fn table_position(&self, pc: u64) -> Option<(String, String, u64)> {
+        let pcln = self.pcln.as_ref()?;
+        let f = pcln.function_at(pc)?;
+        let (file, line) = pcln.line_at(f, pc).unwrap_or_default();
+        Some((f.name.clone(), file, line))
+    }
+
+    /// What probes on this program cannot show, when it has no DWARF.
+    pub fn missing(&self) -> Option<String> {
+        self.pcln
+            .is_some()
+            .then(|| missing_dwarf(self.runtime.is_some(), true))
     }
 
     /// Opens any ELF executable for address probes: with Go DWARF when it
@@ -121,6 +235,8 @@ impl Program {
             runtime,
             tables: Tables::new(),
             rtypes: HashMap::new(),
+            pcln: None,
+            debug_file: None,
         })
     }
 
@@ -155,6 +271,7 @@ impl Program {
                     .binary
                     .symbol(sym)
                     .or_else(|| self.debug.function(sym).map(|f| f.low_pc))
+                    .or_else(|| self.pcln.as_ref()?.function(sym).map(|f| f.entry))
                     .ok_or_else(|| {
                         let names = self.debug.functions().iter().map(|f| f.name.as_str());
                         Error::UnknownFunction {
@@ -266,6 +383,9 @@ impl Program {
     /// Resolves `--func NAME`: the function, or every shape instantiation of
     /// a generic function named without its type arguments (`main.Max`).
     pub fn resolve(&mut self, name: &str, limits: Limits) -> Result<Vec<ResolvedProbe>, Error> {
+        if self.pcln.is_some() {
+            return self.resolve_pcln(name, limits);
+        }
         let funcs: Vec<Function> = match self.debug.function(name) {
             Some(f) => vec![f.clone()],
             None => self
@@ -356,6 +476,43 @@ impl Program {
     ) -> Result<ResolvedProbe, Error> {
         let name = function.name.clone();
         let entry = function.low_pc;
+        let (pc, file_offset, placement) = self.entry_site(&name, entry)?;
+        let mut params = self
+            .debug
+            .params(&function, entry)
+            .map_err(|e| Error::BadDwarf {
+                path: self.binary.path.clone(),
+                reason: format!("parameters of {name}: {e}"),
+            })?;
+        // At the entry the register ABI says exactly where every argument is;
+        // DWARF location lists remain the fallback for types it cannot place.
+        // A shape-instantiated generic takes its dictionary first, in RAX,
+        // whether or not DWARF lists it (Go 1.21 does not).
+        let hidden_dict = name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict");
+        if let Some(locs) = abi::entry_locations(&self.debug, &params, hidden_dict) {
+            for (p, pieces) in params.iter_mut().filter(|p| !p.is_result).zip(locs) {
+                p.pieces = pieces;
+            }
+        }
+        let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+        let pos = (function.file.clone(), function.line);
+        Ok(ResolvedProbe {
+            placement,
+            ..ResolvedProbe::at(
+                spec,
+                "entry",
+                function,
+                pos,
+                (pc, file_offset),
+                params,
+                plan,
+            )
+        })
+    }
+
+    /// Where a function probe goes: after Go's stack check when there is
+    /// one (see `prologue`), as (pc, file offset, why there).
+    fn entry_site(&self, name: &str, entry: u64) -> Result<(u64, u64, String), Error> {
         let not_loadable = || {
             Error::Unsupported(format!(
                 "{name} at {entry:#x} is not in a loadable segment of {}",
@@ -395,38 +552,79 @@ impl Program {
                 }
             )
         };
-        let (pc, file_offset) = (entry + skip, entry_offset + skip);
-        let mut params = self
-            .debug
-            .params(&function, entry)
-            .map_err(|e| Error::BadDwarf {
+        Ok((entry + skip, entry_offset + skip, placement))
+    }
+
+    /// `--func NAME` on a binary without DWARF: the function (or every
+    /// shape instantiation of a generic) from `.gopclntab`, with its
+    /// argument words placed by the register ABI.
+    fn resolve_pcln(&mut self, name: &str, limits: Limits) -> Result<Vec<ResolvedProbe>, Error> {
+        let pcln = self.pcln.as_ref().expect("pcln mode");
+        let prefix = format!("{name}[");
+        let funcs: Vec<crate::pclntab::PclnFunc> = match pcln.function(name) {
+            Some(f) => vec![f.clone()],
+            None => pcln
+                .functions()
+                .iter()
+                .filter(|f| f.name.starts_with(&prefix) && f.name.ends_with(']'))
+                .cloned()
+                .collect(),
+        };
+        if funcs.is_empty() {
+            return Err(Error::UnknownFunction {
+                name: name.to_owned(),
                 path: self.binary.path.clone(),
-                reason: format!("parameters of {name}: {e}"),
-            })?;
-        // At the entry the register ABI says exactly where every argument is;
-        // DWARF location lists remain the fallback for types it cannot place.
-        // A shape-instantiated generic takes its dictionary first, in RAX,
-        // whether or not DWARF lists it (Go 1.21 does not).
-        let hidden_dict = name.contains("[go.shape.") && !params.iter().any(|p| p.name == ".dict");
-        if let Some(locs) = abi::entry_locations(&self.debug, &params, hidden_dict) {
-            for (p, pieces) in params.iter_mut().filter(|p| !p.is_result).zip(locs) {
-                p.pieces = pieces;
-            }
+                near: near_matches(pcln.functions().iter().map(|f| f.name.as_str()), name, 5),
+            });
         }
-        let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
-        let pos = (function.file.clone(), function.line);
-        Ok(ResolvedProbe {
-            placement,
-            ..ResolvedProbe::at(
-                spec,
-                "entry",
-                function,
-                pos,
-                (pc, file_offset),
-                params,
-                plan,
-            )
-        })
+        let mut out = vec![];
+        for f in funcs {
+            let pcln = self.pcln.as_ref().expect("pcln mode");
+            let (file, line) = pcln.line_at(&f, f.entry).unwrap_or_default();
+            let line = pcln.start_line(&f).map_or(line, u64::from);
+            let binary = &self.binary;
+            let items = pcln.arg_info(&f, |at, n| binary.read_virt(at, n));
+            let (pc, file_offset, placement) = self.entry_site(&f.name, f.entry)?;
+            let no_base = pcln.gofunc.is_none();
+            let (mut params, mut notes) = arg_word_params(&mut self.debug, items.as_deref());
+            if no_base {
+                // A stripped PIE: moduledata's pointers are dynamic relocations.
+                notes = vec!["argument words: the base of the runtime's function data (go:func.*) was not found without a symbol table (a stripped PIE?)"];
+            }
+            // Exact registers from the stack-growth path's spills when the
+            // function has a stack check; else the ABI model.
+            let exact = match self.spill_map(&f, pc) {
+                Some(spills) => {
+                    place_by_spills(&self.debug, &mut params, &spills);
+                    true
+                }
+                None => {
+                    place_by_abi(&self.debug, &mut params, f.name.contains('['));
+                    false
+                }
+            };
+            let plan = capture::compile(&self.debug, &mut self.tables, &params, limits);
+            let mut missing = missing_dwarf(self.runtime.is_some(), exact);
+            for n in notes {
+                missing.push_str("; ");
+                missing.push_str(n);
+            }
+            let function = Function::from_table(&f.name, f.entry, f.end, &file, line);
+            out.push(ResolvedProbe {
+                placement,
+                missing: Some(missing),
+                ..ResolvedProbe::at(
+                    name,
+                    "entry",
+                    function,
+                    (file, line),
+                    (pc, file_offset),
+                    params,
+                    plan,
+                )
+            });
+        }
+        Ok(out)
     }
 
     /// The return probe of entry probe `entry`: every RET instruction of the
@@ -486,6 +684,7 @@ impl Program {
         let pos = (entry.file.clone(), entry.line);
         Ok(ResolvedProbe {
             more_sites: sites,
+            missing: entry.missing.clone(),
             ..ResolvedProbe::at(&entry.spec, "return", f.clone(), pos, first, params, plan)
         })
     }
@@ -506,7 +705,10 @@ impl Program {
         let line: u64 = line
             .parse()
             .map_err(|_| bad(format!("{line:?} is not a line number")))?;
-        let addrs = self.debug.line_addresses(file, line);
+        let addrs = match &self.pcln {
+            Some(p) => p.line_addresses(file, line),
+            None => self.debug.line_addresses(file, line),
+        };
         if addrs.is_empty() {
             return Err(bad(format!(
                 "no code at line {line} of a file ending in {file:?} in {} (a blank or comment line, or a file not in this binary?)",
@@ -515,6 +717,33 @@ impl Program {
         }
         let mut out = vec![];
         for (pc, path) in addrs {
+            if let Some(pcln) = &self.pcln {
+                // No DWARF: the line's position, no variables.
+                let Some(f) = pcln.function_at(pc) else {
+                    continue;
+                };
+                let function = Function::from_table(&f.name, f.entry, f.end, &path, line);
+                let file_offset = self
+                    .binary
+                    .file_offset(pc)
+                    .ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
+                out.push(ResolvedProbe {
+                    missing: self.missing(),
+                    ..ResolvedProbe::at(
+                        spec,
+                        "line",
+                        function,
+                        (path, line),
+                        (pc, file_offset),
+                        vec![],
+                        ProbePlan {
+                            limits,
+                            ..Default::default()
+                        },
+                    )
+                });
+                continue;
+            }
             let Some(function) = self.debug.function_at(pc).cloned() else {
                 continue;
             };
@@ -548,6 +777,202 @@ impl Program {
             });
         }
         Ok(out)
+    }
+}
+
+/// Parameters `arg0`, `arg1`… for a function's argument info: a scalar is
+/// an unsigned word of its size, an aggregate (struct, array, string,
+/// slice, interface, complex) a struct of its scalar words `word0`, `word1`…
+/// in memory order. A stack-assigned parameter's single piece is its
+/// argument-area offset (RSP+8+offset at the entry); the register ABI
+/// overrides register-assigned ones. Also returns notes on what is cut.
+fn arg_word_params(
+    debug: &mut DebugInfo,
+    items: Option<&[ArgItem]>,
+) -> (Vec<Param>, Vec<&'static str>) {
+    let mut notes = vec![];
+    let Some(items) = items else {
+        notes.push("the function has no argument info (no arguments, or assembly)");
+        return (vec![], notes);
+    };
+    let word_type = |debug: &mut DebugInfo, size: u64| {
+        debug.add_type(Type {
+            name: format!("word{}", size * 8),
+            size,
+            kind: Kind::Uint,
+        })
+    };
+    fn leaves(items: &[ArgItem], out: &mut Vec<(u64, u64)>, cut: &mut bool) {
+        for it in items {
+            match it {
+                ArgItem::Word { offset, size } => out.push((u64::from(*offset), u64::from(*size))),
+                ArgItem::Agg(inner) => leaves(inner, out, cut),
+                ArgItem::More | ArgItem::OffsetTooLarge => *cut = true,
+            }
+        }
+    }
+    let mut params = vec![];
+    for it in items {
+        let (ty, offset) = match it {
+            ArgItem::More => {
+                notes
+                    .push("more arguments than Go's argument info lists (it stops after 10 words)");
+                break;
+            }
+            ArgItem::Word { offset, size } => (
+                word_type(debug, u64::from(*size).max(1)),
+                Some(u64::from(*offset)),
+            ),
+            ArgItem::OffsetTooLarge => (word_type(debug, 8), None),
+            ArgItem::Agg(inner) => {
+                let (mut ws, mut cut) = (vec![], false);
+                leaves(inner, &mut ws, &mut cut);
+                if cut {
+                    notes.push("an argument has more words than Go's argument info lists");
+                }
+                let base = ws.first().map_or(0, |w| w.0);
+                let end = ws.iter().map(|w| w.0 + w.1).max().unwrap_or(base);
+                let align = ws.iter().map(|w| w.1).max().unwrap_or(1).max(1);
+                let mut fields = vec![];
+                for (i, (off, size)) in ws.into_iter().enumerate() {
+                    let ty = word_type(debug, size.max(1));
+                    fields.push(Field {
+                        name: format!("word{i}"),
+                        offset: off - base,
+                        ty,
+                        embedded: false,
+                    });
+                }
+                let size = (end - base).div_ceil(align) * align;
+                let ty = debug.add_type(Type {
+                    name: "words".into(),
+                    size,
+                    kind: Kind::Struct { fields },
+                });
+                (ty, Some(base))
+            }
+        };
+        params.push(Param {
+            name: format!("arg{}", params.len()),
+            ty,
+            is_result: false,
+            local: false,
+            pieces: vec![Piece {
+                place: match offset {
+                    Some(o) => Place::Stack(8 + o as i64),
+                    None => Place::Unavailable(String::new()),
+                },
+                size: None,
+            }],
+        });
+    }
+    (params, notes)
+}
+
+/// The scalar words of an argument-word parameter: (offset in the
+/// argument area, bytes), from its synthetic type and its stack piece.
+fn param_words(debug: &DebugInfo, p: &Param) -> Option<Vec<(u64, u64)>> {
+    let Some(Piece {
+        place: Place::Stack(s),
+        ..
+    }) = p.pieces.first()
+    else {
+        return None;
+    };
+    let base = u64::try_from(s - 8).ok()?;
+    Some(match &debug.ty(p.ty).kind {
+        Kind::Struct { fields } => fields
+            .iter()
+            .map(|f| (base + f.offset, debug.ty(f.ty).size))
+            .collect(),
+        _ => vec![(base, debug.ty(p.ty).size)],
+    })
+}
+
+/// Places argument words by the spill code: a word found there is in that
+/// register at the entry; a parameter none of whose words is spilled is
+/// stack-assigned (it stays at its argument-info offset).
+fn place_by_spills(debug: &DebugInfo, params: &mut [Param], spills: &[(u64, u16, u64)]) {
+    for p in params.iter_mut() {
+        let Some(words) = param_words(debug, p) else {
+            p.pieces = vec![Piece {
+                place: Place::Unavailable(
+                    "its offset is past what Go's argument info records (250 bytes)".into(),
+                ),
+                size: None,
+            }];
+            continue;
+        };
+        let found: Vec<Option<u16>> = words
+            .iter()
+            .map(|w| spills.iter().find(|s| s.0 == w.0).map(|s| s.1))
+            .collect();
+        if found.iter().all(Option::is_none) {
+            continue; // on the stack
+        }
+        let base = words[0].0;
+        let (mut pieces, mut at) = (vec![], base);
+        for (w, r) in words.iter().zip(found) {
+            if w.0 > at {
+                pieces.push(Piece {
+                    place: Place::Unavailable("padding".into()),
+                    size: Some(w.0 - at),
+                });
+            }
+            pieces.push(Piece {
+                place: match r {
+                    Some(r) => Place::Reg(r),
+                    None => Place::Unavailable("not in the function's spill code".into()),
+                },
+                size: Some(w.1),
+            });
+            at = w.0 + w.1;
+        }
+        p.pieces = pieces;
+    }
+}
+
+/// Places argument words by the ABIInternal model of `abi` (every word an
+/// integer), keeping stack-assigned ones at their argument-info offsets.
+fn place_by_abi(debug: &DebugInfo, params: &mut [Param], hidden_dict: bool) {
+    // A generic's dictionary comes first, in RAX; its argument info leaves
+    // it out (cmd/compile/internal/ssagen EmitArgInfo).
+    let Some(locs) = abi::entry_locations(debug, params, hidden_dict) else {
+        return;
+    };
+    for (p, pieces) in params.iter_mut().zip(locs) {
+        // A stack-assigned argument is where its argument info says (the
+        // offset is from the argument area, RSP+8 at the entry), which also
+        // covers arrays that the model cannot tell from structs.
+        let on_stack = matches!(
+            pieces.as_slice(),
+            [Piece {
+                place: Place::Stack(_),
+                ..
+            }]
+        );
+        p.pieces = match (on_stack, p.pieces.first()) {
+            (
+                true,
+                Some(Piece {
+                    place: Place::Stack(off),
+                    ..
+                }),
+            ) => {
+                vec![Piece {
+                    place: Place::Stack(*off),
+                    size: None,
+                }]
+            }
+            (true, _) => vec![Piece {
+                place: Place::Unavailable(
+                    "on the stack at an offset Go's argument info does not record (past 250 bytes)"
+                        .into(),
+                ),
+                size: None,
+            }],
+            (false, _) => pieces,
+        };
     }
 }
 

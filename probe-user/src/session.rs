@@ -67,6 +67,8 @@ pub struct AttachOptions {
     /// running the same binary and attach to it; with `--binary`, re-attach
     /// when the file is replaced.
     pub follow: bool,
+    /// `--debug-file`: the separate debug-info file to read DWARF from.
+    pub debug_file: Option<std::path::PathBuf>,
 }
 
 /// Why the session ended.
@@ -388,7 +390,7 @@ fn lower_priority(nice: i32) {
 async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
     // Address probes work on any ELF (raw registers without Go DWARF).
     let only_addrs = opts.funcs.is_empty() && opts.lines.is_empty() && !opts.addrs.is_empty();
-    let opened = match Program::open(&target.exe) {
+    let opened = match Program::open_with(&target.exe, opts.debug_file.as_deref()) {
         Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => {
             Program::open_raw(&target.exe)
         }
@@ -408,6 +410,26 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         },
         other => other,
     })?;
+    if let Some(m) = program.missing() {
+        // A Go binary without DWARF: functions, lines and argument words
+        // from .gopclntab; say once what that leaves out.
+        if opts.cond.is_some() {
+            anyhow::bail!(
+                "--cond needs DWARF to know parameter names and types, and {} has none ({}); rebuild without -w/-s in -ldflags or pass its separate debug-info file with --debug-file",
+                target.display.display(),
+                program.binary.go_version.as_deref().unwrap_or("unknown Go")
+            );
+        }
+        if !opts.funcs.is_empty() || !opts.lines.is_empty() {
+            eprintln!("probe: note: {} has no {m}", target.display.display());
+        }
+    }
+    if let Some(f) = &program.debug_file {
+        eprintln!(
+            "probe: note: DWARF read from the separate debug-info file {}",
+            f.display()
+        );
+    }
     let mut probes = vec![];
     for f in &opts.funcs {
         probes.extend(program.resolve(f, opts.limits).map_err(|e| match e {
@@ -780,6 +802,15 @@ fn symbolize(program: &Program, pcs: &[u64], bias: u64) -> Vec<crate::output::Fr
         // Addresses as linked: a PIE runs `bias` further up.
         let pc = runtime_pc.wrapping_sub(bias);
         let at = if i == 0 { pc } else { pc.saturating_sub(1) };
+        if let Some((function, file, line)) = program.table_position(at) {
+            out.push(crate::output::Frame {
+                pc,
+                function,
+                file,
+                line,
+            });
+            continue;
+        }
         let (mut file, mut line) = program
             .debug
             .line_at(at)

@@ -130,11 +130,44 @@ fn unknown_function_lists_near_matches() {
 
 #[test]
 fn binaries_without_what_we_need_are_refused_with_the_reason() {
-    let e = Program::open(&testdata("1.27.3", "store-nodwarf"))
-        .err()
-        .unwrap();
-    assert!(matches!(e, Error::NoDwarf { .. }), "{e}");
-    assert!(e.to_string().contains("-ldflags=-w"), "{e}");
+    // Without DWARF: opened from .gopclntab, with what is missing said.
+    for v in GO_VERSIONS {
+        for variant in ["store-nodwarf", "store-stripped"] {
+            let Ok(path) = std::panic::catch_unwind(|| testdata(v, variant)) else {
+                continue;
+            };
+            let mut prog = Program::open(&path).unwrap();
+            assert!(prog.pcln.is_some(), "go{v} {variant}");
+            assert!(prog.missing().unwrap().contains("-ldflags=-w"));
+            let p = prog.resolve_func("main.(*Store).Put").unwrap();
+            assert_eq!(p.line, 45, "go{v} {variant}");
+            assert!(p.pc > p.function.low_pc, "after the stack check");
+            // Put(s, key string, val []byte, ttl): words in RAX; RBX, RCX;
+            // RDI, RSI, R8; R9, exactly as with DWARF.
+            let regs: Vec<(String, Vec<Place>)> = p
+                .plan
+                .params
+                .iter()
+                .map(|x| {
+                    (
+                        x.name.clone(),
+                        x.pieces.iter().map(|pc| pc.place.clone()).collect(),
+                    )
+                })
+                .collect();
+            let r = |n: &[u16]| n.iter().map(|&r| Place::Reg(r)).collect::<Vec<_>>();
+            assert_eq!(
+                regs,
+                vec![
+                    ("arg0".into(), r(&[0])),
+                    ("arg1".into(), r(&[3, 2])),
+                    ("arg2".into(), r(&[5, 4, 8])),
+                    ("arg3".into(), r(&[9])),
+                ],
+                "go{v} {variant}"
+            );
+        }
+    }
     let e = Program::open(std::path::Path::new("/bin/true"))
         .err()
         .unwrap();

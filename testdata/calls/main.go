@@ -112,8 +112,17 @@ func spawned(id int) int {
 	return id + 1
 }
 
+// scaled(x, n, tag): a float argument before integer ones, in a function
+// with a stack check (it calls hot), for binaries without DWARF: x travels
+// in X0, n in RAX, tag in RBX and RCX.
+//
+//go:noinline
+func scaled(x float64, n int, tag string) int {
+	return hot(int(x)) + n + len(tag)
+}
+
 func main() {
-	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics|goroutines")
+	mode := flag.String("mode", "returns", "returns|recurse|filter|rate|inline|loop|panics|floats|goroutines")
 	count := flag.Int("count", 100, "iterations")
 	flag.Parse()
 	switch *mode {
@@ -150,6 +159,11 @@ func main() {
 			os.Exit(3)
 		}
 		fmt.Println("recurse ok")
+	case "floats":
+		for n := 0; n < *count; n++ {
+			scaled(float64(n)/2, n, "tag")
+			time.Sleep(time.Millisecond)
+		}
 	case "filter":
 		for n := 0; n < *count; n++ {
 			name := "even"

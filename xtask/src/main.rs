@@ -310,6 +310,8 @@ fn setup_go(root: &Path, go: &[String]) -> Result<()> {
 const VARIANTS: &[(&str, &[&str])] = &[
     ("", &[]),
     ("-nodwarf", &["-ldflags=-w"]),
+    // Fully stripped: no DWARF and no ELF symbol table (`.gopclntab` stays).
+    ("-stripped", &["-ldflags=-s -w"]),
     ("-pie", &["-buildmode=pie"]),
     ("-trimpath", &["-trimpath"]),
     ("-cgo", &[]),
