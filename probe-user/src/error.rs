@@ -51,6 +51,25 @@ pub enum Error {
     Unsupported(String),
 }
 
+impl Error {
+    /// A stable, machine-readable name for what went wrong (the daemon
+    /// reports it as a breakpoint's `error_kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::NotElf { .. } => "not_elf",
+            Error::NotGo { .. } => "not_go",
+            Error::NoDwarf { .. } => "no_dwarf",
+            Error::BadDwarf { .. } => "bad_dwarf",
+            Error::UnknownFunction { .. } => "unknown_function",
+            Error::NoSuchPid { .. } => "no_such_process",
+            Error::Privilege { .. } => "privilege",
+            Error::Verifier { .. } | Error::NoEbpfObject | Error::Kernel(_) => "kernel",
+            Error::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
 /// Which of the capabilities Probe needs this process lacks (from
 /// `CapEff` in /proc/self/status): CAP_BPF (39) to load programs and maps,
 /// CAP_PERFMON (38) to attach uprobes and read user memory.
