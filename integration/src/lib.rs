@@ -50,7 +50,12 @@ pub struct Target {
 impl Target {
     /// Starts `testdata/store` built with Go `version`, waiting for its first tick.
     pub fn store(version: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(testdata(version, "store"))
+        Self::spawn(&testdata(version, "store"), args)
+    }
+
+    /// Starts a `store` program at `exe` (e.g. a private copy), waiting for its first tick.
+    pub fn spawn(exe: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = Command::new(exe)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

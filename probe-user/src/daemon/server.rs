@@ -6,8 +6,8 @@
 //! `OpenSession{ttl}`; every message it sends (heartbeats every TTL/3 from
 //! the CLI) refreshes `last_seen`. When the stream ends (the client exited,
 //! was killed, or the connection broke) the session stays, disconnected,
-//! and the TTL clock runs from the last message: a client may reconnect
-//! with `OpenSession{resume}`. The reaper detaches every breakpoint of a
+//! and the TTL clock starts from that moment: a client may reconnect with
+//! `OpenSession{resume}`. The reaper detaches every breakpoint of a
 //! session not heard from for longer than its TTL, connected or not (a hung
 //! client holds nothing forever). Breakpoints outside sessions live until
 //! removed or until their `expires_in`.
@@ -355,9 +355,10 @@ impl Daemon {
                 Ok(None) | Err(_) => break,
             }
         }
-        // The TTL clock keeps running from the last message; the client may resume.
+        // The TTL clock starts again now: the client may reconnect and resume.
         if let Some(s) = self.lock().sessions.get_mut(&sid) {
             s.out = None;
+            s.last_seen = Instant::now();
         }
         eprintln!("probe daemon: session {sid}: client disconnected; its breakpoints expire after the TTL unless it resumes");
     }

@@ -1,0 +1,405 @@
+//! `probe daemon` end to end: a real daemon and the real CLI over a unix
+//! socket in a temporary directory, real uprobes on a private copy of the
+//! Go `store` program (a copy, so `--binary` probes see only this test's
+//! processes). What is attached is checked against the kernel: the bpf
+//! links the daemon holds (`/proc/<daemon>/fdinfo/*` with `event_type:
+//! uprobe`), not only the daemon's own list.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use probe_integration::{finish, go_versions, hit_number, probe_bin, testdata, Run, Target};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+const PUT: &str = "main.(*Store).Put";
+
+/// A test's private directory, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("probe-daemon-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// A private copy of `store` built with the newest Go of the run.
+    fn store_copy(&self) -> PathBuf {
+        let v = go_versions().last().unwrap().clone();
+        let dst = self.0.join("store");
+        std::fs::copy(testdata(&v, "store"), &dst).unwrap();
+        dst
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `probe daemon` whose stderr is collected.
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Self {
+        let sock = dir.join("probe.sock");
+        let addr = format!("unix:{}", sock.display());
+        let mut child = Command::new(probe_bin())
+            .args(["daemon", "--listen", &addr, "--state-dir"])
+            .arg(dir.join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start probe daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (err, l) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let d = Daemon { child, addr, log };
+        d.wait("the daemon to listen", Duration::from_secs(20), || d.log().contains("listening on"));
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Runs a client command against this daemon.
+    fn cli(&self, args: &[&str]) -> Run {
+        let child = Command::new(probe_bin())
+            .args(args)
+            .env("PROBE_DAEMON", &self.addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start probe");
+        finish(child, T)
+    }
+
+    /// `probe bp ls --json`.
+    fn breakpoints(&self) -> Vec<Value> {
+        let r = self.cli(&["bp", "ls", "--json"]);
+        assert!(r.status.success(), "bp ls: {}", r.stderr);
+        r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn sessions(&self) -> Vec<Value> {
+        let r = self.cli(&["sessions", "--json"]);
+        assert!(r.status.success(), "sessions: {}", r.stderr);
+        r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// `probe history` of one breakpoint.
+    fn history(&self, bp: &str, limit: u32) -> Vec<Value> {
+        let r = self.cli(&["history", "--bp", bp, "--limit", &limit.to_string()]);
+        assert!(r.status.success(), "history: {}", r.stderr);
+        r.events
+    }
+
+    /// The uprobes this daemon has attached, as the kernel reports them:
+    /// (file, offset) of every bpf link of event type uprobe it holds.
+    fn uprobes(&self) -> Vec<(String, String)> {
+        kernel_uprobes(self.pid())
+    }
+
+    /// Polls `cond` every 50 ms until it holds, failing after `timeout`.
+    fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}\n--- daemon log ---\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child; SIGTERM detaches everything.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+}
+
+/// Every uprobe bpf link process `pid` holds, from the kernel's fdinfo.
+fn kernel_uprobes(pid: u32) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return out };
+    for e in rd.flatten() {
+        let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
+        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()));
+        if field("event_type:").as_deref() == Some("uprobe") {
+            out.push((field("name:").unwrap_or_default(), field("offset:").unwrap_or_default()));
+        }
+    }
+    out
+}
+
+/// One of this test's Put hits, checked against what the program passed.
+fn check_put(ev: &Value, pids: &[u32]) {
+    assert_eq!(ev["probe"], PUT, "{ev}");
+    assert_eq!(ev["kind"], "entry");
+    assert!(pids.contains(&(ev["pid"].as_u64().unwrap() as u32)), "a hit from another process: {ev}");
+    let n = hit_number(ev);
+    assert_eq!(ev["args"]["val"], serde_json::json!([n % 256, (n + 1) % 256, (n + 2) % 256]), "{ev}");
+    assert_eq!(ev["args"]["s"]["name"], "main-store", "{ev}");
+}
+
+/// A `probe watch` client whose stdout lines are collected.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn start(d: &Daemon, args: &[&str]) -> Self {
+        let mut child = Command::new(probe_bin())
+            .arg("watch")
+            .args(args)
+            .env("PROBE_DAEMON", &d.addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start probe watch");
+        let lines = Arc::new(Mutex::new(vec![]));
+        let (out, l) = (child.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_streams_hits_and_a_sigkilled_client_is_detached_after_its_ttl() {
+    let dir = Dir::new("watch");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    assert!(d.uprobes().is_empty());
+    let ttl = Duration::from_secs(4);
+    let mut w = Watch::start(&d, &["--binary", exe.to_str().unwrap(), "--func", PUT, "--ttl", "4s"]);
+    d.wait("hits through probe watch", T, || w.events().len() >= 5);
+    for ev in w.events() {
+        check_put(&ev, &[target.pid()]);
+    }
+    // Consecutive calls, in order, none lost on the way.
+    let ns: Vec<u64> = w.events().iter().map(hit_number).collect();
+    assert!(ns.windows(2).all(|p| p[1] == p[0] + 1), "{ns:?}");
+    let probes = d.uprobes();
+    assert_eq!(probes.len(), 1, "one uprobe in the kernel: {probes:?}");
+    assert_eq!(probes[0].0, exe.to_str().unwrap());
+    let s = d.sessions();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0]["connected"], true);
+    assert_eq!(s[0]["ttl_ms"], 4000);
+    assert_eq!(s[0]["breakpoints"].as_array().unwrap().len(), 1);
+
+    // The client dies without a word: the breakpoint outlives it by the TTL
+    // (it might reconnect), then the kernel has no uprobe of it left.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let killed = Instant::now();
+    d.wait("the session to be seen as disconnected", T, || d.sessions().first().is_some_and(|s| s["connected"] == false));
+    if killed.elapsed() < ttl - Duration::from_millis(1500) {
+        assert_eq!(d.uprobes().len(), 1, "detached before the TTL\n{}", d.log());
+    }
+    d.wait("the uprobe to be detached after the TTL", ttl + Duration::from_secs(10), || d.uprobes().is_empty());
+    assert!(killed.elapsed() >= ttl - Duration::from_millis(300), "detached after {:?}, before the TTL of {ttl:?}", killed.elapsed());
+    assert!(d.breakpoints().is_empty());
+    assert!(d.sessions().is_empty());
+    assert!(d.log().contains("expired"), "{}", d.log());
+    // The target never noticed.
+    let before = target.ticks.lock().unwrap().len();
+    target.wait_ticks(before + 3, Duration::from_secs(10));
+}
+
+#[test]
+fn a_clean_watch_exit_detaches_at_once_and_max_hits_stops_it() {
+    let dir = Dir::new("clean");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let pid = target.pid().to_string();
+    let r = d.cli(&["watch", "--pid", &pid, "--func", PUT, "--max-hits", "3", "--cond", "key != \"k1\""]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.events.len(), 3, "{}", r.stdout);
+    for ev in &r.events {
+        check_put(ev, &[target.pid()]);
+    }
+    // Removed on the way out, not after the 30 s default TTL.
+    d.wait("the breakpoint to be removed", Duration::from_secs(5), || d.uprobes().is_empty() && d.breakpoints().is_empty());
+}
+
+#[test]
+fn a_sigkilled_daemon_restarts_with_the_same_breakpoints_and_its_history() {
+    let dir = Dir::new("restart");
+    let exe = dir.store_copy();
+    let exe_s = exe.to_str().unwrap();
+    let first = Target::spawn(&exe, &["-interval", "20ms"]);
+    let mut d = Daemon::start(&dir.0);
+
+    let ok = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(ok.status.success(), "{}\n{}", ok.stdout, ok.stderr);
+    assert!(ok.stdout.starts_with("bp-1\tattached"), "{}", ok.stdout);
+    // A breakpoint that cannot be resolved reports why, as its own status…
+    let bad = d.cli(&["bp", "add", "--binary", exe_s, "--func", "main.NoSuchFunc"]);
+    assert!(!bad.status.success());
+    assert!(bad.stdout.contains("bp-2\terror") && bad.stdout.contains("unknown_function"), "{}", bad.stdout);
+    // …and never stops the others: bp-1 keeps collecting.
+    d.wait("hits of bp-1 in the history", T, || d.history("bp-1", 1000).len() >= 5);
+    let bps = d.breakpoints();
+    assert_eq!(bps.len(), 2, "{bps:?}");
+    assert_eq!((bps[0]["id"].as_str(), bps[0]["state"].as_str()), (Some("bp-1"), Some("attached")));
+    assert_eq!((bps[1]["id"].as_str(), bps[1]["state"].as_str(), bps[1]["error_kind"].as_str()), (Some("bp-2"), Some("error"), Some("unknown_function")));
+    assert!(bps[1]["error"].as_str().unwrap().contains("main.NoSuchFunc"));
+    let probes = d.uprobes();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    let before: Vec<Value> = d.history("bp-1", 1000);
+    for ev in &before {
+        check_put(ev, &[first.pid()]);
+        assert_eq!(ev["bp"], "bp-1");
+    }
+
+    // SIGKILL: no chance to clean up. The kernel drops the links with the process.
+    d.kill9();
+    // A process of the binary started while no daemon runs is traced after the restart.
+    let second = Target::spawn(&exe, &["-interval", "20ms"]);
+    let restarted_at = Instant::now();
+    let d = Daemon::start(&dir.0);
+    d.wait("bp-1 attached again", T, || d.breakpoints().iter().any(|b| b["id"] == "bp-1" && b["state"] == "attached"));
+    let after = d.uprobes();
+    assert_eq!(after, probes, "the same uprobe, in the kernel, after the restart");
+    let bps = d.breakpoints();
+    assert_eq!(bps.len(), 2, "{bps:?}");
+    assert_eq!(bps[1]["state"], "error", "bp-2 is retried and fails the same way: {bps:?}");
+    // New hits arrive, from both processes, and the old ones are still there.
+    d.wait("hits from both processes after the restart", T, || {
+        let h = d.history("bp-1", 1000);
+        let pids: Vec<u64> = h.iter().skip(before.len()).filter_map(|e| e["pid"].as_u64()).collect();
+        pids.contains(&(first.pid() as u64)) && pids.contains(&(second.pid() as u64))
+    });
+    let h = d.history("bp-1", 1000);
+    for ev in &h {
+        check_put(ev, &[first.pid(), second.pid()]);
+    }
+    let old_times: Vec<&str> = before.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(old_times.iter().all(|t| h.iter().any(|e| e["time"] == *t)), "hits from before the kill are kept");
+    assert!(restarted_at.elapsed() < T);
+    // `--limit` returns the most recent hits, oldest first.
+    let last3 = d.history("bp-1", 3);
+    assert_eq!(last3.len(), 3);
+    assert!(last3.windows(2).all(|w| w[0]["time"].as_str() <= w[1]["time"].as_str()));
+
+    // Removing detaches it in the kernel, and it stays removed.
+    let rm = d.cli(&["bp", "rm", "bp-1"]);
+    assert!(rm.status.success(), "{}", rm.stderr);
+    d.wait("bp-1 detached", Duration::from_secs(5), || d.uprobes().is_empty());
+    let rm_again = d.cli(&["bp", "rm", "bp-1"]);
+    assert!(!rm_again.status.success() && rm_again.stderr.contains("no breakpoint bp-1"), "{}", rm_again.stderr);
+    drop(d);
+    let d = Daemon::start(&dir.0);
+    let ids: Vec<Value> = d.breakpoints().iter().map(|b| b["id"].clone()).collect();
+    assert_eq!(ids, vec![Value::from("bp-2")]);
+    // Ids are never reused.
+    let next = d.cli(&["bp", "add", "--pid", &first.pid().to_string(), "--func", PUT]);
+    assert!(next.stdout.starts_with("bp-3\t"), "{}", next.stdout);
+}
+
+#[test]
+fn a_breakpoint_with_an_expiry_is_detached_when_it_expires() {
+    let dir = Dir::new("expiry");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let pid = target.pid().to_string();
+    let r = d.cli(&["bp", "add", "--pid", &pid, "--func", PUT, "--expires", "3s"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let added = Instant::now();
+    assert_eq!(d.uprobes().len(), 1);
+    let bps = d.breakpoints();
+    assert!(bps[0]["expires_at_ms"].as_u64().unwrap() > 0);
+    d.wait("the breakpoint to expire", Duration::from_secs(15), || d.uprobes().is_empty());
+    assert!(added.elapsed() >= Duration::from_millis(2500), "expired early: {:?}", added.elapsed());
+    assert!(d.breakpoints().is_empty());
+    // Its hits stay in the history.
+    assert!(!d.history("bp-1", 10).is_empty());
+}
+
+#[test]
+fn a_breakpoint_on_a_process_that_exits_is_reported_detached() {
+    let dir = Dir::new("exit");
+    let exe = dir.store_copy();
+    let mut target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let pid = target.pid().to_string();
+    assert!(d.cli(&["bp", "add", "--pid", &pid, "--func", PUT]).status.success());
+    target.child.kill().unwrap();
+    target.child.wait().unwrap();
+    d.wait("the breakpoint to be detached", T, || d.breakpoints().first().is_some_and(|b| b["state"] == "detached"));
+    assert!(d.uprobes().is_empty());
+    let b = &d.breakpoints()[0];
+    assert!(b["error"].as_str().unwrap().contains("exited"), "{b}");
+    // A pid that does not exist is an error with its kind.
+    let r = d.cli(&["bp", "add", "--pid", &pid, "--func", PUT]);
+    assert!(!r.status.success() && r.stdout.contains("no_such_process"), "{}", r.stdout);
+}
+
+#[test]
+fn clients_say_clearly_when_no_daemon_listens() {
+    let dir = Dir::new("nodaemon");
+    let addr = format!("unix:{}", dir.0.join("none.sock").display());
+    let r = probe_integration::probe(&["bp", "ls", "--daemon", &addr], T);
+    assert!(!r.status.success());
+    assert!(r.stderr.contains(&format!("cannot reach the probe daemon at {addr}: is `probe daemon` running?")), "{}", r.stderr);
+    let r = probe_integration::probe(&["watch", "--daemon", &addr, "--func", PUT], T);
+    assert!(!r.status.success() && r.stderr.contains("--pid PID or --binary PATH"), "{}", r.stderr);
+}
