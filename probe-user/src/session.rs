@@ -384,7 +384,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
 
     let start_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let exporter = opts.otlp.clone().map(|cfg| {
-        let cfg = cfg.with_resource(opts.service_name.clone(), &service_default(&target.display), resource(target, &program));
+        let cfg = cfg.with_resource(opts.service_name.clone(), &service_default(&target.display), resource(target, program));
         crate::otlp::Exporter::start(cfg)
     });
     let ring = kernel.take_events()?;
