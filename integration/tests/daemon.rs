@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_integration::{finish, go_versions, hit_number, probe_bin, testdata, Run, Target};
+use probe_integration::{finish, go_versions, probe_bin, testdata, Run, Target};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -50,14 +50,23 @@ struct Daemon {
     child: Child,
     addr: String,
     log: Arc<Mutex<String>>,
+    /// Environment of client commands (e.g. their TLS files).
+    env: Vec<(String, PathBuf)>,
 }
 
 impl Daemon {
+    /// A daemon on a unix socket in `dir`, its state in `dir/state`.
     fn start(dir: &Path) -> Self {
-        let sock = dir.join("probe.sock");
-        let addr = format!("unix:{}", sock.display());
+        let addr = format!("unix:{}", dir.join("probe.sock").display());
+        Self::start_with(dir, &["--listen", &addr])
+    }
+
+    /// A daemon with these extra arguments; its address is read from its log.
+    fn start_with(dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(probe_bin())
-            .args(["daemon", "--listen", &addr, "--state-dir"])
+            .arg("daemon")
+            .args(args)
+            .arg("--state-dir")
             .arg(dir.join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -73,8 +82,11 @@ impl Daemon {
                 l.push('\n');
             }
         });
-        let d = Daemon { child, addr, log };
+        let mut d = Daemon { child, addr: String::new(), log, env: vec![] };
         d.wait("the daemon to listen", Duration::from_secs(20), || d.log().contains("listening on"));
+        let log = d.log();
+        let at = log.split("listening on ").nth(1).unwrap();
+        d.addr = at.split_whitespace().next().unwrap().to_owned();
         d
     }
 
@@ -91,6 +103,7 @@ impl Daemon {
         let child = Command::new(probe_bin())
             .args(args)
             .env("PROBE_DAEMON", &self.addr)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -169,12 +182,19 @@ fn kernel_uprobes(pid: u32) -> Vec<(String, String)> {
     out
 }
 
+/// The counter N of a Put hit: `s.puts` (its `key` is redacted).
+fn n_of(ev: &Value) -> u64 {
+    ev["args"]["s"]["puts"].as_u64().unwrap_or_else(|| panic!("no s.puts: {ev}"))
+}
+
 /// One of this test's Put hits, checked against what the program passed.
 fn check_put(ev: &Value, pids: &[u32]) {
     assert_eq!(ev["probe"], PUT, "{ev}");
     assert_eq!(ev["kind"], "entry");
     assert!(pids.contains(&(ev["pid"].as_u64().unwrap() as u32)), "a hit from another process: {ev}");
-    let n = hit_number(ev);
+    // "key" is a secret-like name: redacted by default, in events and history alike.
+    assert_eq!(ev["args"]["key"], serde_json::json!({"@redacted": "key"}), "{ev}");
+    let n = n_of(ev);
     assert_eq!(ev["args"]["val"], serde_json::json!([n % 256, (n + 1) % 256, (n + 2) % 256]), "{ev}");
     assert_eq!(ev["args"]["s"]["name"], "main-store", "{ev}");
 }
@@ -191,6 +211,7 @@ impl Watch {
             .arg("watch")
             .args(args)
             .env("PROBE_DAEMON", &d.addr)
+            .envs(d.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -232,7 +253,7 @@ fn watch_streams_hits_and_a_sigkilled_client_is_detached_after_its_ttl() {
         check_put(&ev, &[target.pid()]);
     }
     // Consecutive calls, in order, none lost on the way.
-    let ns: Vec<u64> = w.events().iter().map(hit_number).collect();
+    let ns: Vec<u64> = w.events().iter().map(n_of).collect();
     assert!(ns.windows(2).all(|p| p[1] == p[0] + 1), "{ns:?}");
     let probes = d.uprobes();
     assert_eq!(probes.len(), 1, "one uprobe in the kernel: {probes:?}");
@@ -402,4 +423,122 @@ fn clients_say_clearly_when_no_daemon_listens() {
     assert!(r.stderr.contains(&format!("cannot reach the probe daemon at {addr}: is `probe daemon` running?")), "{}", r.stderr);
     let r = probe_integration::probe(&["watch", "--daemon", &addr, "--func", PUT], T);
     assert!(!r.status.success() && r.stderr.contains("--pid PID or --binary PATH"), "{}", r.stderr);
+}
+
+/// A CA, and PEM files of certificates it signed, in `dir`.
+struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "probe test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki { ca, dir: dir.to_owned() }
+    }
+
+    /// Writes NAME.pem and NAME.key: a certificate with subject CN `cn` and these SANs.
+    fn issue(&self, name: &str, cn: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (c, k) = (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    /// Client environment for `probe` as this certificate's holder.
+    fn client_env(&self, cert: Option<(PathBuf, PathBuf)>) -> Vec<(String, PathBuf)> {
+        let mut env = vec![("PROBE_TLS_CA".to_owned(), self.dir.join("ca.pem"))];
+        if let Some((c, k)) = cert {
+            env.push(("PROBE_TLS_CERT".to_owned(), c));
+            env.push(("PROBE_TLS_KEY".to_owned(), k));
+        }
+        env
+    }
+}
+
+#[test]
+fn mtls_identities_are_held_to_the_policy_and_secrets_are_redacted() {
+    let dir = Dir::new("mtls");
+    let exe = dir.store_copy();
+    let exe_s = exe.to_str().unwrap();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let pki = Pki::new(&dir.0);
+    let (cert, key) = pki.issue("daemon", "probe daemon", &["localhost", "127.0.0.1"]);
+    let alice = pki.issue("alice", "alice", &["alice.example"]);
+    // Known to the policy by a SAN only: identities are CN, then SANs.
+    let ops = pki.issue("ops", "someone", &["ops.example"]);
+    let mallory = pki.issue("mallory", "mallory", &[]);
+    let policy = dir.0.join("policy.json");
+    let p = serde_json::json!({
+        "identities": {
+            "alice": { "binaries": [format!("{}/*", dir.0.display())], "locals": false, "max_bytes": 4096 },
+            "ops.example": { "uids": [0] }
+        },
+        "redact": ["ttl"]
+    });
+    std::fs::write(&policy, p.to_string()).unwrap();
+    let mut d = Daemon::start_with(
+        &dir.0,
+        &[
+            "--listen", "tcp:127.0.0.1:0", "--policy", policy.to_str().unwrap(),
+            "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(),
+            "--tls-client-ca", dir.0.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(d.addr.starts_with("tcp:127.0.0.1:"), "{}", d.addr);
+    assert!(d.log().contains("with mTLS"), "{}", d.log());
+
+    d.env = pki.client_env(Some(alice.clone()));
+    let ok = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT, "--max-bytes", "4096"]);
+    assert!(ok.status.success(), "{}\n{}\n{}", ok.stdout, ok.stderr, d.log());
+    d.wait("alice's hits", T, || !d.history("bp-1", 10).is_empty());
+    let ev = &d.history("bp-1", 1)[0];
+    // The policy's own redact list: ttl is hidden, key is not.
+    assert_eq!(ev["args"]["ttl"], serde_json::json!({"@redacted": "ttl"}), "{ev}");
+    assert_eq!(ev["args"]["key"], format!("k{}", n_of(ev)), "{ev}");
+    assert_eq!(d.breakpoints()[0]["state"], "attached");
+    // What alice's rule does not grant is refused, with why, before anything is attached.
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT, "--capture", "args,locals", "--max-bytes", "4096"]);
+    assert!(!r.status.success() && r.stderr.contains("does not let alice capture locals"), "{}", r.stderr);
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(!r.status.success() && r.stderr.contains("more than 4096 bytes"), "{}", r.stderr);
+    let other = testdata(go_versions().last().unwrap(), "store");
+    let r = d.cli(&["bp", "add", "--binary", other.to_str().unwrap(), "--func", PUT, "--max-bytes", "4096"]);
+    assert!(!r.status.success() && r.stderr.contains("does not let alice probe"), "{}", r.stderr);
+
+    // ops (by its SAN) is limited to uid 0: a --binary is refused, a root pid is fine.
+    d.env = pki.client_env(Some(ops));
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(!r.status.success() && r.stderr.contains("name a --pid"), "{}", r.stderr);
+    let r = d.cli(&["bp", "add", "--pid", &target.pid().to_string(), "--func", PUT]);
+    assert!(r.status.success(), "{}", r.stderr);
+
+    // An identity the policy does not name may do nothing, not even remove alice's breakpoint.
+    d.env = pki.client_env(Some(mallory));
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(!r.status.success() && r.stderr.contains("the policy grants \"mallory\" nothing"), "{}", r.stderr);
+    let r = d.cli(&["bp", "rm", "bp-1"]);
+    assert!(!r.status.success() && r.stderr.contains("bp-1 belongs to \"alice\""), "{}", r.stderr);
+
+    // No client certificate: no connection at all.
+    d.env = pki.client_env(None);
+    let r = d.cli(&["bp", "ls"]);
+    assert!(!r.status.success(), "{}", r.stdout);
+    // Nor plain TCP.
+    d.env = vec![];
+    let r = d.cli(&["bp", "ls"]);
+    assert!(!r.status.success(), "{}", r.stdout);
+
+    let bps = { d.env = pki.client_env(Some(alice)); d.breakpoints() };
+    let owners: Vec<&str> = bps.iter().map(|b| b["owner"].as_str().unwrap()).collect();
+    assert_eq!(owners, ["alice", "ops.example"]);
+    assert_eq!(d.uprobes().len(), 2, "{}", d.log());
 }

@@ -7,7 +7,9 @@ use probe::{
     capture::Limits,
     daemon::{
         client,
+        policy::{Policy, Redactor},
         proto::BreakpointSpec,
+        tls::{ClientTls, ServerTls},
         server::{serve, DaemonOptions},
         Listen,
     },
@@ -117,6 +119,25 @@ struct DaemonAddr {
     #[arg(long = "daemon", env = "PROBE_DAEMON", value_name = "ADDR", default_value = "unix:/run/probe/probe.sock",
           value_parser = clap::value_parser!(Listen))]
     addr: Listen,
+    /// CA certificate (PEM) that signed the daemon's certificate: connect
+    /// over mTLS (tcp: addresses).
+    #[arg(long, env = "PROBE_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM); its subject CN is who you are to the daemon's policy.
+    #[arg(long, env = "PROBE_TLS_CERT", value_name = "PEM", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "PROBE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl DaemonAddr {
+    fn connect(&self) -> client::Connect {
+        client::Connect {
+            addr: self.addr.clone(),
+            tls: self.tls_ca.clone().map(|ca| ClientTls { ca, cert: self.tls_cert.clone(), key: self.tls_key.clone() }),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -130,6 +151,23 @@ struct DaemonArgs {
     /// Hits kept per breakpoint in the history.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     history: usize,
+    /// Who may probe what (JSON; see docs/ARCHITECTURE.md). Without one,
+    /// every client may probe everything.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Names of values to redact in hits (case-insensitive substrings)
+    /// [default: the policy's "redact", else password,token,secret,key,authorization].
+    #[arg(long, value_name = "WORDS", value_delimiter = ',')]
+    redact: Option<Vec<String>>,
+    /// This daemon's certificate (PEM) for mTLS on a tcp: listener.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This daemon's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to; clients without one are refused.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -378,23 +416,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Daemon(d) => {
-            let opts = DaemonOptions { listen: d.listen, state_dir: d.state_dir, history: d.history };
+            let mut policy = match &d.policy {
+                Some(p) => Policy::load(p)?,
+                None => Policy::default(),
+            };
+            if let Some(words) = d.redact {
+                policy.redact = Redactor::new(words);
+            }
+            let tls = match (d.tls_cert, d.tls_key, d.tls_client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(ServerTls { cert, key, client_ca }),
+                _ => None,
+            };
+            let opts = DaemonOptions { listen: d.listen, state_dir: d.state_dir, history: d.history, policy, tls };
             // Breakpoints run on threads of their own; the API needs little.
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(serve(opts))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bp(BpCommand::Add { daemon, bp, expires }) => {
             let spec = bp.daemon_spec()?;
-            client(client::bp_add(&daemon.addr, spec, expires))
+            client(client::bp_add(&daemon.connect(), spec, expires))
         }
-        Command::Bp(BpCommand::Rm { daemon, ids }) => client(client::bp_rm(&daemon.addr, &ids)),
-        Command::Bp(BpCommand::Ls { daemon, json }) => client(client::bp_ls(&daemon.addr, json)),
+        Command::Bp(BpCommand::Rm { daemon, ids }) => client(client::bp_rm(&daemon.connect(), &ids)),
+        Command::Bp(BpCommand::Ls { daemon, json }) => client(client::bp_ls(&daemon.connect(), json)),
         Command::Watch(w) => {
             let spec = w.bp.daemon_spec()?;
-            client(client::watch(&w.daemon.addr, spec, w.ttl, w.max_hits))
+            client(client::watch(&w.daemon.connect(), spec, w.ttl, w.max_hits))
         }
-        Command::Sessions { daemon, json } => client(client::sessions(&daemon.addr, json)),
-        Command::History { daemon, bp, limit } => client(client::history(&daemon.addr, bp, limit)),
+        Command::Sessions { daemon, json } => client(client::sessions(&daemon.connect(), json)),
+        Command::History { daemon, bp, limit } => client(client::history(&daemon.connect(), bp, limit)),
         Command::Symbols { binary, pattern } => {
             let program = Program::open(&binary)?;
             let mut out = std::io::stdout().lock();

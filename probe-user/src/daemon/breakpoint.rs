@@ -24,6 +24,7 @@ use std::{
 use tokio::sync::{broadcast, watch};
 
 use super::{
+    policy::Redactor,
     proto::{BreakpointInfo, BreakpointSpec, Event},
     store::Store,
 };
@@ -60,6 +61,8 @@ pub struct Breakpoint {
     /// Unix milliseconds; 0: no expiry.
     pub expires_at_ms: u64,
     pub created_ms: u64,
+    /// The identity that added it.
+    pub owner: String,
     pub state: watch::Receiver<State>,
     pub hits: Arc<AtomicU64>,
     /// Every shown hit, for the sessions following this breakpoint.
@@ -133,22 +136,28 @@ impl BreakpointSpec {
 }
 
 impl Breakpoint {
-    /// Starts resolving and attaching `spec` in a thread of its own.
-    pub fn start(
-        id: String,
-        spec: BreakpointSpec,
-        session: Option<String>,
-        expires_at_ms: u64,
-        created_ms: u64,
-        store: Arc<Store>,
-    ) -> Self {
+    /// Starts resolving and attaching `info.spec` in a thread of its own;
+    /// its hits are redacted by `redact` before anyone sees or stores them.
+    pub fn start(info: BreakpointInfo, store: Arc<Store>, redact: Redactor) -> Self {
+        let BreakpointInfo { id, spec, session, expires_at_ms, created_ms, owner, .. } = info;
+        let spec = spec.unwrap_or_default();
+        let session = (!session.is_empty()).then_some(session);
         let (state_tx, state) = watch::channel(State::Pending);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
-        let run = Runner { id: id.clone(), spec: spec.clone(), state: state_tx, events: events.clone(), stop: stop.clone(), hits: hits.clone(), store };
+        let run = Runner {
+            id: id.clone(),
+            spec: spec.clone(),
+            state: state_tx,
+            events: events.clone(),
+            stop: stop.clone(),
+            hits: hits.clone(),
+            store,
+            redact,
+        };
         let thread = std::thread::Builder::new().name(format!("probe-{id}")).spawn(move || run.run()).ok();
-        Self { id, spec, session, expires_at_ms, created_ms, state, hits, events, stop, thread }
+        Self { id, spec, session, expires_at_ms, created_ms, owner, state, hits, events, stop, thread }
     }
 
     /// Waits (up to `timeout`) until it is no longer pending.
@@ -168,6 +177,7 @@ impl Breakpoint {
             expires_at_ms: self.expires_at_ms,
             hits: self.hits.load(Ordering::Relaxed),
             created_ms: self.created_ms,
+            owner: self.owner.clone(),
             ..Default::default()
         };
         match &*self.state.borrow() {
@@ -220,6 +230,7 @@ struct Runner {
     stop: Arc<AtomicBool>,
     hits: Arc<AtomicU64>,
     store: Arc<Store>,
+    redact: Redactor,
 }
 
 impl Runner {
@@ -271,6 +282,7 @@ impl Runner {
                 let Some((_, mut line)) = rd.render(&item) else { continue };
                 drop(item);
                 line.truncate(line.trim_end().len());
+                let line = self.redact.line(line);
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = self.store.append(&self.id, &line) {
                     eprintln!("probe daemon: {}: history: {e}", self.id);

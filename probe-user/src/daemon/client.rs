@@ -14,6 +14,7 @@ use super::{
     breakpoint::now_ms,
     proto::{client_msg, daemon_client::DaemonClient, server_msg, AddRequest, BreakpointInfo, BreakpointSpec, ClientMsg,
         HistoryRequest, ListRequest, OpenSession, RemoveRequest},
+    tls::ClientTls,
     Listen,
 };
 
@@ -30,13 +31,23 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Connects to the daemon at `addr`.
-pub async fn connect(addr: &Listen) -> anyhow::Result<DaemonClient<Channel>> {
+/// Where a client finds the daemon, and how it proves who it is.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    pub addr: Listen,
+    /// mTLS (tcp: only).
+    pub tls: Option<ClientTls>,
+}
+
+/// Connects to the daemon.
+pub async fn connect(to: &Connect) -> anyhow::Result<DaemonClient<Channel>> {
+    let addr = &to.addr;
     let unreachable = |e: &dyn std::error::Error| {
         anyhow!("cannot reach the probe daemon at {addr}: is `probe daemon` running? ({})", chain(e))
     };
-    let channel = match addr {
-        Listen::Unix(path) => {
+    let channel = match (addr, &to.tls) {
+        (Listen::Unix(_), Some(_)) => bail!("--tls-* is for a tcp: daemon address; the unix socket needs none"),
+        (Listen::Unix(path), None) => {
             let path = path.clone();
             // The URI is required by the API and unused: the connector dials the socket.
             Endpoint::from_static("http://probe.local")
@@ -47,7 +58,16 @@ pub async fn connect(addr: &Listen) -> anyhow::Result<DaemonClient<Channel>> {
                 .await
                 .map_err(|e| unreachable(&e))?
         }
-        Listen::Tcp(a) => Endpoint::from_shared(format!("http://{a}"))?.connect().await.map_err(|e| unreachable(&e))?,
+        (Listen::Tcp(a), None) => Endpoint::from_shared(format!("http://{a}"))?.connect().await.map_err(|e| unreachable(&e))?,
+        (Listen::Tcp(a), Some(tls)) => {
+            // The daemon's certificate must name the host we dial.
+            let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+            Endpoint::from_shared(format!("https://{a}"))?
+                .tls_config(tls.config(host)?)?
+                .connect()
+                .await
+                .map_err(|e| unreachable(&e))?
+        }
     };
     Ok(DaemonClient::new(channel))
 }
@@ -83,14 +103,14 @@ fn info_json(b: &BreakpointInfo) -> serde_json::Value {
         "id": b.id, "state": b.state, "probes": b.probes, "target": b.target, "hits": b.hits,
         "funcs": spec.funcs, "lines": spec.lines, "addrs": spec.addrs, "cond": spec.cond,
         "binary": spec.binary, "pid": spec.pid,
-        "session": b.session, "expires_at_ms": b.expires_at_ms,
+        "session": b.session, "expires_at_ms": b.expires_at_ms, "owner": b.owner,
         "error_kind": b.error_kind, "error": b.error,
     })
 }
 
 /// `probe bp add`: a breakpoint outside sessions.
-pub async fn bp_add(addr: &Listen, spec: BreakpointSpec, expires: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let mut c = connect(addr).await?;
+pub async fn bp_add(to: &Connect, spec: BreakpointSpec, expires: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let mut c = connect(to).await?;
     let req = AddRequest { spec: Some(spec), expires_in_ms: expires.map_or(0, |d| d.as_millis().max(1) as u64) };
     let b = c.add_breakpoint(req).await.map_err(status)?.into_inner();
     println!("{}", describe(&b));
@@ -102,8 +122,8 @@ pub async fn bp_add(addr: &Listen, spec: BreakpointSpec, expires: Option<Duratio
 }
 
 /// `probe bp rm`.
-pub async fn bp_rm(addr: &Listen, ids: &[String]) -> anyhow::Result<ExitCode> {
-    let mut c = connect(addr).await?;
+pub async fn bp_rm(to: &Connect, ids: &[String]) -> anyhow::Result<ExitCode> {
+    let mut c = connect(to).await?;
     for id in ids {
         c.remove_breakpoint(RemoveRequest { id: id.clone() }).await.map_err(status)?;
         println!("{id}\tremoved");
@@ -112,8 +132,8 @@ pub async fn bp_rm(addr: &Listen, ids: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 /// `probe bp ls`.
-pub async fn bp_ls(addr: &Listen, as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut c = connect(addr).await?;
+pub async fn bp_ls(to: &Connect, as_json: bool) -> anyhow::Result<ExitCode> {
+    let mut c = connect(to).await?;
     let list = c.list_breakpoints(ListRequest {}).await.map_err(status)?.into_inner();
     for b in &list.breakpoints {
         println!("{}", if as_json { info_json(b).to_string() } else { describe(b) });
@@ -122,8 +142,8 @@ pub async fn bp_ls(addr: &Listen, as_json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `probe sessions`.
-pub async fn sessions(addr: &Listen, as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut c = connect(addr).await?;
+pub async fn sessions(to: &Connect, as_json: bool) -> anyhow::Result<ExitCode> {
+    let mut c = connect(to).await?;
     let list = c.list_sessions(ListRequest {}).await.map_err(status)?.into_inner();
     for s in &list.sessions {
         if as_json {
@@ -145,8 +165,8 @@ pub async fn sessions(addr: &Listen, as_json: bool) -> anyhow::Result<ExitCode> 
 }
 
 /// `probe history`: stored hits as JSON lines, each with its breakpoint as `"bp"`.
-pub async fn history(addr: &Listen, bp: Option<String>, limit: u32) -> anyhow::Result<ExitCode> {
-    let mut c = connect(addr).await?;
+pub async fn history(to: &Connect, bp: Option<String>, limit: u32) -> anyhow::Result<ExitCode> {
+    let mut c = connect(to).await?;
     let r = c.history(HistoryRequest { bp_id: bp.unwrap_or_default(), limit }).await.map_err(status)?.into_inner();
     let mut out = std::io::stdout().lock();
     for h in r.hits {
@@ -165,9 +185,9 @@ pub async fn history(addr: &Listen, bp: Option<String>, limit: u32) -> anyhow::R
 /// lines of `probe attach --format json`) until Ctrl-C or `max_hits`.
 /// A clean exit removes the breakpoint at once; a killed client's
 /// breakpoint is detached by the daemon after the TTL.
-pub async fn watch(addr: &Listen, spec: BreakpointSpec, ttl: Duration, max_hits: Option<u64>) -> anyhow::Result<ExitCode> {
+pub async fn watch(to: &Connect, spec: BreakpointSpec, ttl: Duration, max_hits: Option<u64>) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut c = connect(addr).await?;
+    let mut c = connect(to).await?;
     let (tx, rx) = mpsc::channel::<ClientMsg>(16);
     let send = |m: client_msg::Msg| ClientMsg { msg: Some(m) };
     tx.send(send(client_msg::Msg::Open(OpenSession { ttl_ms: ttl.as_millis() as u64, resume: String::new() }))).await?;

@@ -5,13 +5,17 @@
 //! - [`breakpoint`]: one breakpoint, its own kernel objects and thread.
 //! - [`server`]: the service, sessions and their TTL, expiry, restore.
 //! - [`store`]: breakpoint definitions and hit history on disk.
+//! - [`policy`]: who may probe what; redaction of secret-like values.
+//! - [`tls`]: mTLS configuration and client identities from certificates.
 //! - [`client`]: connecting to a daemon (the CLI's side).
 
 pub mod breakpoint;
 pub mod client;
+pub mod policy;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 use std::path::PathBuf;
 

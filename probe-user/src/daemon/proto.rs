@@ -178,6 +178,9 @@ pub struct BreakpointInfo {
     pub hits: u64,
     #[prost(uint64, tag = "11")]
     pub created_ms: u64,
+    /// The identity that added it (checked against the policy again on restore).
+    #[prost(string, tag = "12")]
+    pub owner: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

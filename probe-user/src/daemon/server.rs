@@ -34,6 +34,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     breakpoint::{now_ms, Breakpoint, State},
+    policy::Policy,
+    tls::{identities, ServerTls},
     proto::{
         client_msg, daemon_server, server_msg, AddRequest, BreakpointInfo, BreakpointList, BreakpointSpec, ClientMsg,
         HistoryReply, HistoryRequest, ListRequest, RemoveReply, RemoveRequest, ServerMsg, SessionInfo, SessionList,
@@ -51,6 +53,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages queued to one session's client; beyond that events are dropped
 /// and counted, so a slow client never grows the daemon's memory.
 const SESSION_QUEUE: usize = 1024;
+/// Breakpoints at once: each holds a BPF object with a 16 MiB ring buffer.
+pub const MAX_BREAKPOINTS: usize = 64;
 
 type Out = mpsc::Sender<Result<ServerMsg, Status>>;
 
@@ -76,6 +80,7 @@ struct Tables {
 pub struct Daemon {
     tables: Arc<Mutex<Tables>>,
     store: Arc<Store>,
+    policy: Arc<Policy>,
 }
 
 /// Options of `probe daemon`.
@@ -85,10 +90,19 @@ pub struct DaemonOptions {
     pub state_dir: PathBuf,
     /// Hits kept per breakpoint in the history.
     pub history: usize,
+    pub policy: Policy,
+    /// mTLS on the TCP listener.
+    pub tls: Option<ServerTls>,
 }
 
 fn msg(m: server_msg::Msg) -> ServerMsg {
     ServerMsg { msg: Some(m) }
+}
+
+/// Queues a control reply without waiting: a client that does not read
+/// must not stall its session's inbound loop (and so its heartbeats).
+fn reply(out: &Out, m: server_msg::Msg) {
+    let _ = out.try_send(Ok(msg(m)));
 }
 
 impl Daemon {
@@ -97,11 +111,12 @@ impl Daemon {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens the store and starts every stored, unexpired breakpoint again.
-    pub fn restore(state_dir: &std::path::Path, history: usize) -> Result<Self, StoreError> {
+    /// Opens the store and starts every stored, unexpired breakpoint again
+    /// (if the policy still allows its owner to have it).
+    pub fn restore(state_dir: &std::path::Path, history: usize, policy: Policy) -> Result<Self, StoreError> {
         let store = Arc::new(Store::open(state_dir, history)?);
         let stored = store.load()?;
-        let d = Daemon { tables: Arc::default(), store };
+        let d = Daemon { tables: Arc::default(), store, policy: Arc::new(policy) };
         let now = now_ms();
         {
             let mut t = d.lock();
@@ -110,9 +125,14 @@ impl Daemon {
                 if b.expires_at_ms != 0 && b.expires_at_ms <= now {
                     continue;
                 }
-                eprintln!("probe daemon: restoring {} ({})", b.id, b.spec.as_ref().map(|s| s.describe()).unwrap_or_default());
-                let bp = Breakpoint::start(b.id.clone(), b.spec.unwrap_or_default(), None, b.expires_at_ms, b.created_ms, d.store.clone());
-                t.bps.insert(b.id, bp);
+                let spec = b.spec.clone().unwrap_or_default();
+                eprintln!("probe daemon: restoring {} ({})", b.id, spec.describe());
+                if let Err(why) = d.policy.check(&[b.owner.clone()], &spec) {
+                    eprintln!("probe daemon: {} dropped: {why}", b.id);
+                    continue;
+                }
+                let id = b.id.clone();
+                t.bps.insert(id, Breakpoint::start(b, d.store.clone(), d.policy.redact.clone()));
             }
         }
         d.persist();
@@ -132,6 +152,7 @@ impl Daemon {
                     spec: Some(b.spec.clone()),
                     expires_at_ms: b.expires_at_ms,
                     created_ms: b.created_ms,
+                    owner: b.owner.clone(),
                     ..Default::default()
                 })
                 .collect();
@@ -142,9 +163,13 @@ impl Daemon {
         }
     }
 
-    /// Creates and starts a breakpoint; returns its id.
-    fn add(&self, spec: BreakpointSpec, session: Option<&str>, expires_at_ms: u64) -> Result<String, Status> {
+    /// Creates and starts a breakpoint for a client known as `who`; returns its id.
+    fn add(&self, spec: BreakpointSpec, session: Option<&str>, expires_at_ms: u64, who: &[String]) -> Result<String, Status> {
         spec.to_options().map_err(Status::invalid_argument)?;
+        let owner = self.policy.check(who, &spec).map_err(|why| {
+            eprintln!("probe daemon: refused {} to {who:?}: {why}", spec.describe());
+            Status::permission_denied(why)
+        })?;
         let id = {
             let mut t = self.lock();
             if let Some(s) = session {
@@ -152,9 +177,23 @@ impl Daemon {
                     return Err(Status::not_found(format!("no session {s}")));
                 }
             }
+            if t.bps.len() >= MAX_BREAKPOINTS {
+                return Err(Status::resource_exhausted(format!(
+                    "the daemon holds {MAX_BREAKPOINTS} breakpoints already (each costs a 16 MiB ring buffer); remove some first"
+                )));
+            }
             let id = format!("bp-{}", t.next_bp.max(1));
             t.next_bp = t.next_bp.max(1) + 1;
-            let bp = Breakpoint::start(id.clone(), spec, session.map(str::to_owned), expires_at_ms, now_ms(), self.store.clone());
+            let info = BreakpointInfo {
+                id: id.clone(),
+                spec: Some(spec),
+                session: session.unwrap_or_default().to_owned(),
+                expires_at_ms,
+                created_ms: now_ms(),
+                owner,
+                ..Default::default()
+            };
+            let bp = Breakpoint::start(info, self.store.clone(), self.policy.redact.clone());
             t.bps.insert(id.clone(), bp);
             if let Some(s) = session.and_then(|s| t.sessions.get_mut(s)) {
                 s.bps.push(id.clone());
@@ -256,20 +295,20 @@ impl Daemon {
     }
 
     /// Handles one message of session `sid`.
-    async fn on_message(&self, sid: &str, m: client_msg::Msg, out: &Out, dropped: &Arc<AtomicU64>, reported: &mut u64) {
+    async fn on_message(&self, sid: &str, who: &[String], m: client_msg::Msg, out: &Out, dropped: &Arc<AtomicU64>, reported: &mut u64) {
         match m {
             client_msg::Msg::Open(_) => {
-                let _ = out.send(Ok(msg(server_msg::Msg::Error("the session is already open".into())))).await;
+                reply(out, server_msg::Msg::Error("the session is already open".into()));
             }
             client_msg::Msg::Heartbeat(_) => {
                 let d = dropped.load(Ordering::Relaxed);
                 if d != *reported {
                     *reported = d;
-                    let _ = out.send(Ok(msg(server_msg::Msg::Dropped(super::proto::Dropped { count: d })))).await;
+                    reply(out, server_msg::Msg::Dropped(super::proto::Dropped { count: d }));
                 }
-                let _ = out.send(Ok(msg(server_msg::Msg::HeartbeatAck(Default::default())))).await;
+                reply(out, server_msg::Msg::HeartbeatAck(Default::default()));
             }
-            client_msg::Msg::Add(spec) => match self.add(spec, Some(sid), 0) {
+            client_msg::Msg::Add(spec) => match self.add(spec, Some(sid), 0, who) {
                 Ok(id) => {
                     // Subscribed before it can attach: no first hit is missed.
                     self.forward(&id, out.clone(), dropped.clone());
@@ -282,9 +321,7 @@ impl Daemon {
                         }
                     });
                 }
-                Err(e) => {
-                    let _ = out.send(Ok(msg(server_msg::Msg::Error(e.message().to_owned())))).await;
-                }
+                Err(e) => reply(out, server_msg::Msg::Error(e.message().to_owned())),
             },
             client_msg::Msg::Remove(id) => {
                 let mine = self.lock().sessions.get(sid).is_some_and(|s| s.bps.contains(&id));
@@ -293,7 +330,7 @@ impl Daemon {
                 } else {
                     server_msg::Msg::Error(format!("no breakpoint {id} in session {sid}"))
                 };
-                let _ = out.send(Ok(msg(reply))).await;
+                self::reply(out, reply);
             }
         }
     }
@@ -321,7 +358,7 @@ impl Daemon {
     }
 
     /// Drives one session stream until the client goes away.
-    async fn run_session(self, mut inbound: Streaming<ClientMsg>, out: Out) {
+    async fn run_session(self, mut inbound: Streaming<ClientMsg>, out: Out, who: Vec<String>) {
         let first = match inbound.message().await {
             Ok(Some(ClientMsg { msg: Some(client_msg::Msg::Open(o)) })) => o,
             Ok(_) => {
@@ -349,7 +386,7 @@ impl Daemon {
                         let _ = out.send(Err(Status::not_found(format!("session {sid} expired")))).await;
                         return;
                     }
-                    self.on_message(&sid, m, &out, &dropped, &mut reported).await;
+                    self.on_message(&sid, &who, m, &out, &dropped, &mut reported).await;
                 }
                 Ok(Some(ClientMsg { msg: None })) => {}
                 Ok(None) | Err(_) => break,
@@ -380,21 +417,29 @@ impl daemon_server::Daemon for Daemon {
 
     async fn session(&self, req: Request<Streaming<ClientMsg>>) -> Result<Response<Self::SessionStream>, Status> {
         let (out, rx) = mpsc::channel(SESSION_QUEUE);
-        tokio::spawn(self.clone().run_session(req.into_inner(), out));
+        let who = identities(&req);
+        tokio::spawn(self.clone().run_session(req.into_inner(), out, who));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn add_breakpoint(&self, req: Request<AddRequest>) -> Result<Response<BreakpointInfo>, Status> {
+        let who = identities(&req);
         let r = req.into_inner();
         let spec = r.spec.ok_or_else(|| Status::invalid_argument("no breakpoint spec"))?;
         let expires = if r.expires_in_ms == 0 { 0 } else { now_ms() + r.expires_in_ms };
-        let id = self.add(spec, None, expires)?;
+        let id = self.add(spec, None, expires, &who)?;
         let info = self.settled_info(&id).await.ok_or_else(|| Status::not_found(format!("{id} was removed")))?;
         Ok(Response::new(info))
     }
 
     async fn remove_breakpoint(&self, req: Request<RemoveRequest>) -> Result<Response<RemoveReply>, Status> {
+        let who = identities(&req);
         let id = req.into_inner().id;
+        // Under a policy, a client removes only what it added.
+        let owner = self.lock().bps.get(&id).map(|b| b.owner.clone());
+        if let Some(owner) = owner.filter(|o| self.policy.enforced() && !who.contains(o)) {
+            return Err(Status::permission_denied(format!("{id} belongs to {owner:?}")));
+        }
         if self.remove(&id) {
             Ok(Response::new(RemoveReply {}))
         } else {
@@ -438,7 +483,7 @@ impl daemon_server::Daemon for Daemon {
 pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
-    let daemon = Daemon::restore(&opts.state_dir, opts.history)?;
+    let daemon = Daemon::restore(&opts.state_dir, opts.history, opts.policy.clone())?;
     let reaper = daemon.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -455,7 +500,16 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => {}
         }
     };
-    let router = tonic::transport::Server::builder().add_service(daemon_server::DaemonServer::new(daemon.clone()));
+    let mut server = tonic::transport::Server::builder();
+    match (&opts.tls, &opts.listen) {
+        (Some(tls), Listen::Tcp(_)) => server = server.tls_config(tls.config()?)?,
+        (Some(_), Listen::Unix(_)) => anyhow::bail!("--tls-* applies to a tcp: listener (the unix socket is root-only)"),
+        (None, Listen::Tcp(_)) => eprintln!(
+            "probe daemon: warning: plain TCP without --tls-cert: anyone who can reach it can read the memory of any traced process"
+        ),
+        (None, Listen::Unix(_)) => {}
+    }
+    let router = server.add_service(daemon_server::DaemonServer::new(daemon.clone()));
     match &opts.listen {
         Listen::Unix(path) => {
             if let Some(dir) = path.parent() {
@@ -483,7 +537,12 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
                 .next()
                 .with_context(|| format!("{addr} resolves to nothing"))?;
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on tcp:{addr}"))?;
-            eprintln!("probe daemon: listening on tcp:{} (state in {})", listener.local_addr()?, opts.state_dir.display());
+            eprintln!(
+                "probe daemon: listening on tcp:{}{} (state in {})",
+                listener.local_addr()?,
+                if opts.tls.is_some() { " with mTLS" } else { "" },
+                opts.state_dir.display()
+            );
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             router.serve_with_incoming_shutdown(incoming, stop).await?;
         }
