@@ -98,18 +98,17 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// `probe ARGS` as a client of this daemon, stdout piped.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(probe_bin());
+        c.args(args).env("PROBE_DAEMON", &self.addr).envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(Stdio::null()).stdout(Stdio::piped());
+        c
+    }
+
     /// Runs a client command against this daemon.
     fn cli(&self, args: &[&str]) -> Run {
-        let child = Command::new(probe_bin())
-            .args(args)
-            .env("PROBE_DAEMON", &self.addr)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start probe");
-        finish(child, T)
+        finish(self.command(args).stderr(Stdio::piped()).spawn().expect("start probe"), T)
     }
 
     /// `probe bp ls --json`.
@@ -207,16 +206,8 @@ struct Watch {
 
 impl Watch {
     fn start(d: &Daemon, args: &[&str]) -> Self {
-        let mut child = Command::new(probe_bin())
-            .arg("watch")
-            .args(args)
-            .env("PROBE_DAEMON", &d.addr)
-            .envs(d.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start probe watch");
+        let args: Vec<&str> = ["watch"].iter().chain(args).copied().collect();
+        let mut child = d.command(&args).stderr(Stdio::inherit()).spawn().expect("start probe watch");
         let lines = Arc::new(Mutex::new(vec![]));
         let (out, l) = (child.stdout.take().unwrap(), lines.clone());
         std::thread::spawn(move || {

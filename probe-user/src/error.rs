@@ -70,6 +70,19 @@ impl Error {
     }
 }
 
+/// The error and its sources on one line (libraries such as aya and tonic
+/// put the useful part in the sources).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Which of the capabilities Probe needs this process lacks (from
 /// `CapEff` in /proc/self/status): CAP_BPF (39) to load programs and maps,
 /// CAP_PERFMON (38) to attach uprobes and read user memory.

@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::error::chain;
+
 use super::{
     breakpoint::now_ms,
     proto::{client_msg, daemon_client::DaemonClient, server_msg, AddRequest, BreakpointInfo, BreakpointSpec, ClientMsg,
@@ -18,18 +20,6 @@ use super::{
     Listen,
 };
 
-/// The error and its sources on one line (tonic's own message is only
-/// "transport error").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 /// Where a client finds the daemon, and how it proves who it is.
 #[derive(Clone, Debug)]
