@@ -127,7 +127,7 @@ impl Daemon {
                 }
                 let spec = b.spec.clone().unwrap_or_default();
                 eprintln!("probe daemon: restoring {} ({})", b.id, spec.describe());
-                if let Err(why) = d.policy.check(&[b.owner.clone()], &spec) {
+                if let Err(why) = d.policy.check(std::slice::from_ref(&b.owner), &spec) {
                     eprintln!("probe daemon: {} dropped: {why}", b.id);
                     continue;
                 }
