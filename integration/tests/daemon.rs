@@ -275,6 +275,37 @@ fn watch_streams_hits_and_a_sigkilled_client_is_detached_after_its_ttl() {
 }
 
 #[test]
+fn sigterm_stops_the_daemon_promptly_even_with_a_session_open() {
+    let dir = Dir::new("sigterm");
+    let exe = dir.store_copy();
+    let _target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let mut d = Daemon::start(&dir.0);
+    let mut w = Watch::start(&d, &["--binary", exe.to_str().unwrap(), "--func", PUT]);
+    d.wait("hits", T, || !w.events().is_empty());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(8), "the daemon is still running 8 s after SIGTERM\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(d.log().contains("bp-1: detached"), "{}", d.log());
+    // The client is told, and exits.
+    let s = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "probe watch outlived its daemon");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!s.success());
+}
+
+#[test]
 fn a_clean_watch_exit_detaches_at_once_and_max_hits_stops_it() {
     let dir = Dir::new("clean");
     let exe = dir.store_copy();
@@ -327,7 +358,11 @@ fn a_sigkilled_daemon_restarts_with_the_same_breakpoints_and_its_history() {
     let second = Target::spawn(&exe, &["-interval", "20ms"]);
     let restarted_at = Instant::now();
     let d = Daemon::start(&dir.0);
-    d.wait("bp-1 attached again", T, || d.breakpoints().iter().any(|b| b["id"] == "bp-1" && b["state"] == "attached"));
+    // Both are resolved again, each on its own; bp-2 fails the same way.
+    d.wait("bp-1 attached again and bp-2 failed again", T, || {
+        let b = d.breakpoints();
+        b.iter().any(|b| b["id"] == "bp-1" && b["state"] == "attached") && b.iter().any(|b| b["id"] == "bp-2" && b["state"] != "pending")
+    });
     let after = d.uprobes();
     assert_eq!(after, probes, "the same uprobe, in the kernel, after the restart");
     let bps = d.breakpoints();

@@ -242,6 +242,7 @@ impl BreakpointArgs {
             max_string: self.max_string,
             max_elems: self.max_elems,
             max_bytes: self.max_bytes,
+            pid_start: 0, // the daemon reads it
         }
     }
 

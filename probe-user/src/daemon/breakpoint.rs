@@ -160,14 +160,6 @@ impl Breakpoint {
         Self { id, spec, session, expires_at_ms, created_ms, owner, state, hits, events, stop, thread }
     }
 
-    /// Waits (up to `timeout`) until it is no longer pending.
-    pub async fn settled(&self, timeout: Duration) -> State {
-        let mut rx = self.state.clone();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|s| *s != State::Pending)).await;
-        let s = rx.borrow().clone();
-        s
-    }
-
     /// Its public description and status.
     pub fn info(&self) -> BreakpointInfo {
         let mut i = BreakpointInfo {
@@ -243,6 +235,10 @@ impl Runner {
             Ok(o) => o,
             Err(e) => return fail("invalid", e),
         };
+        if self.spec.pid != 0 && self.spec.pid_start != 0 && crate::target::start_time(self.spec.pid) != Some(self.spec.pid_start) {
+            let e = crate::Error::NoSuchPid { pid: self.spec.pid };
+            return fail(e.kind(), format!("{e} (the process it was added for has exited)"));
+        }
         let attached = (|| -> anyhow::Result<_> {
             let target = Target::resolve(&opts.target, true)?;
             let mut resolved = Resolved::new(&opts, &target)?;

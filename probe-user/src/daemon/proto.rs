@@ -40,6 +40,10 @@ pub struct BreakpointSpec {
     pub max_elems: u32,
     #[prost(uint32, tag = "14")]
     pub max_bytes: u32,
+    /// With `pid`: that process's start time (set by the daemon), so a
+    /// stored breakpoint never lands on another process that got the pid.
+    #[prost(uint64, tag = "15")]
+    pub pid_start: u64,
 }
 
 /// A message from a session's client.

@@ -164,8 +164,11 @@ impl Daemon {
     }
 
     /// Creates and starts a breakpoint for a client known as `who`; returns its id.
-    fn add(&self, spec: BreakpointSpec, session: Option<&str>, expires_at_ms: u64, who: &[String]) -> Result<String, Status> {
+    fn add(&self, mut spec: BreakpointSpec, session: Option<&str>, expires_at_ms: u64, who: &[String]) -> Result<String, Status> {
         spec.to_options().map_err(Status::invalid_argument)?;
+        if spec.pid != 0 {
+            spec.pid_start = crate::target::start_time(spec.pid).unwrap_or(0);
+        }
         let owner = self.policy.check(who, &spec).map_err(|why| {
             eprintln!("probe daemon: refused {} to {who:?}: {why}", spec.describe());
             Status::permission_denied(why)
@@ -209,8 +212,7 @@ impl Daemon {
 
     /// The breakpoint's info once it is attached or has failed.
     async fn settled_info(&self, id: &str) -> Option<BreakpointInfo> {
-        let rx = self.lock().bps.get(id).map(|b| b.state.clone())?;
-        let mut rx = rx;
+        let mut rx = self.lock().bps.get(id).map(|b| b.state.clone())?;
         let _ = tokio::time::timeout(SETTLE_TIMEOUT, rx.wait_for(|s| *s != State::Pending)).await;
         self.lock().bps.get(id).map(Breakpoint::info)
     }
@@ -494,11 +496,20 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     });
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         tokio::select! {
             _ = sigint.recv() => {}
             _ = sigterm.recv() => {}
         }
+        let _ = stopping.send(());
+    };
+    // A graceful shutdown waits for open streams, and a `probe watch`
+    // stream never ends by itself: give them a moment, then cut them.
+    let grace = async move {
+        let _ = stopped.await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        eprintln!("probe daemon: closing the sessions still open");
     };
     let mut server = tonic::transport::Server::builder();
     match (&opts.tls, &opts.listen) {
@@ -527,7 +538,10 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             eprintln!("probe daemon: listening on unix:{} (state in {})", path.display(), opts.state_dir.display());
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, stop).await?;
+            tokio::select! {
+                r = router.serve_with_incoming_shutdown(incoming, stop) => r?,
+                _ = grace => {}
+            }
             let _ = std::fs::remove_file(path);
         }
         Listen::Tcp(addr) => {
@@ -544,7 +558,10 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
                 opts.state_dir.display()
             );
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            router.serve_with_incoming_shutdown(incoming, stop).await?;
+            tokio::select! {
+                r = router.serve_with_incoming_shutdown(incoming, stop) => r?,
+                _ = grace => {}
+            }
         }
     }
     eprintln!("probe daemon: stopping: detaching every breakpoint (they are kept in the store)");
