@@ -306,6 +306,33 @@ fn sigterm_stops_the_daemon_promptly_even_with_a_session_open() {
 }
 
 #[test]
+fn a_client_that_does_not_read_loses_events_counted_not_daemon_memory() {
+    let dir = Dir::new("slow");
+    let exe = dir.store_copy();
+    let _target = Target::spawn(&exe, &["-interval", "1ms"]);
+    let d = Daemon::start(&dir.0);
+    // Its stdout is a pipe nobody reads: the client stops reading its
+    // stream, the connection's flow control stops the daemon's sends, and
+    // the session's bounded queue overflows.
+    let args = ["watch", "--binary", exe.to_str().unwrap(), "--func", PUT, "--ttl", "60s"];
+    let mut w = d.command(&args).stderr(Stdio::null()).spawn().unwrap();
+    d.wait("events dropped for the slow session", T, || d.sessions().first().is_some_and(|s| s["dropped"].as_u64() > Some(0)));
+    // The breakpoint itself is unaffected: it keeps collecting into the history.
+    let hits = d.breakpoints()[0]["hits"].as_u64().unwrap();
+    d.wait("more hits", T, || d.breakpoints()[0]["hits"].as_u64().unwrap() > hits + 100);
+    let rss_kib = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let before = rss_kib(d.pid());
+    d.wait("more dropped events", T, || d.sessions()[0]["dropped"].as_u64().unwrap() > 2000);
+    let after = rss_kib(d.pid());
+    assert!(after < before + 64 * 1024, "the daemon grew from {before} KiB to {after} KiB while the client did not read");
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+#[test]
 fn a_clean_watch_exit_detaches_at_once_and_max_hits_stops_it() {
     let dir = Dir::new("clean");
     let exe = dir.store_copy();

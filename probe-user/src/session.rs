@@ -4,6 +4,10 @@
 //! (params, uprobes) → ring buffer → decoder → output, until a stop condition
 //! (max hits, duration, Ctrl-C/SIGTERM, target exit), then a summary. The
 //! target is never stopped: uprobes run the BPF program inline and return.
+//!
+//! [`Resolved`] (specs → probes, conditions → kernel filters, loaded into a
+//! [`Kernel`]) and [`Renderer`] (ring record → shown hit) are the pipeline
+//! the daemon's breakpoints run too.
 
 use std::{
     io::Write,
@@ -635,11 +639,6 @@ impl<'a> Renderer<'a> {
             span_seq: 0,
             debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
         }
-    }
-
-    /// Hits the userspace condition rejected, summed over probes.
-    pub fn cond_rejected(&self) -> u64 {
-        self.cond_user.iter().sum()
     }
 }
 
