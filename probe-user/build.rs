@@ -3,6 +3,10 @@
 //! A plain `cargo build`/`cargo test` (no nightly, no bpf-linker) still works:
 //! without the object an empty one is embedded and `probe attach` says how to
 //! build it. Everything that does not load programs is unaffected.
+//!
+//! Also generates the `probe daemon` gRPC service (server and client) from a
+//! description in Rust (`tonic_build::manual`): the messages are hand-written
+//! prost structs in `src/daemon/proto.rs`, so no `protoc` is needed.
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -18,4 +22,67 @@ fn main() {
         Ok(bytes) => fs::write(&out, bytes).unwrap(),
         Err(_) => fs::write(&out, b"").unwrap(),
     }
+    daemon_service();
+}
+
+/// The `probe.v1.Daemon` service; see `src/daemon/proto.rs` for the messages.
+fn daemon_service() {
+    use tonic_build::manual::{Builder, Method, Service};
+    let m = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(format!("crate::daemon::proto::{input}"))
+            .output_type(format!("crate::daemon::proto::{output}"))
+            .codec_path("tonic_prost::ProstCodec")
+    };
+    let service = Service::builder()
+        .name("Daemon")
+        .package("probe.v1")
+        .method(
+            m("session", "Session", "ClientMsg", "ServerMsg")
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .method(
+            m(
+                "add_breakpoint",
+                "AddBreakpoint",
+                "AddRequest",
+                "BreakpointInfo",
+            )
+            .build(),
+        )
+        .method(
+            m(
+                "remove_breakpoint",
+                "RemoveBreakpoint",
+                "RemoveRequest",
+                "RemoveReply",
+            )
+            .build(),
+        )
+        .method(
+            m(
+                "list_breakpoints",
+                "ListBreakpoints",
+                "ListRequest",
+                "BreakpointList",
+            )
+            .build(),
+        )
+        .method(
+            m(
+                "list_sessions",
+                "ListSessions",
+                "ListRequest",
+                "SessionList",
+            )
+            .build(),
+        )
+        .method(m("history", "History", "HistoryRequest", "HistoryReply").build())
+        .build();
+    Builder::new().compile(&[service]);
+    println!("cargo:rerun-if-changed=build.rs");
 }

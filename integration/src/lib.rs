@@ -95,12 +95,31 @@ pub struct Target {
 impl Target {
     /// Starts `testdata/store` built with Go `version`, waiting for its first tick.
     pub fn store(version: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(testdata(version, "store"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start store");
+        Self::spawn(&testdata(version, "store"), args)
+    }
+
+    /// Starts a `store` program at `exe` (e.g. a private copy), waiting for its first tick.
+    pub fn spawn(exe: &std::path::Path, args: &[&str]) -> Self {
+        // A freshly copied executable can be briefly "busy": a child another
+        // test thread forks meanwhile inherits the copy's write descriptor
+        // until its own exec.
+        let start = Instant::now();
+        let mut child = loop {
+            match Command::new(exe)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+            {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && start.elapsed() < Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.expect("start store"),
+            }
+        };
         let ticks = Arc::new(Mutex::new(vec![]));
         let out = child.stdout.take().unwrap();
         let t = ticks.clone();

@@ -59,6 +59,38 @@ pub enum Error {
     Unsupported(String),
 }
 
+impl Error {
+    /// A stable, machine-readable name for what went wrong (the daemon
+    /// reports it as a breakpoint's `error_kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::NotElf { .. } => "not_elf",
+            Error::NotGo { .. } => "not_go",
+            Error::NoDwarf { .. } => "no_dwarf",
+            Error::BadDwarf { .. } => "bad_dwarf",
+            Error::UnknownFunction { .. } => "unknown_function",
+            Error::NoSuchPid { .. } => "no_such_process",
+            Error::Privilege { .. } => "privilege",
+            Error::Verifier { .. } | Error::NoEbpfObject | Error::Kernel(_) => "kernel",
+            Error::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// The error and its sources on one line (libraries such as aya and tonic
+/// put the useful part in the sources).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Which of the capabilities Probe needs this process lacks (from
 /// `CapEff` in /proc/self/status): CAP_BPF (39) to load programs and maps,
 /// CAP_PERFMON (38) to attach uprobes and read user memory.

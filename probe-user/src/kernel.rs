@@ -18,7 +18,7 @@ use aya::{
 };
 use probe_common::{ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES};
 
-use crate::error::Error;
+use crate::error::{chain, Error};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, aligned for the ELF parser.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf.o"));
@@ -211,18 +211,6 @@ impl Kernel {
         }
         Ok(sum)
     }
-}
-
-/// The error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Finds a permission error anywhere in the chain.

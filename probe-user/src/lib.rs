@@ -3,7 +3,8 @@
 //! The pipeline, one module per noun (see docs/ARCHITECTURE.md):
 //! [`target`] → [`binary`] → [`dwarf`] → [`resolve`] (resolved probe) →
 //! [`capture`] (capture plan) → [`kernel`] (eBPF maps, uprobes, ring buffer) →
-//! [`decode`] → [`value`] → [`output`]; [`session`] runs it for `probe attach`.
+//! [`decode`] → [`value`] → [`output`]; [`session`] runs it for `probe attach`,
+//! [`daemon`] for `probe daemon` (many breakpoints, controlled over gRPC).
 //!
 //! `binary`, `dwarf`, `pclntab`, `abi`, `prologue`, `resolve`, `capture`, `decode`, `value` and `output` use
 //! neither aya nor tokio, so they unit-test without root.
@@ -12,6 +13,7 @@ pub mod abi;
 pub mod binary;
 pub mod capture;
 pub mod cond;
+pub mod daemon;
 pub mod decode;
 pub mod dwarf;
 pub mod error;

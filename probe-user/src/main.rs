@@ -5,6 +5,14 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use probe::{
     capture::Limits,
+    daemon::{
+        client,
+        policy::{Policy, Redactor},
+        proto::BreakpointSpec,
+        server::{serve, DaemonOptions},
+        tls::{ClientTls, ServerTls},
+        Listen,
+    },
     output::Format,
     resolve::{list_symbols, Program},
     session::{self, AttachOptions},
@@ -20,7 +28,10 @@ use probe::{
   probe attach --pid 4242 --func 'main.(*Store).Put'
   probe attach --binary ./server --func main.handler --format json --max-hits 10
   probe attach --func main.work -- ./worker -n 3
-  probe symbols ./server Store"
+  probe symbols ./server Store
+  probe daemon --state-dir /var/lib/probe      # then, from anywhere:
+  probe bp add --binary ./server --func main.handler --expires 1h
+  probe watch --binary ./server --func main.handler"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,9 +68,223 @@ by signal N), or 3 for a --pid/--binary target; 1 on an error.")]
         /// Only names containing this (case-insensitive).
         pattern: Option<String>,
     },
+    /// Run the Probe daemon: holds breakpoints across many processes,
+    /// controlled by `probe bp`, `probe watch`, `probe sessions`, `probe history`.
+    #[command(after_help = "Examples:
+  probe daemon                                        # unix:/run/probe/probe.sock, state in /var/lib/probe
+  probe daemon --listen tcp:127.0.0.1:7070 --state-dir /tmp/probe-state
+
+Breakpoints added with `probe bp add` are stored and attached again when the
+daemon restarts (to every process running the binary by then). Those of a
+`probe watch` session are detached when the client has not been heard from
+for the session's TTL. SIGINT/SIGTERM detach everything and exit.")]
+    Daemon(DaemonArgs),
+    /// Add, remove or list the daemon's breakpoints.
+    #[command(subcommand)]
+    Bp(BpCommand),
+    /// Stream a breakpoint's hits live through the daemon (a session: its
+    /// breakpoint is detached when you stop, or after --ttl if killed).
+    #[command(after_help = "Examples:
+  probe watch --binary /srv/api --func main.handler
+  probe watch --pid 4242 --func 'main.(*Store).Put' --cond 'key == \"k7\"' --max-hits 1
+  probe watch --daemon tcp:10.0.0.5:7070 --binary /srv/api --line api.go:88 --capture args,locals
+
+Prints one JSON line per hit, as `probe attach --format json` does.")]
+    Watch(Box<WatchArgs>),
+    /// List the daemon's sessions.
+    Sessions {
+        #[command(flatten)]
+        daemon: DaemonAddr,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent hits the daemon stored, oldest first, as JSON lines (with "bp").
+    #[command(after_help = "Examples:
+  probe history                  # the last 100 hits of every breakpoint
+  probe history --bp bp-3 --limit 10")]
+    History {
+        #[command(flatten)]
+        daemon: DaemonAddr,
+        /// Only this breakpoint's hits.
+        #[arg(long, value_name = "ID")]
+        bp: Option<String>,
+        /// The most recent N hits.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: u32,
+    },
     /// Checks of Probe's own error paths (used by the test suite).
     #[command(hide = true, subcommand)]
     Selftest(Selftest),
+}
+
+/// Which daemon a client command talks to.
+#[derive(Args, Clone)]
+struct DaemonAddr {
+    /// The daemon's address: unix:PATH or tcp:HOST:PORT.
+    #[arg(long = "daemon", env = "PROBE_DAEMON", value_name = "ADDR", default_value = "unix:/run/probe/probe.sock",
+          value_parser = clap::value_parser!(Listen))]
+    addr: Listen,
+    /// CA certificate (PEM) that signed the daemon's certificate: connect
+    /// over mTLS (tcp: addresses).
+    #[arg(long, env = "PROBE_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM); its subject CN is who you are to the daemon's policy.
+    #[arg(long, env = "PROBE_TLS_CERT", value_name = "PEM", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, env = "PROBE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl DaemonAddr {
+    fn connect(&self) -> client::Connect {
+        client::Connect {
+            addr: self.addr.clone(),
+            tls: self.tls_ca.clone().map(|ca| ClientTls {
+                ca,
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            }),
+        }
+    }
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// Where to listen: unix:PATH or tcp:HOST:PORT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "unix:/run/probe/probe.sock"
+    )]
+    listen: Listen,
+    /// Where breakpoints and hit history are stored.
+    #[arg(long, value_name = "DIR", default_value = probe::daemon::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Hits kept per breakpoint in the history.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    history: usize,
+    /// Who may probe what (JSON; see docs/ARCHITECTURE.md). Without one,
+    /// every client may probe everything.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Names of values to redact in hits (case-insensitive substrings)
+    /// [default: the policy's "redact", else password,token,secret,key,authorization].
+    #[arg(long, value_name = "WORDS", value_delimiter = ',')]
+    redact: Option<Vec<String>>,
+    /// This daemon's certificate (PEM) for mTLS on a tcp: listener.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This daemon's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to; clients without one are refused.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BpCommand {
+    /// Add a breakpoint outside any session: it stays until removed or expired,
+    /// and across daemon restarts.
+    #[command(after_help = "Examples:
+  probe bp add --binary /srv/api --func main.handler
+  probe bp add --pid 4242 --func 'main.(*Store).Put' --cond 'len(key) > 3' --expires 10m
+  probe bp add --binary /srv/api --line api.go:88 --capture args,locals --stack 8")]
+    Add {
+        #[command(flatten)]
+        daemon: DaemonAddr,
+        #[command(flatten)]
+        bp: Box<BreakpointArgs>,
+        /// Detach and forget it after this long (e.g. 10m, 2h).
+        #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// Remove (detach) breakpoints.
+    Rm {
+        #[command(flatten)]
+        daemon: DaemonAddr,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// List breakpoints with their status (attached, error and why, hits).
+    Ls {
+        #[command(flatten)]
+        daemon: DaemonAddr,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    daemon: DaemonAddr,
+    #[command(flatten)]
+    bp: BreakpointArgs,
+    /// Keep the breakpoint this long after the client was last heard from
+    /// (heartbeats go every TTL/3).
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Stop after printing this many events.
+    #[arg(long, value_name = "N")]
+    max_hits: Option<u64>,
+}
+
+impl BreakpointArgs {
+    /// The daemon's form of these flags. A relative --binary is made
+    /// absolute here: the daemon runs elsewhere.
+    fn spec(&self) -> BreakpointSpec {
+        BreakpointSpec {
+            funcs: self.funcs.clone(),
+            lines: self.lines.clone(),
+            addrs: self.addrs.clone(),
+            binary: self
+                .binary
+                .as_ref()
+                .map(|b| {
+                    std::fs::canonicalize(b)
+                        .unwrap_or_else(|_| b.clone())
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .unwrap_or_default(),
+            pid: self.pid.first().copied().unwrap_or(0),
+            cond: self.cond.clone().unwrap_or_default(),
+            locals: self.capture.contains("locals"),
+            returns: self.returns,
+            stack: self.stack,
+            rate: self.rate.unwrap_or(0),
+            max_depth: self.max_depth,
+            max_string: self.max_string,
+            max_elems: self.max_elems,
+            max_bytes: self.max_bytes,
+            pid_start: 0, // the daemon reads it
+        }
+    }
+
+    /// The daemon needs a running target (it cannot launch a command).
+    fn daemon_spec(&self) -> anyhow::Result<BreakpointSpec> {
+        if self.pid.is_empty() && self.binary.is_none() {
+            anyhow::bail!("say what to probe: --pid PID or --binary PATH");
+        }
+        if self.pid.len() > 1 {
+            anyhow::bail!("a daemon breakpoint takes one --pid (add one breakpoint per process, or use --binary)");
+        }
+        Ok(self.spec())
+    }
+}
+
+/// Runs a client command on a small runtime of its own.
+fn client<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 #[derive(Subcommand)]
@@ -76,14 +301,23 @@ enum Selftest {
     },
 }
 
-#[derive(Args)]
-struct AttachArgs {
-    /// Trace this running process. Repeatable, or comma-separated, for
-    /// several processes of one executable (filtered by pid in the kernel).
-    #[arg(long, short = 'p', value_name = "PID", value_delimiter = ',', conflicts_with_all = ["binary", "command"])]
+/// What to probe and what to capture: shared by `probe attach`, `probe bp
+/// add` and `probe watch`.
+#[derive(Args, Clone)]
+struct BreakpointArgs {
+    /// Trace this running process. With `probe attach`, repeatable or
+    /// comma-separated for several processes of one executable (filtered by
+    /// pid in the kernel).
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "PID",
+        value_delimiter = ',',
+        conflicts_with = "binary"
+    )]
     pid: Vec<u32>,
     /// Trace every process running this executable.
-    #[arg(long, short = 'b', conflicts_with = "command")]
+    #[arg(long, short = 'b')]
     binary: Option<PathBuf>,
     /// Function to probe, in Go's syntax: main.handler, main.(*Store).Put,
     /// net/http.(*ServeMux).ServeHTTP. Repeatable.
@@ -101,15 +335,6 @@ struct AttachArgs {
     /// function, so use them with --line).
     #[arg(long, value_name = "WHAT", default_value = "args", value_parser = ["args", "args,locals", "locals,args"])]
     capture: String,
-    /// Output format [default: pretty on a terminal, json otherwise].
-    #[arg(long, value_enum)]
-    format: Option<Format>,
-    /// Stop after printing this many events.
-    #[arg(long, value_name = "N")]
-    max_hits: Option<u64>,
-    /// Stop after this long (e.g. 30s, 5m).
-    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
     /// Pointer hops followed from each argument.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
     max_depth: u32,
@@ -140,6 +365,21 @@ struct AttachArgs {
     /// arguments with literals are checked in the kernel.
     #[arg(long, value_name = "EXPR")]
     cond: Option<String>,
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    #[command(flatten)]
+    bp: BreakpointArgs,
+    /// Output format [default: pretty on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Stop after printing this many events.
+    #[arg(long, value_name = "N")]
+    max_hits: Option<u64>,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
     /// Resolve the probes and explain them (PCs, variables and their
     /// locations, capture plan, where the condition runs); attach nothing.
     #[arg(long)]
@@ -177,7 +417,7 @@ struct AttachArgs {
     #[arg(long, value_name = "PATH")]
     debug_file: Option<PathBuf>,
     /// Launch this command and trace it from its first instruction.
-    #[arg(last = true, value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pid", "binary"])]
     command: Vec<String>,
 }
 
@@ -204,42 +444,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(a) => {
             let a = *a;
-            let mut pids = a.pid;
+            let mut pids = a.bp.pid.clone();
             pids.dedup();
-            let target = match (pids.len(), a.binary, a.command.is_empty()) {
+            let target = match (pids.len(), &a.bp.binary, a.command.is_empty()) {
                 (1, _, _) => TargetSpec::Pid(pids[0]),
                 (2.., _, _) => TargetSpec::Pids(pids),
-                (_, Some(b), _) => TargetSpec::Binary(b),
+                (_, Some(b), _) => TargetSpec::Binary(b.clone()),
                 (_, None, false) => TargetSpec::Command(a.command),
                 (_, None, true) => anyhow::bail!(
                     "say what to trace: --pid PID, --binary PATH, or a command after `--` (see `probe attach --help`)"
                 ),
             };
-            let format = a.format.unwrap_or(if std::io::stdout().is_terminal() {
-                Format::Pretty
-            } else {
-                Format::Json
-            });
-            let limits = Limits {
-                max_depth: a.max_depth,
-                max_string: a.max_string,
-                max_elems: a.max_elems,
-                max_bytes: a.max_bytes,
-            };
             let opts = AttachOptions {
-                target,
-                funcs: a.funcs,
-                lines: a.lines,
-                addrs: a.addrs,
-                locals: a.capture.contains("locals"),
-                format,
+                format: a.format.unwrap_or(if std::io::stdout().is_terminal() {
+                    Format::Pretty
+                } else {
+                    Format::Json
+                }),
                 max_hits: a.max_hits,
                 duration: a.duration,
-                limits,
-                returns: a.returns,
-                stack: a.stack,
-                rate: a.rate,
-                cond: a.cond,
                 dry_run: a.dry_run,
                 cpu_budget: a.cpu_budget,
                 otlp: probe::otlp::Config::from_flags_and_env(a.otlp_endpoint, a.otlp_protocol),
@@ -247,6 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nice: a.nice,
                 follow: a.follow,
                 debug_file: a.debug_file,
+                ..a.bp.spec().options(target)
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -254,6 +478,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = rt.block_on(session::run(opts))?;
             eprint!("{summary}");
             Ok(ExitCode::from(summary.exit_code()))
+        }
+        Command::Daemon(d) => {
+            let mut policy = match &d.policy {
+                Some(p) => Policy::load(p)?,
+                None => Policy::default(),
+            };
+            if let Some(words) = d.redact {
+                policy.redact = Redactor::new(words);
+            }
+            let tls = match (d.tls_cert, d.tls_key, d.tls_client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(ServerTls {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                _ => None,
+            };
+            let opts = DaemonOptions {
+                listen: d.listen,
+                state_dir: d.state_dir,
+                history: d.history,
+                policy,
+                tls,
+            };
+            // Breakpoints run on threads of their own; the API needs little.
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(serve(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bp(BpCommand::Add {
+            daemon,
+            bp,
+            expires,
+        }) => {
+            let spec = bp.daemon_spec()?;
+            client(client::bp_add(&daemon.connect(), spec, expires))
+        }
+        Command::Bp(BpCommand::Rm { daemon, ids }) => {
+            client(client::bp_rm(&daemon.connect(), &ids))
+        }
+        Command::Bp(BpCommand::Ls { daemon, json }) => {
+            client(client::bp_ls(&daemon.connect(), json))
+        }
+        Command::Watch(w) => {
+            let spec = w.bp.daemon_spec()?;
+            client(client::watch(&w.daemon.connect(), spec, w.ttl, w.max_hits))
+        }
+        Command::Sessions { daemon, json } => client(client::sessions(&daemon.connect(), json)),
+        Command::History { daemon, bp, limit } => {
+            client(client::history(&daemon.connect(), bp, limit))
         }
         Command::Symbols { binary, pattern } => {
             let program = Program::open(&binary)?;

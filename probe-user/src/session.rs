@@ -4,6 +4,10 @@
 //! (params, uprobes) → ring buffer → decoder → output, until a stop condition
 //! (max hits, duration, Ctrl-C/SIGTERM, target exit), then a summary. The
 //! target is never stopped: uprobes run the BPF program inline and return.
+//!
+//! [`Resolved`] (specs → probes, conditions → kernel filters, loaded into a
+//! [`Kernel`]) and [`Renderer`] (ring record → shown hit) are the pipeline
+//! the daemon's breakpoints run too.
 
 use std::{
     io::Write,
@@ -387,109 +391,181 @@ fn lower_priority(nice: i32) {
     }
 }
 
-async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
-    // Address probes work on any ELF (raw registers without Go DWARF).
-    let only_addrs = opts.funcs.is_empty() && opts.lines.is_empty() && !opts.addrs.is_empty();
-    let opened = match Program::open_with(&target.exe, opts.debug_file.as_deref()) {
-        Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => {
-            Program::open_raw(&target.exe)
-        }
-        other => other,
-    };
-    let mut program = opened.map_err(|e| match e {
-        Error::NotElf { reason, .. } => Error::NotElf {
-            path: target.display.clone(),
-            reason,
-        },
-        Error::NotGo { .. } => Error::NotGo {
-            path: target.display.clone(),
-        },
-        Error::NoDwarf { go_version, .. } => Error::NoDwarf {
-            path: target.display.clone(),
-            go_version,
-        },
-        other => other,
-    })?;
-    if let Some(m) = program.missing() {
-        // A Go binary without DWARF: functions, lines and argument words
-        // from .gopclntab; say once what that leaves out.
-        if opts.cond.is_some() {
-            anyhow::bail!(
-                "--cond needs DWARF to know parameter names and types, and {} has none ({}); rebuild without -w/-s in -ldflags or pass its separate debug-info file with --debug-file",
-                target.display.display(),
-                program.binary.go_version.as_deref().unwrap_or("unknown Go")
-            );
-        }
-        if !opts.funcs.is_empty() || !opts.lines.is_empty() {
-            eprintln!("probe: note: {} has no {m}", target.display.display());
-        }
-    }
-    if let Some(f) = &program.debug_file {
-        eprintln!(
-            "probe: note: DWARF read from the separate debug-info file {}",
-            f.display()
-        );
-    }
-    let mut probes = vec![];
-    for f in &opts.funcs {
-        probes.extend(program.resolve(f, opts.limits).map_err(|e| match e {
-            Error::UnknownFunction { name, near, .. } => Error::UnknownFunction {
-                name,
+/// Probes resolved against one target, with their conditions: everything
+/// between a spec and the kernel. `probe attach` and each breakpoint of
+/// `probe daemon` build one, load it into a [`Kernel`] and render its events
+/// with a [`Renderer`].
+pub struct Resolved {
+    pub program: Program,
+    pub probes: Vec<ResolvedProbe>,
+    /// `pairs[i]`: the entry probe of return probe `i`.
+    pub pairs: Vec<Option<u32>>,
+    pub conds: Vec<Option<Condition>>,
+    /// Condition terms the kernel checks, per probe.
+    pub filters: Vec<Vec<(probe_common::Filter, String)>>,
+    /// Condition terms only userspace can check, per probe.
+    pub user_terms: Vec<Vec<String>>,
+}
+
+impl Resolved {
+    /// Opens the target's program and resolves every spec of `opts`; the
+    /// condition is type-checked against each probe before anything is attached.
+    pub fn new(opts: &AttachOptions, target: &Target) -> anyhow::Result<Self> {
+        // Address probes work on any ELF (raw registers without Go DWARF).
+        let only_addrs = opts.funcs.is_empty() && opts.lines.is_empty() && !opts.addrs.is_empty();
+        let opened = match Program::open_with(&target.exe, opts.debug_file.as_deref()) {
+            Err(Error::NoDwarf { .. } | Error::NotGo { .. }) if only_addrs => {
+                Program::open_raw(&target.exe)
+            }
+            other => other,
+        };
+        let mut program = opened.map_err(|e| match e {
+            Error::NotElf { reason, .. } => Error::NotElf {
                 path: target.display.clone(),
-                near,
+                reason,
+            },
+            Error::NotGo { .. } => Error::NotGo {
+                path: target.display.clone(),
+            },
+            Error::NoDwarf { go_version, .. } => Error::NoDwarf {
+                path: target.display.clone(),
+                go_version,
             },
             other => other,
-        })?);
+        })?;
+        if let Some(m) = program.missing() {
+            // A Go binary without DWARF: functions, lines and argument words
+            // from .gopclntab; say once what that leaves out.
+            if opts.cond.is_some() {
+                anyhow::bail!(
+                    "--cond needs DWARF to know parameter names and types, and {} has none ({}); rebuild without -w/-s in -ldflags or pass its separate debug-info file with --debug-file",
+                    target.display.display(),
+                    program.binary.go_version.as_deref().unwrap_or("unknown Go")
+                );
+            }
+            if !opts.funcs.is_empty() || !opts.lines.is_empty() {
+                eprintln!("probe: note: {} has no {m}", target.display.display());
+            }
+        }
+        if let Some(f) = &program.debug_file {
+            eprintln!(
+                "probe: note: DWARF read from the separate debug-info file {}",
+                f.display()
+            );
+        }
+        let mut probes = vec![];
+        for f in &opts.funcs {
+            probes.extend(program.resolve(f, opts.limits).map_err(|e| match e {
+                Error::UnknownFunction { name, near, .. } => Error::UnknownFunction {
+                    name,
+                    path: target.display.clone(),
+                    near,
+                },
+                other => other,
+            })?);
+        }
+        for l in &opts.lines {
+            probes.extend(program.resolve_line(l, opts.limits, opts.locals)?);
+        }
+        for a in &opts.addrs {
+            probes.push(program.resolve_addr(a, opts.limits, opts.locals)?);
+        }
+        // Return probes follow the entry probes; `pairs[i]` is the entry of probe i.
+        let mut pairs: Vec<Option<u32>> = vec![None; probes.len()];
+        if opts.returns {
+            for i in 0..probes.len() {
+                if probes[i].kind == "entry" {
+                    let r = program.resolve_returns(&probes[i])?;
+                    probes.push(r);
+                    pairs.push(Some(i as u32));
+                }
+            }
+        }
+        // Conditions: checked against each probe's variables before anything is
+        // attached; the terms the kernel can test go into its filters.
+        let mut conds: Vec<Option<Condition>> = vec![None; probes.len()];
+        let mut filters: Vec<Vec<(probe_common::Filter, String)>> = vec![vec![]; probes.len()];
+        let mut user_terms: Vec<Vec<String>> = vec![vec![]; probes.len()];
+        if let Some(src) = &opts.cond {
+            for (i, p) in probes.iter().enumerate() {
+                if p.kind == "return" {
+                    continue;
+                }
+                let c = Condition::new(src, &program.debug, &p.plan.params).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--cond for {} ({}): {e}\n    {src}\n    {:>width$}",
+                        p.spec,
+                        p.function.name,
+                        "^",
+                        width = e.col
+                    )
+                })?;
+                let (f, rest) = c.pushdown(&program.debug, &p.plan.params);
+                filters[i] = f;
+                user_terms[i] = rest;
+                conds[i] = Some(c);
+            }
+        }
+        Ok(Self {
+            program,
+            probes,
+            pairs,
+            conds,
+            filters,
+            user_terms,
+        })
     }
-    for l in &opts.lines {
-        probes.extend(program.resolve_line(l, opts.limits, opts.locals)?);
+
+    /// Loads the eBPF object, writes the type tables and every probe's
+    /// parameters, and attaches every probe site. Dropping the returned
+    /// [`Kernel`] detaches everything.
+    pub fn load(&mut self, opts: &AttachOptions, target: &Target) -> Result<Kernel, Error> {
+        self.program.load_runtime_types();
+        let program = &self.program;
+        let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
+        kernel.write_tables(&program.tables.types, &program.tables.rtypes)?;
+        if !target.pids.is_empty() {
+            kernel.set_pids(&target.pids)?;
+        }
+        for (id, p) in self.probes.iter().enumerate() {
+            let mut params = probe_params(p, program, opts, self.pairs[id]);
+            if !target.pids.is_empty() {
+                params.flags |= probe_common::PARAM_PID_FILTER;
+            }
+            params.n_filters = self.filters[id].len() as u32;
+            for (j, (f, _)) in self.filters[id].iter().enumerate() {
+                params.filters[j] = *f;
+            }
+            kernel.configure(id as u32, &params)?;
+        }
+        for (id, p) in self.probes.iter().enumerate() {
+            let mut sites = vec![p.file_offset];
+            sites.extend(p.more_sites.iter().map(|s| s.1));
+            for off in sites {
+                kernel.attach(id as u32, &target.exe, off, target.pid)?;
+            }
+        }
+        Ok(kernel)
     }
-    for a in &opts.addrs {
-        probes.push(program.resolve_addr(a, opts.limits, opts.locals)?);
-    }
+}
+
+async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summary> {
+    let mut resolved = Resolved::new(opts, target)?;
     if opts.locals && !opts.funcs.is_empty() {
         eprintln!("probe: note: locals are not live yet at a function's entry; use --line FILE:LINE to see them");
     }
-    // Return probes follow the entry probes; `pairs[i]` is the entry of probe i.
-    let mut pairs: Vec<Option<u32>> = vec![None; probes.len()];
-    if opts.returns {
-        for i in 0..probes.len() {
-            if probes[i].kind == "entry" {
-                let r = program.resolve_returns(&probes[i])?;
-                probes.push(r);
-                pairs.push(Some(i as u32));
-            }
-        }
-    }
-    // Conditions: checked against each probe's variables before anything is
-    // attached; the terms the kernel can test go into its filters.
-    let mut conds: Vec<Option<Condition>> = vec![None; probes.len()];
-    let mut filters: Vec<Vec<(probe_common::Filter, String)>> = vec![vec![]; probes.len()];
-    let mut user_terms: Vec<Vec<String>> = vec![vec![]; probes.len()];
-    if let Some(src) = &opts.cond {
-        for (i, p) in probes.iter().enumerate() {
-            if p.kind == "return" {
-                continue;
-            }
-            let c = Condition::new(src, &program.debug, &p.plan.params).map_err(|e| {
-                anyhow::anyhow!(
-                    "--cond for {} ({}): {e}\n    {src}\n    {:>width$}",
-                    p.spec,
-                    p.function.name,
-                    "^",
-                    width = e.col
-                )
-            })?;
-            let (f, rest) = c.pushdown(&program.debug, &p.plan.params);
-            filters[i] = f;
-            user_terms[i] = rest;
-            conds[i] = Some(c);
-        }
-    }
     if opts.dry_run {
+        let r = &resolved;
         print!(
             "{}",
-            dry_run(&probes, &pairs, &program, &conds, &filters, &user_terms)
+            dry_run(
+                &r.probes,
+                &r.pairs,
+                &r.program,
+                &r.conds,
+                &r.filters,
+                &r.user_terms
+            )
         );
         return Ok(Summary {
             reason: StopReason::DryRun,
@@ -501,36 +577,15 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             elapsed: Duration::ZERO,
         });
     }
-    program.load_runtime_types();
-
-    let mut kernel = Kernel::load(ENTRY_PROGRAM)?;
-    kernel.write_tables(&program.tables.types, &program.tables.rtypes)?;
-    if !target.pids.is_empty() {
-        kernel.set_pids(&target.pids)?;
-    }
-    for (id, p) in probes.iter().enumerate() {
-        let mut params = probe_params(p, &program, opts, pairs[id]);
-        if !target.pids.is_empty() {
-            params.flags |= probe_common::PARAM_PID_FILTER;
+    let mut kernel = match resolved.load(opts, target) {
+        Err(_) if target.exited() => {
+            anyhow::bail!(
+                "the target exited while probes were being attached; nothing is left attached"
+            )
         }
-        params.n_filters = filters[id].len() as u32;
-        for (j, (f, _)) in filters[id].iter().enumerate() {
-            params.filters[j] = *f;
-        }
-        kernel.configure(id as u32, &params)?;
-    }
-    for (id, p) in probes.iter().enumerate() {
-        let mut sites = vec![p.file_offset];
-        sites.extend(p.more_sites.iter().map(|s| s.1));
-        for off in sites {
-            if let Err(e) = kernel.attach(id as u32, &target.exe, off, target.pid) {
-                if target.exited() {
-                    anyhow::bail!("the target exited while probes were being attached; nothing is left attached");
-                }
-                return Err(e.into());
-            }
-        }
-    }
+        other => other?,
+    };
+    let (program, probes) = (&resolved.program, &resolved.probes);
     target.release();
     let who = match (target.pid, &opts.target) {
         (Some(pid), TargetSpec::Command(_)) => format!("launched pid {pid}"),
@@ -558,27 +613,15 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         let cfg = cfg.with_resource(
             opts.service_name.clone(),
             &service_default(&target.display),
-            resource(target, &program),
+            resource(target, program),
         );
         crate::otlp::Exporter::start(cfg)
     });
-    let error_results: Vec<Vec<String>> = probes
-        .iter()
-        .map(|p| {
-            p.plan
-                .params
-                .iter()
-                .filter(|v| decode::type_name(&program.debug, v.ty) == "error")
-                .map(|v| v.name.clone())
-                .collect()
-        })
-        .collect();
     let ring = kernel.take_events()?;
     // SAFETY: the ring buffer owns its fd and outlives the registration
     // (both are dropped together at the end of this function).
     let mut ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
-    let wall = monotonic_to_wall();
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -591,22 +634,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     let mut shown = vec![0u64; probes.len()];
     let mut suspended = false;
     let mut cpu_samples: std::collections::VecDeque<(Instant, Duration)> = Default::default();
-    let mut rd = Renderer {
-        probes: &probes,
-        program: &program,
-        conds: &conds,
-        pairs: &pairs,
-        wall,
-        format: opts.format,
-        matched: HashSet::new(),
-        cond_user: vec![0; probes.len()],
-        cond_unknown: vec![0; probes.len()],
-        exporter: exporter.as_ref(),
-        error_results: &error_results,
-        bytes: vec![0; probes.len()],
-        span_seq: 0,
-        debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
-    };
+    let mut rd = Renderer::new(&resolved, opts.format, exporter.as_ref());
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut total = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -841,7 +869,7 @@ fn symbolize(program: &Program, pcs: &[u64], bias: u64) -> Vec<crate::output::Fr
 }
 
 /// Turns ring-buffer records into output lines, applying conditions.
-struct Renderer<'a> {
+pub struct Renderer<'a> {
     probes: &'a [ResolvedProbe],
     program: &'a Program,
     conds: &'a [Option<Condition>],
@@ -854,7 +882,7 @@ struct Renderer<'a> {
     cond_unknown: Vec<u64>,
     exporter: Option<&'a crate::otlp::Exporter>,
     /// Per probe: the names of results of type `error`.
-    error_results: &'a [Vec<String>],
+    error_results: Vec<Vec<String>>,
     /// Event bytes received per probe.
     bytes: Vec<u64>,
     span_seq: u64,
@@ -862,9 +890,48 @@ struct Renderer<'a> {
     debug: bool,
 }
 
+impl<'a> Renderer<'a> {
+    /// A renderer for `r`'s probes (loaded, so runtime types are known).
+    pub fn new(
+        r: &'a Resolved,
+        format: Format,
+        exporter: Option<&'a crate::otlp::Exporter>,
+    ) -> Self {
+        let n = r.probes.len();
+        let error_results = r
+            .probes
+            .iter()
+            .map(|p| {
+                p.plan
+                    .params
+                    .iter()
+                    .filter(|v| decode::type_name(&r.program.debug, v.ty) == "error")
+                    .map(|v| v.name.clone())
+                    .collect()
+            })
+            .collect();
+        Renderer {
+            probes: &r.probes,
+            program: &r.program,
+            conds: &r.conds,
+            pairs: &r.pairs,
+            wall: monotonic_to_wall(),
+            format,
+            matched: HashSet::new(),
+            cond_user: vec![0; n],
+            cond_unknown: vec![0; n],
+            exporter,
+            error_results,
+            bytes: vec![0; n],
+            span_seq: 0,
+            debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
+        }
+    }
+}
+
 impl Renderer<'_> {
     /// Decodes one record; `None` when it is not shown.
-    fn render(&mut self, bytes: &[u8]) -> Option<(usize, String)> {
+    pub fn render(&mut self, bytes: &[u8]) -> Option<(usize, String)> {
         let mut ev = RawEvent::parse(bytes)?;
         // Linked vs runtime addresses differ by the load bias in a PIE.
         if let Some(p) = self.probes.get(ev.header.probe_id as usize) {

@@ -268,6 +268,19 @@ pub fn processes_running(exe: &Path, skip: &[u32]) -> Vec<u32> {
     out
 }
 
+/// When process `pid` started (clock ticks after boot, field 22 of
+/// /proc/PID/stat). With the pid it names one process, even once the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces and parentheses) comes field 3.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// `kill(pid, 0)`: ESRCH means gone; EPERM means it exists but is not ours.
 pub fn process_exists(pid: u32) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
@@ -368,4 +381,15 @@ fn launch_held(exe: &Path, argv: &[String], stdout_to_stderr: bool) -> Result<La
         gate: Some(write_end),
         status: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_time_names_this_process() {
+        let me = super::start_time(std::process::id()).expect("our own start time");
+        assert!(me > 0);
+        assert_eq!(super::start_time(std::process::id()), Some(me));
+        assert_eq!(super::start_time(u32::MAX), None);
+    }
 }

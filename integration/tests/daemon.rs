@@ -1,0 +1,894 @@
+//! `probe daemon` end to end: a real daemon and the real CLI over a unix
+//! socket in a temporary directory, real uprobes on a private copy of the
+//! Go `store` program (a copy, so `--binary` probes see only this test's
+//! processes). What is attached is checked against the kernel: the bpf
+//! links the daemon holds (`/proc/<daemon>/fdinfo/*` with `event_type:
+//! uprobe`), not only the daemon's own list.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use probe_integration::{finish, go_versions, probe_bin, testdata, Run, Target};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+const PUT: &str = "main.(*Store).Put";
+
+/// A test's private directory, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("probe-daemon-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// A private copy of `store` built with the newest Go of the run.
+    fn store_copy(&self) -> PathBuf {
+        let v = go_versions().last().unwrap().clone();
+        let dst = self.0.join("store");
+        std::fs::copy(testdata(&v, "store"), &dst).unwrap();
+        dst
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `probe daemon` whose stderr is collected.
+struct Daemon {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+    /// Environment of client commands (e.g. their TLS files).
+    env: Vec<(String, PathBuf)>,
+}
+
+impl Daemon {
+    /// A daemon on a unix socket in `dir`, its state in `dir/state`.
+    fn start(dir: &Path) -> Self {
+        let addr = format!("unix:{}", dir.join("probe.sock").display());
+        Self::start_with(dir, &["--listen", &addr])
+    }
+
+    /// A daemon with these extra arguments; its address is read from its log.
+    fn start_with(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(probe_bin())
+            .arg("daemon")
+            .args(args)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start probe daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (err, l) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut d = Daemon {
+            child,
+            addr: String::new(),
+            log,
+            env: vec![],
+        };
+        d.wait("the daemon to listen", Duration::from_secs(20), || {
+            d.log().contains("listening on")
+        });
+        let log = d.log();
+        let at = log.split("listening on ").nth(1).unwrap();
+        d.addr = at.split_whitespace().next().unwrap().to_owned();
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// `probe ARGS` as a client of this daemon, stdout piped.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(probe_bin());
+        c.args(args)
+            .env("PROBE_DAEMON", &self.addr)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(Stdio::null()).stdout(Stdio::piped());
+        c
+    }
+
+    /// Runs a client command against this daemon.
+    fn cli(&self, args: &[&str]) -> Run {
+        finish(
+            self.command(args)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start probe"),
+            T,
+        )
+    }
+
+    /// `probe bp ls --json`.
+    fn breakpoints(&self) -> Vec<Value> {
+        let r = self.cli(&["bp", "ls", "--json"]);
+        assert!(r.status.success(), "bp ls: {}", r.stderr);
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn sessions(&self) -> Vec<Value> {
+        let r = self.cli(&["sessions", "--json"]);
+        assert!(r.status.success(), "sessions: {}", r.stderr);
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// `probe history` of one breakpoint.
+    fn history(&self, bp: &str, limit: u32) -> Vec<Value> {
+        let r = self.cli(&["history", "--bp", bp, "--limit", &limit.to_string()]);
+        assert!(r.status.success(), "history: {}", r.stderr);
+        r.events
+    }
+
+    /// The uprobes this daemon has attached, as the kernel reports them:
+    /// (file, offset) of every bpf link of event type uprobe it holds.
+    fn uprobes(&self) -> Vec<(String, String)> {
+        kernel_uprobes(self.pid())
+    }
+
+    /// Polls `cond` every 50 ms until it holds, failing after `timeout`.
+    fn wait(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}\n--- daemon log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child; SIGTERM detaches everything.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+}
+
+/// Every uprobe bpf link process `pid` holds, from the kernel's fdinfo.
+fn kernel_uprobes(pid: u32) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(info) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()))
+        };
+        if field("event_type:").as_deref() == Some("uprobe") {
+            out.push((
+                field("name:").unwrap_or_default(),
+                field("offset:").unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+/// The counter N of a Put hit: `s.puts` (its `key` is redacted).
+fn n_of(ev: &Value) -> u64 {
+    ev["args"]["s"]["puts"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no s.puts: {ev}"))
+}
+
+/// One of this test's Put hits, checked against what the program passed.
+fn check_put(ev: &Value, pids: &[u32]) {
+    assert_eq!(ev["probe"], PUT, "{ev}");
+    assert_eq!(ev["kind"], "entry");
+    assert!(
+        pids.contains(&(ev["pid"].as_u64().unwrap() as u32)),
+        "a hit from another process: {ev}"
+    );
+    // "key" is a secret-like name: redacted by default, in events and history alike.
+    assert_eq!(
+        ev["args"]["key"],
+        serde_json::json!({"@redacted": "key"}),
+        "{ev}"
+    );
+    let n = n_of(ev);
+    assert_eq!(
+        ev["args"]["val"],
+        serde_json::json!([n % 256, (n + 1) % 256, (n + 2) % 256]),
+        "{ev}"
+    );
+    assert_eq!(ev["args"]["s"]["name"], "main-store", "{ev}");
+}
+
+/// A `probe watch` client whose stdout lines are collected.
+struct Watch {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Watch {
+    fn start(d: &Daemon, args: &[&str]) -> Self {
+        let args: Vec<&str> = ["watch"].iter().chain(args).copied().collect();
+        let mut child = d
+            .command(&args)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start probe watch");
+        let lines = Arc::new(Mutex::new(vec![]));
+        let (out, l) = (child.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Watch { child, lines }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_streams_hits_and_a_sigkilled_client_is_detached_after_its_ttl() {
+    let dir = Dir::new("watch");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    assert!(d.uprobes().is_empty());
+    let ttl = Duration::from_secs(4);
+    let mut w = Watch::start(
+        &d,
+        &[
+            "--binary",
+            exe.to_str().unwrap(),
+            "--func",
+            PUT,
+            "--ttl",
+            "4s",
+        ],
+    );
+    d.wait("hits through probe watch", T, || w.events().len() >= 5);
+    for ev in w.events() {
+        check_put(&ev, &[target.pid()]);
+    }
+    // Consecutive calls, in order, none lost on the way.
+    let ns: Vec<u64> = w.events().iter().map(n_of).collect();
+    assert!(ns.windows(2).all(|p| p[1] == p[0] + 1), "{ns:?}");
+    let probes = d.uprobes();
+    assert_eq!(probes.len(), 1, "one uprobe in the kernel: {probes:?}");
+    assert_eq!(probes[0].0, exe.to_str().unwrap());
+    let s = d.sessions();
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0]["connected"], true);
+    assert_eq!(s[0]["ttl_ms"], 4000);
+    assert_eq!(s[0]["breakpoints"].as_array().unwrap().len(), 1);
+
+    // The client dies without a word: the breakpoint outlives it by the TTL
+    // (it might reconnect), then the kernel has no uprobe of it left.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let killed = Instant::now();
+    d.wait("the session to be seen as disconnected", T, || {
+        d.sessions()
+            .first()
+            .is_some_and(|s| s["connected"] == false)
+    });
+    if killed.elapsed() < ttl - Duration::from_millis(1500) {
+        assert_eq!(d.uprobes().len(), 1, "detached before the TTL\n{}", d.log());
+    }
+    d.wait(
+        "the uprobe to be detached after the TTL",
+        ttl + Duration::from_secs(10),
+        || d.uprobes().is_empty(),
+    );
+    assert!(
+        killed.elapsed() >= ttl - Duration::from_millis(300),
+        "detached after {:?}, before the TTL of {ttl:?}",
+        killed.elapsed()
+    );
+    assert!(d.breakpoints().is_empty());
+    assert!(d.sessions().is_empty());
+    assert!(d.log().contains("expired"), "{}", d.log());
+    // The target never noticed.
+    let before = target.ticks.lock().unwrap().len();
+    target.wait_ticks(before + 3, Duration::from_secs(10));
+}
+
+#[test]
+fn sigterm_stops_the_daemon_promptly_even_with_a_session_open() {
+    let dir = Dir::new("sigterm");
+    let exe = dir.store_copy();
+    let _target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let mut d = Daemon::start(&dir.0);
+    let mut w = Watch::start(&d, &["--binary", exe.to_str().unwrap(), "--func", PUT]);
+    d.wait("hits", T, || !w.events().is_empty());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "the daemon is still running 8 s after SIGTERM\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    assert!(d.log().contains("bp-1: detached"), "{}", d.log());
+    // The client is told, and exits.
+    let s = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "probe watch outlived its daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!s.success());
+}
+
+#[test]
+fn a_client_that_does_not_read_loses_events_counted_not_daemon_memory() {
+    let dir = Dir::new("slow");
+    let exe = dir.store_copy();
+    let _target = Target::spawn(&exe, &["-interval", "1ms"]);
+    let d = Daemon::start(&dir.0);
+    // Its stdout is a pipe nobody reads: the client stops reading its
+    // stream, the connection's flow control stops the daemon's sends, and
+    // the session's bounded queue overflows.
+    let args = [
+        "watch",
+        "--binary",
+        exe.to_str().unwrap(),
+        "--func",
+        PUT,
+        "--ttl",
+        "60s",
+    ];
+    let mut w = d.command(&args).stderr(Stdio::null()).spawn().unwrap();
+    d.wait("events dropped for the slow session", T, || {
+        d.sessions()
+            .first()
+            .is_some_and(|s| s["dropped"].as_u64() > Some(0))
+    });
+    // The breakpoint itself is unaffected: it keeps collecting into the history.
+    let hits = d.breakpoints()[0]["hits"].as_u64().unwrap();
+    d.wait("more hits", T, || {
+        d.breakpoints()[0]["hits"].as_u64().unwrap() > hits + 100
+    });
+    let rss_kib = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = rss_kib(d.pid());
+    d.wait("more dropped events", T, || {
+        d.sessions()[0]["dropped"].as_u64().unwrap() > 2000
+    });
+    let after = rss_kib(d.pid());
+    assert!(
+        after < before + 64 * 1024,
+        "the daemon grew from {before} KiB to {after} KiB while the client did not read"
+    );
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+#[test]
+fn a_clean_watch_exit_detaches_at_once_and_max_hits_stops_it() {
+    let dir = Dir::new("clean");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let pid = target.pid().to_string();
+    let r = d.cli(&[
+        "watch",
+        "--pid",
+        &pid,
+        "--func",
+        PUT,
+        "--max-hits",
+        "3",
+        "--cond",
+        "key != \"k1\"",
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.events.len(), 3, "{}", r.stdout);
+    for ev in &r.events {
+        check_put(ev, &[target.pid()]);
+    }
+    // Removed on the way out, not after the 30 s default TTL.
+    d.wait(
+        "the breakpoint to be removed",
+        Duration::from_secs(5),
+        || d.uprobes().is_empty() && d.breakpoints().is_empty(),
+    );
+}
+
+#[test]
+fn a_sigkilled_daemon_restarts_with_the_same_breakpoints_and_its_history() {
+    let dir = Dir::new("restart");
+    let exe = dir.store_copy();
+    let exe_s = exe.to_str().unwrap();
+    let first = Target::spawn(&exe, &["-interval", "20ms"]);
+    let mut d = Daemon::start(&dir.0);
+
+    let ok = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(ok.status.success(), "{}\n{}", ok.stdout, ok.stderr);
+    assert!(ok.stdout.starts_with("bp-1\tattached"), "{}", ok.stdout);
+    // A breakpoint that cannot be resolved reports why, as its own status…
+    let bad = d.cli(&["bp", "add", "--binary", exe_s, "--func", "main.NoSuchFunc"]);
+    assert!(!bad.status.success());
+    assert!(
+        bad.stdout.contains("bp-2\terror") && bad.stdout.contains("unknown_function"),
+        "{}",
+        bad.stdout
+    );
+    // …and never stops the others: bp-1 keeps collecting.
+    d.wait("hits of bp-1 in the history", T, || {
+        d.history("bp-1", 1000).len() >= 5
+    });
+    let bps = d.breakpoints();
+    assert_eq!(bps.len(), 2, "{bps:?}");
+    assert_eq!(
+        (bps[0]["id"].as_str(), bps[0]["state"].as_str()),
+        (Some("bp-1"), Some("attached"))
+    );
+    assert_eq!(
+        (
+            bps[1]["id"].as_str(),
+            bps[1]["state"].as_str(),
+            bps[1]["error_kind"].as_str()
+        ),
+        (Some("bp-2"), Some("error"), Some("unknown_function"))
+    );
+    assert!(bps[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("main.NoSuchFunc"));
+    let probes = d.uprobes();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    let before: Vec<Value> = d.history("bp-1", 1000);
+    for ev in &before {
+        check_put(ev, &[first.pid()]);
+        assert_eq!(ev["bp"], "bp-1");
+    }
+
+    // SIGKILL: no chance to clean up. The kernel drops the links with the process.
+    d.kill9();
+    // A process of the binary started while no daemon runs is traced after the restart.
+    let second = Target::spawn(&exe, &["-interval", "20ms"]);
+    let restarted_at = Instant::now();
+    let d = Daemon::start(&dir.0);
+    // Both are resolved again, each on its own; bp-2 fails the same way.
+    d.wait("bp-1 attached again and bp-2 failed again", T, || {
+        let b = d.breakpoints();
+        b.iter()
+            .any(|b| b["id"] == "bp-1" && b["state"] == "attached")
+            && b.iter()
+                .any(|b| b["id"] == "bp-2" && b["state"] != "pending")
+    });
+    let after = d.uprobes();
+    assert_eq!(
+        after, probes,
+        "the same uprobe, in the kernel, after the restart"
+    );
+    let bps = d.breakpoints();
+    assert_eq!(bps.len(), 2, "{bps:?}");
+    assert_eq!(
+        bps[1]["state"], "error",
+        "bp-2 is retried and fails the same way: {bps:?}"
+    );
+    // New hits arrive, from both processes, and the old ones are still there.
+    d.wait("hits from both processes after the restart", T, || {
+        let h = d.history("bp-1", 1000);
+        let pids: Vec<u64> = h
+            .iter()
+            .skip(before.len())
+            .filter_map(|e| e["pid"].as_u64())
+            .collect();
+        pids.contains(&(first.pid() as u64)) && pids.contains(&(second.pid() as u64))
+    });
+    let h = d.history("bp-1", 1000);
+    for ev in &h {
+        check_put(ev, &[first.pid(), second.pid()]);
+    }
+    let old_times: Vec<&str> = before.iter().map(|e| e["time"].as_str().unwrap()).collect();
+    assert!(
+        old_times.iter().all(|t| h.iter().any(|e| e["time"] == *t)),
+        "hits from before the kill are kept"
+    );
+    assert!(restarted_at.elapsed() < T);
+    // `--limit` returns the most recent hits, oldest first.
+    let last3 = d.history("bp-1", 3);
+    assert_eq!(last3.len(), 3);
+    assert!(last3
+        .windows(2)
+        .all(|w| w[0]["time"].as_str() <= w[1]["time"].as_str()));
+
+    // Removing detaches it in the kernel, and it stays removed.
+    let rm = d.cli(&["bp", "rm", "bp-1"]);
+    assert!(rm.status.success(), "{}", rm.stderr);
+    d.wait("bp-1 detached", Duration::from_secs(5), || {
+        d.uprobes().is_empty()
+    });
+    let rm_again = d.cli(&["bp", "rm", "bp-1"]);
+    assert!(
+        !rm_again.status.success() && rm_again.stderr.contains("no breakpoint bp-1"),
+        "{}",
+        rm_again.stderr
+    );
+    drop(d);
+    let d = Daemon::start(&dir.0);
+    let ids: Vec<Value> = d.breakpoints().iter().map(|b| b["id"].clone()).collect();
+    assert_eq!(ids, vec![Value::from("bp-2")]);
+    // Ids are never reused.
+    let next = d.cli(&[
+        "bp",
+        "add",
+        "--pid",
+        &first.pid().to_string(),
+        "--func",
+        PUT,
+    ]);
+    assert!(next.stdout.starts_with("bp-3\t"), "{}", next.stdout);
+}
+
+#[test]
+fn a_breakpoint_with_an_expiry_is_detached_when_it_expires() {
+    let dir = Dir::new("expiry");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let pid = target.pid().to_string();
+    // The expiry counts from the request (not from the answer, which waits for the attach).
+    let added = Instant::now();
+    let r = d.cli(&["bp", "add", "--pid", &pid, "--func", PUT, "--expires", "3s"]);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(d.uprobes().len(), 1);
+    let bps = d.breakpoints();
+    assert!(bps[0]["expires_at_ms"].as_u64().unwrap() > 0);
+    d.wait("the breakpoint to expire", Duration::from_secs(15), || {
+        d.uprobes().is_empty()
+    });
+    assert!(
+        added.elapsed() >= Duration::from_millis(2950),
+        "expired early: {:?}",
+        added.elapsed()
+    );
+    assert!(d.breakpoints().is_empty());
+    // Its hits stay in the history.
+    assert!(!d.history("bp-1", 10).is_empty());
+}
+
+#[test]
+fn a_breakpoint_on_a_process_that_exits_is_reported_detached() {
+    let dir = Dir::new("exit");
+    let exe = dir.store_copy();
+    let mut target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let pid = target.pid().to_string();
+    assert!(d
+        .cli(&["bp", "add", "--pid", &pid, "--func", PUT])
+        .status
+        .success());
+    target.child.kill().unwrap();
+    target.child.wait().unwrap();
+    d.wait("the breakpoint to be detached", T, || {
+        d.breakpoints()
+            .first()
+            .is_some_and(|b| b["state"] == "detached")
+    });
+    assert!(d.uprobes().is_empty());
+    let b = &d.breakpoints()[0];
+    assert!(b["error"].as_str().unwrap().contains("exited"), "{b}");
+    // A pid that does not exist is an error with its kind.
+    let r = d.cli(&["bp", "add", "--pid", &pid, "--func", PUT]);
+    assert!(
+        !r.status.success() && r.stdout.contains("no_such_process"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn clients_say_clearly_when_no_daemon_listens() {
+    let dir = Dir::new("nodaemon");
+    let addr = format!("unix:{}", dir.0.join("none.sock").display());
+    let r = probe_integration::probe(&["bp", "ls", "--daemon", &addr], T);
+    assert!(!r.status.success());
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot reach the probe daemon at {addr}: is `probe daemon` running?"
+        )),
+        "{}",
+        r.stderr
+    );
+    let r = probe_integration::probe(&["watch", "--daemon", &addr, "--func", PUT], T);
+    assert!(
+        !r.status.success() && r.stderr.contains("--pid PID or --binary PATH"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A CA, and PEM files of certificates it signed, in `dir`.
+struct Pki {
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "probe test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki {
+            ca,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Writes NAME.pem and NAME.key: a certificate with subject CN `cn` and these SANs.
+    fn issue(&self, name: &str, cn: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    /// Client environment for `probe` as this certificate's holder.
+    fn client_env(&self, cert: Option<(PathBuf, PathBuf)>) -> Vec<(String, PathBuf)> {
+        let mut env = vec![("PROBE_TLS_CA".to_owned(), self.dir.join("ca.pem"))];
+        if let Some((c, k)) = cert {
+            env.push(("PROBE_TLS_CERT".to_owned(), c));
+            env.push(("PROBE_TLS_KEY".to_owned(), k));
+        }
+        env
+    }
+}
+
+#[test]
+fn mtls_identities_are_held_to_the_policy_and_secrets_are_redacted() {
+    let dir = Dir::new("mtls");
+    let exe = dir.store_copy();
+    let exe_s = exe.to_str().unwrap();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let pki = Pki::new(&dir.0);
+    let (cert, key) = pki.issue("daemon", "probe daemon", &["localhost", "127.0.0.1"]);
+    let alice = pki.issue("alice", "alice", &["alice.example"]);
+    // Known to the policy by a SAN only: identities are CN, then SANs.
+    let ops = pki.issue("ops", "someone", &["ops.example"]);
+    let mallory = pki.issue("mallory", "mallory", &[]);
+    let policy = dir.0.join("policy.json");
+    let p = serde_json::json!({
+        "identities": {
+            "alice": { "binaries": [format!("{}/*", dir.0.display())], "locals": false, "max_bytes": 4096 },
+            "ops.example": { "uids": [0] }
+        },
+        "redact": ["ttl"]
+    });
+    std::fs::write(&policy, p.to_string()).unwrap();
+    let mut d = Daemon::start_with(
+        &dir.0,
+        &[
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--tls-client-ca",
+            dir.0.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(d.addr.starts_with("tcp:127.0.0.1:"), "{}", d.addr);
+    assert!(d.log().contains("with mTLS"), "{}", d.log());
+
+    d.env = pki.client_env(Some(alice.clone()));
+    let ok = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe_s,
+        "--func",
+        PUT,
+        "--max-bytes",
+        "4096",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}\n{}\n{}",
+        ok.stdout,
+        ok.stderr,
+        d.log()
+    );
+    d.wait("alice's hits", T, || !d.history("bp-1", 10).is_empty());
+    let ev = &d.history("bp-1", 1)[0];
+    // The policy's own redact list: ttl is hidden, key is not.
+    assert_eq!(
+        ev["args"]["ttl"],
+        serde_json::json!({"@redacted": "ttl"}),
+        "{ev}"
+    );
+    assert_eq!(ev["args"]["key"], format!("k{}", n_of(ev)), "{ev}");
+    assert_eq!(d.breakpoints()[0]["state"], "attached");
+    // What alice's rule does not grant is refused, with why, before anything is attached.
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe_s,
+        "--func",
+        PUT,
+        "--capture",
+        "args,locals",
+        "--max-bytes",
+        "4096",
+    ]);
+    assert!(
+        !r.status.success() && r.stderr.contains("does not let alice capture locals"),
+        "{}",
+        r.stderr
+    );
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(
+        !r.status.success() && r.stderr.contains("more than 4096 bytes"),
+        "{}",
+        r.stderr
+    );
+    let other = testdata(go_versions().last().unwrap(), "store");
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        other.to_str().unwrap(),
+        "--func",
+        PUT,
+        "--max-bytes",
+        "4096",
+    ]);
+    assert!(
+        !r.status.success() && r.stderr.contains("does not let alice probe"),
+        "{}",
+        r.stderr
+    );
+
+    // ops (by its SAN) is limited to uid 0: a --binary is refused, a root pid is fine.
+    d.env = pki.client_env(Some(ops));
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(
+        !r.status.success() && r.stderr.contains("name a --pid"),
+        "{}",
+        r.stderr
+    );
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--pid",
+        &target.pid().to_string(),
+        "--func",
+        PUT,
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+
+    // An identity the policy does not name may do nothing, not even remove alice's breakpoint.
+    d.env = pki.client_env(Some(mallory));
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(
+        !r.status.success() && r.stderr.contains("the policy grants \"mallory\" nothing"),
+        "{}",
+        r.stderr
+    );
+    let r = d.cli(&["bp", "rm", "bp-1"]);
+    assert!(
+        !r.status.success() && r.stderr.contains("bp-1 belongs to \"alice\""),
+        "{}",
+        r.stderr
+    );
+
+    // No client certificate: no connection at all.
+    d.env = pki.client_env(None);
+    let r = d.cli(&["bp", "ls"]);
+    assert!(!r.status.success(), "{}", r.stdout);
+    // Nor plain TCP.
+    d.env = vec![];
+    let r = d.cli(&["bp", "ls"]);
+    assert!(!r.status.success(), "{}", r.stdout);
+
+    let bps = {
+        d.env = pki.client_env(Some(alice));
+        d.breakpoints()
+    };
+    let owners: Vec<&str> = bps.iter().map(|b| b["owner"].as_str().unwrap()).collect();
+    assert_eq!(owners, ["alice", "ops.example"]);
+    assert_eq!(d.uprobes().len(), 2, "{}", d.log());
+}

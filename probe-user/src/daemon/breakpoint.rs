@@ -1,0 +1,361 @@
+//! One breakpoint of the daemon: a spec resolved against its target and
+//! loaded into a [`Kernel`] of its own (its own BPF object, maps and ring
+//! buffer), driven by a thread of its own.
+//!
+//! Why a thread and a kernel object per breakpoint: resolving reads DWARF
+//! (blocking, sometimes seconds) and must not stall the daemon's other
+//! breakpoints or its API; and a breakpoint that fails (unknown function,
+//! process gone, verifier) fails alone, recorded as its status with an error
+//! kind, while the others keep running. Removing a breakpoint sets its stop
+//! flag; the thread drops its `Kernel`, which detaches every uprobe.
+//!
+//! The per-event pipeline (ring buffer → decode → condition → JSON `Hit`)
+//! is `probe attach`'s own: [`Resolved`] and [`Renderer`].
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{broadcast, watch};
+
+use super::{
+    policy::Redactor,
+    proto::{BreakpointInfo, BreakpointSpec, Event},
+    store::Store,
+};
+use crate::{
+    capture::Limits,
+    output::Format,
+    session::{AttachOptions, Renderer, Resolved},
+    target::{Target, TargetSpec},
+};
+
+/// Events buffered per breakpoint for its subscribers; a subscriber that
+/// falls further behind loses the oldest and is told how many.
+const EVENT_BUFFER: usize = 1024;
+
+/// Where a breakpoint is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Being resolved and attached.
+    Pending,
+    /// `probes` probes attached to `target`.
+    Attached { probes: u32, target: String },
+    /// It could not be attached; nothing of it is in the kernel.
+    Error { kind: &'static str, message: String },
+    /// It was attached and is no more (its process exited, or it was removed).
+    Detached { why: String },
+}
+
+/// A running breakpoint.
+pub struct Breakpoint {
+    pub id: String,
+    pub spec: BreakpointSpec,
+    /// The owning session, if any.
+    pub session: Option<String>,
+    /// Unix milliseconds; 0: no expiry.
+    pub expires_at_ms: u64,
+    pub created_ms: u64,
+    /// The identity that added it.
+    pub owner: String,
+    pub state: watch::Receiver<State>,
+    pub hits: Arc<AtomicU64>,
+    /// Every shown hit, for the sessions following this breakpoint.
+    pub events: broadcast::Sender<Arc<Event>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl BreakpointSpec {
+    /// The daemon's options for this spec: it must name a pid or a binary.
+    pub fn to_options(&self) -> Result<AttachOptions, String> {
+        let target = match (self.pid, self.binary.is_empty()) {
+            (0, false) => TargetSpec::Binary(self.binary.clone().into()),
+            (pid, true) if pid != 0 => TargetSpec::Pid(pid),
+            (0, true) => {
+                return Err("a breakpoint needs a target: --binary PATH or --pid PID".into())
+            }
+            _ => return Err("--binary and --pid exclude each other".into()),
+        };
+        if self.funcs.is_empty() && self.lines.is_empty() && self.addrs.is_empty() {
+            return Err("a breakpoint needs something to probe: --func, --line or --addr".into());
+        }
+        Ok(self.options(target))
+    }
+
+    /// The `probe attach` options this spec stands for, on `target` (JSON
+    /// output, no stop condition; `probe attach` sets its own).
+    pub fn options(&self, target: TargetSpec) -> AttachOptions {
+        let d = Limits::default();
+        let or = |v: u32, def: u32| if v == 0 { def } else { v };
+        AttachOptions {
+            target,
+            funcs: self.funcs.clone(),
+            lines: self.lines.clone(),
+            addrs: self.addrs.clone(),
+            locals: self.locals,
+            format: Format::Json,
+            max_hits: None,
+            duration: None,
+            limits: Limits {
+                max_depth: or(self.max_depth, d.max_depth),
+                max_string: or(self.max_string, d.max_string),
+                max_elems: or(self.max_elems, d.max_elems),
+                max_bytes: or(self.max_bytes, d.max_bytes)
+                    .clamp(64, probe_common::DATA_BYTES as u32),
+            },
+            returns: self.returns,
+            stack: self.stack,
+            rate: (self.rate != 0).then_some(self.rate),
+            cond: (!self.cond.is_empty()).then(|| self.cond.clone()),
+            dry_run: false,
+            cpu_budget: 100.0,
+            otlp: None,
+            service_name: None,
+            // The daemon's own priority is its operator's business.
+            nice: 0,
+            follow: false,
+            debug_file: None,
+        }
+    }
+
+    /// A short description: the probed functions, lines and addresses.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.funcs.clone();
+        parts.extend(self.lines.iter().cloned());
+        parts.extend(self.addrs.iter().cloned());
+        let mut s = parts.join(",");
+        if !self.cond.is_empty() {
+            s.push_str(&format!(" if {}", self.cond));
+        }
+        s
+    }
+}
+
+impl Breakpoint {
+    /// Starts resolving and attaching `info.spec` in a thread of its own;
+    /// its hits are redacted by `redact` before anyone sees or stores them.
+    pub fn start(info: BreakpointInfo, store: Arc<Store>, redact: Redactor) -> Self {
+        let BreakpointInfo {
+            id,
+            spec,
+            session,
+            expires_at_ms,
+            created_ms,
+            owner,
+            ..
+        } = info;
+        let spec = spec.unwrap_or_default();
+        let session = (!session.is_empty()).then_some(session);
+        let (state_tx, state) = watch::channel(State::Pending);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicU64::new(0));
+        let run = Runner {
+            id: id.clone(),
+            spec: spec.clone(),
+            state: state_tx,
+            events: events.clone(),
+            stop: stop.clone(),
+            hits: hits.clone(),
+            store,
+            redact,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("probe-{id}"))
+            .spawn(move || run.run())
+            .ok();
+        Self {
+            id,
+            spec,
+            session,
+            expires_at_ms,
+            created_ms,
+            owner,
+            state,
+            hits,
+            events,
+            stop,
+            thread,
+        }
+    }
+
+    /// Its public description and status.
+    pub fn info(&self) -> BreakpointInfo {
+        let mut i = BreakpointInfo {
+            id: self.id.clone(),
+            spec: Some(self.spec.clone()),
+            session: self.session.clone().unwrap_or_default(),
+            expires_at_ms: self.expires_at_ms,
+            hits: self.hits.load(Ordering::Relaxed),
+            created_ms: self.created_ms,
+            owner: self.owner.clone(),
+            ..Default::default()
+        };
+        match &*self.state.borrow() {
+            State::Pending => i.state = "pending".into(),
+            State::Attached { probes, target } => {
+                i.state = "attached".into();
+                i.probes = *probes;
+                i.target = target.clone();
+            }
+            State::Error { kind, message } => {
+                i.state = "error".into();
+                i.error_kind = (*kind).into();
+                i.error = message.clone();
+            }
+            State::Detached { why } => {
+                i.state = "detached".into();
+                i.error_kind = "detached".into();
+                i.error = why.clone();
+            }
+        }
+        i
+    }
+}
+
+impl Drop for Breakpoint {
+    /// Detaches: the thread sees the flag within one drain period and drops
+    /// its kernel objects. Not joined here (this may run on the async
+    /// runtime); the daemon's shutdown joins through [`Breakpoint::join`].
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Breakpoint {
+    /// Stops it and waits until its uprobes are detached.
+    pub fn join(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The breakpoint's thread.
+struct Runner {
+    id: String,
+    spec: BreakpointSpec,
+    state: watch::Sender<State>,
+    events: broadcast::Sender<Arc<Event>>,
+    stop: Arc<AtomicBool>,
+    hits: Arc<AtomicU64>,
+    store: Arc<Store>,
+    redact: Redactor,
+}
+
+impl Runner {
+    fn run(self) {
+        let fail = |kind: &'static str, message: String| {
+            eprintln!("probe daemon: {}: {kind}: {message}", self.id);
+            self.state.send_replace(State::Error { kind, message });
+        };
+        let opts = match self.spec.to_options() {
+            Ok(o) => o,
+            Err(e) => return fail("invalid", e),
+        };
+        if self.spec.pid != 0
+            && self.spec.pid_start != 0
+            && crate::target::start_time(self.spec.pid) != Some(self.spec.pid_start)
+        {
+            let e = crate::Error::NoSuchPid { pid: self.spec.pid };
+            return fail(
+                e.kind(),
+                format!("{e} (the process it was added for has exited)"),
+            );
+        }
+        let attached = (|| -> anyhow::Result<_> {
+            let target = Target::resolve(&opts.target, true)?;
+            let mut resolved = Resolved::new(&opts, &target)?;
+            let kernel = resolved.load(&opts, &target)?;
+            Ok((target, resolved, kernel))
+        })();
+        let (mut target, resolved, mut kernel) = match attached {
+            Ok(a) => a,
+            Err(e) => {
+                let kind = e
+                    .downcast_ref::<crate::Error>()
+                    .map_or("invalid", crate::Error::kind);
+                return fail(kind, format!("{e:#}"));
+            }
+        };
+        let mut ring = match kernel.take_events() {
+            Ok(r) => r,
+            Err(e) => return fail(e.kind(), e.to_string()),
+        };
+        let who = match target.pid {
+            Some(pid) => format!("pid {pid}"),
+            None => "every process running it".into(),
+        };
+        let desc = format!(
+            "{} ({}, {who})",
+            target.display.display(),
+            resolved
+                .program
+                .binary
+                .go_version
+                .as_deref()
+                .unwrap_or("unknown Go")
+        );
+        eprintln!(
+            "probe daemon: {}: attached {} probe(s) to {desc}",
+            self.id,
+            resolved.probes.len()
+        );
+        self.state.send_replace(State::Attached {
+            probes: resolved.probes.len() as u32,
+            target: desc,
+        });
+        let mut rd = Renderer::new(&resolved, Format::Json, None);
+        let mut checked = Instant::now();
+        let mut why = "removed".to_owned();
+        // The kernel submits without waking readers (see probe-ebpf): poll
+        // the ring every 10 ms, as `probe attach` does.
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+            while let Some(item) = ring.next() {
+                let Some((_, mut line)) = rd.render(&item) else {
+                    continue;
+                };
+                drop(item);
+                line.truncate(line.trim_end().len());
+                let line = self.redact.line(line);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.store.append(&self.id, &line) {
+                    eprintln!("probe daemon: {}: history: {e}", self.id);
+                }
+                // No subscriber is fine: the hit is in the history.
+                let _ = self.events.send(Arc::new(Event {
+                    bp_id: self.id.clone(),
+                    json: line,
+                }));
+            }
+            if checked.elapsed() >= Duration::from_millis(200) {
+                checked = Instant::now();
+                if target.exited() {
+                    why = "the target process exited".into();
+                    break;
+                }
+            }
+        }
+        drop(rd);
+        drop(ring);
+        drop(kernel); // detaches every uprobe
+        eprintln!("probe daemon: {}: detached ({why})", self.id);
+        self.state.send_replace(State::Detached { why });
+    }
+}
