@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use probe_integration::{finish, go_versions, hit_number, probe, testdata, PrivateCopy, Target};
+use probe_integration::{
+    finish, go_versions, hit_number, leftover_programs, probe, probe_programs, testdata,
+    PrivateCopy, Target,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -356,6 +359,7 @@ fn target_exit_ends_the_session_with_a_summary() {
     // Long enough to outlive attaching on a loaded machine.
     let target = Target::store(&v, &["-interval", "10ms", "-count", "300"]);
     let pid = target.pid().to_string();
+    let before = probe_programs();
     let run = probe(
         &[
             "attach",
@@ -370,6 +374,11 @@ fn target_exit_ends_the_session_with_a_summary() {
     );
     // A --pid target is not our child: its own exit code is unknown, and
     // probe says "the target went away" with exit code 3.
+    let left = leftover_programs(&before);
+    assert!(
+        left.is_empty(),
+        "BPF programs {left:?} left loaded after the target exited"
+    );
     assert_eq!(run.status.code(), Some(3), "{}", run.stderr);
     assert!(run.stderr.contains("the target exited"), "{}", run.stderr);
     assert!(!run.events.is_empty());

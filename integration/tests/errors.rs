@@ -2,12 +2,23 @@
 
 use std::{process::Command, time::Duration};
 
-use probe_integration::{go_versions, probe, probe_bin, testdata, Target};
+use probe_integration::{
+    go_versions, leftover_programs, probe, probe_bin, probe_programs, testdata, Target,
+};
 
 const T: Duration = Duration::from_secs(60);
 
+/// Runs probe, expecting it to fail with every one of `needles` in its
+/// message, to print no event, and to leave nothing in the kernel (checked
+/// there: no program of its own left loaded once it has exited).
 fn fails_with(args: &[&str], needles: &[&str]) -> String {
+    let before = probe_programs();
     let run = probe(args, T);
+    let left = leftover_programs(&before);
+    assert!(
+        left.is_empty(),
+        "{args:?} left BPF programs {left:?} loaded"
+    );
     assert!(
         !run.status.success(),
         "expected failure for {args:?}; stdout {}",

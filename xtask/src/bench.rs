@@ -472,12 +472,17 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
 
     // Service overhead.
     crate::step("service overhead: the same function behind an HTTP handler");
-    let addr = "127.0.0.1:18088";
-    let url = format!("http://{addr}/work?n=1");
     md.push_str("### Service overhead (`hot -mode http`, one probed call per request)\n\n");
     md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
     let mut max_rps = 0.0;
     for c in CONFIGS {
+        // A port nobody holds (a fixed one may still be held by a server of
+        // an earlier, interrupted run: wrk would then measure that server).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .to_string();
+        let addr = addr.as_str();
+        let url = format!("http://{addr}/work?n=1");
         let t = if c == Config::Delve {
             None
         } else {
@@ -503,11 +508,17 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
             if start.elapsed() > Duration::from_secs(30) {
                 bail!("the HTTP target did not start under {c:?}");
             }
+            if let Ok(Some(st)) = server.try_wait() {
+                bail!("the HTTP target exited ({st}) under {c:?}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         let target_pid = pid_of_listener(&server);
         let cpu0 = footprint(target_pid).0;
         let (rps, p50, p99) = wrk(&url, 4)?;
+        if !(rps > 0.0) {
+            bail!("wrk measured no throughput under {c:?}");
+        }
         if c == Config::None {
             max_rps = rps;
         }
