@@ -400,12 +400,13 @@ struct AttachArgs {
     /// the traced binary's name].
     #[arg(long, value_name = "NAME")]
     service_name: Option<String>,
-    /// Run Probe itself at this nice value, so the traced service wins any
-    /// contention for CPU (0 keeps normal priority). A tracer that falls
-    /// behind never slows the target: hits it cannot take are dropped and
-    /// counted.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(-20..=19))]
-    nice: i32,
+    /// Probe's own CPU priority: a nice value (-20..19; 0 keeps normal
+    /// priority) or `idle` (SCHED_IDLE: Probe runs only on CPU time the
+    /// traced service leaves unused). Either way the service wins contention
+    /// for CPU; a tracer that falls behind never slows the target: hits it
+    /// cannot take are dropped and counted.
+    #[arg(long, value_name = "N|idle", default_value = "10")]
+    nice: probe::session::Priority,
     /// Keep going when the target goes away: with --pid, wait for the next
     /// process running the same binary and attach to it; with --binary,
     /// re-attach when the file is replaced (a deploy). A summary is printed

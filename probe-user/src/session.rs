@@ -66,7 +66,7 @@ pub struct AttachOptions {
     /// `--service-name` (else `OTEL_SERVICE_NAME`, else the binary's name).
     pub service_name: Option<String>,
     /// `--nice`: Probe's own scheduling priority while it traces.
-    pub nice: i32,
+    pub nice: Priority,
     /// `--follow`: when the traced process exits, wait for the next process
     /// running the same binary and attach to it; with `--binary`, re-attach
     /// when the file is replaced.
@@ -377,15 +377,44 @@ async fn wait_for_process(
 }
 
 /// Lets the traced service win any contention for CPU with Probe itself.
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
+/// Probe's own CPU priority while it traces (`--nice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// A nice value; 0 leaves the priority alone.
+    Nice(i32),
+    /// `SCHED_IDLE`: run only when a CPU would otherwise be idle.
+    Idle,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("idle") {
+            return Ok(Priority::Idle);
+        }
+        match s.parse::<i32>() {
+            Ok(n) if (-20..=19).contains(&n) => Ok(Priority::Nice(n)),
+            _ => Err(format!(
+                "{s:?} is neither a nice value (-20..19) nor `idle`"
+            )),
+        }
     }
-    // SAFETY: a plain syscall on the calling thread (Linux applies
-    // PRIO_PROCESS with who=0 to the calling thread).
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+}
+
+fn lower_priority(p: Priority) {
+    // SAFETY: plain syscalls on the calling thread (Linux applies both to
+    // the calling thread; threads created later inherit them).
+    let rc = match p {
+        Priority::Nice(0) => return,
+        Priority::Nice(n) => unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) },
+        Priority::Idle => {
+            let param = libc::sched_param { sched_priority: 0 };
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) }
+        }
+    };
+    if rc != 0 {
         eprintln!(
-            "probe: note: could not set nice {nice}: {}",
+            "probe: note: could not set priority {p:?}: {}",
             std::io::Error::last_os_error()
         );
     }
@@ -633,7 +662,6 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shown = vec![0u64; probes.len()];
     let mut suspended = false;
-    let mut cpu_samples: std::collections::VecDeque<(Instant, Duration)> = Default::default();
     let mut rd = Renderer::new(&resolved, opts.format, exporter.as_ref());
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut total = 0u64;
@@ -705,24 +733,15 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                     break StopReason::TargetReplaced;
                 }
                 if !suspended {
-                    if let Some(t) = kernel.cpu_time() {
-                        let now = Instant::now();
-                        cpu_samples.push_back((now, t));
-                        while cpu_samples.len() > 2 && now.duration_since(cpu_samples[0].0) > Duration::from_secs(1) {
-                            cpu_samples.pop_front();
-                        }
-                        let (t0, c0) = cpu_samples[0];
-                        let wall = now.duration_since(t0).as_secs_f64();
-                        if wall >= 0.15 {
-                            let pct = (t - c0).as_secs_f64() / wall * 100.0;
-                            if pct > opts.cpu_budget {
-                                kernel.set_suspended(true)?;
-                                suspended = true;
-                                eprintln!(
-                                    "probe: probes suspended: they used {pct:.2}% of a CPU over the last {wall:.1}s, over the --cpu-budget of {}%; further hits are counted, not captured",
-                                    opts.cpu_budget
-                                );
-                            }
+                    if let Some((pct, window)) = kernel.sample_cpu() {
+                        if pct > opts.cpu_budget {
+                            kernel.set_suspended(true)?;
+                            suspended = true;
+                            eprintln!(
+                                "probe: probes suspended: they used {pct:.2}% of a CPU over {:.1}s, over the --cpu-budget of {}%; further hits are counted, not captured",
+                                window.as_secs_f64(),
+                                opts.cpu_budget
+                            );
                         }
                     }
                 }
@@ -779,10 +798,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         });
     }
     let total_hits: u64 = summaries.iter().map(|s| s.hits).sum();
-    let bpf_ns_per_hit = kernel
-        .cpu_time()
-        .filter(|_| total_hits > 0)
-        .map(|t| t.as_nanos() as f64 / total_hits as f64);
+    let bpf_ns_per_hit = kernel.ns_per_run().filter(|_| total_hits > 0);
     drop(kernel); // detaches every uprobe
     let target_exit = target.child.as_ref().and_then(|l| l.exit_description());
     let target_code = target.child.as_ref().and_then(|l| l.exit_code());

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -23,7 +23,6 @@ use anyhow::{bail, Context, Result};
 /// Go release the benchmark target is built with: Debian's Delve (1.20)
 /// still reads its binaries.
 const GO: &str = "1.21.13";
-const REPS: usize = 3;
 
 /// A tracer running beside the target.
 struct Tracer {
@@ -122,6 +121,21 @@ enum Config {
 }
 
 impl Config {
+    /// The name `--configs` takes.
+    fn key(self) -> &'static str {
+        match self {
+            Config::None => "none",
+            Config::FloorFirstByte => "floor-first-byte",
+            Config::FloorEmulated => "floor",
+            Config::ProbeFirstByte => "first-byte",
+            Config::ProbeArgs => "args",
+            Config::ProbeFull => "full",
+            Config::ProbeCond => "cond",
+            Config::Bpftrace => "bpftrace",
+            Config::Delve => "dlv",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Config::None => "no tracing",
@@ -149,6 +163,65 @@ const CONFIGS: [Config; 9] = [
     Config::Delve,
 ];
 
+/// Calls a second in the paced per-hit runs: well below the rate Probe's
+/// reader drains without drops (see the capture-throughput section).
+const PACED_RATE: u32 = 100_000;
+
+/// What `cargo xtask bench` runs: every section and configuration by
+/// default; a subset for experiments.
+pub struct Selection {
+    sections: Vec<String>,
+    configs: Vec<Config>,
+    reps: usize,
+    /// A subset: results go to partial.md, not the published latest.md.
+    partial: bool,
+}
+
+const SECTIONS: [&str; 3] = ["per-hit", "service", "throughput"];
+
+impl Selection {
+    pub fn new(only: Vec<String>, configs: Vec<String>, reps: usize) -> Result<Self> {
+        for s in &only {
+            if !SECTIONS.contains(&s.as_str()) {
+                bail!("unknown section {s:?}; sections: {}", SECTIONS.join(", "));
+            }
+        }
+        let mut picked = vec![];
+        for k in &configs {
+            match CONFIGS.iter().find(|c| c.key() == k) {
+                Some(c) => picked.push(*c),
+                None => bail!(
+                    "unknown configuration {k:?}; configurations: {}",
+                    CONFIGS.map(Config::key).join(", ")
+                ),
+            }
+        }
+        let partial = !only.is_empty() || !configs.is_empty();
+        // Ratios are taken against "no tracing": always measure it.
+        if !picked.is_empty() && !picked.contains(&Config::None) {
+            picked.insert(0, Config::None);
+        }
+        Ok(Self {
+            sections: if only.is_empty() {
+                SECTIONS.map(String::from).to_vec()
+            } else {
+                only
+            },
+            configs: if picked.is_empty() {
+                CONFIGS.to_vec()
+            } else {
+                CONFIGS.into_iter().filter(|c| picked.contains(c)).collect()
+            },
+            reps: reps.max(1),
+            partial,
+        })
+    }
+
+    fn runs(&self, section: &str) -> bool {
+        self.sections.iter().any(|s| s == section)
+    }
+}
+
 struct Ctx {
     probe: PathBuf,
     hot: PathBuf,
@@ -167,7 +240,12 @@ fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
             "--cpu-budget",
             "10000",
         ])
-        .args(args);
+        .args(args)
+        .args(
+            std::env::var("PROBE_BENCH_EXTRA")
+                .unwrap_or_default()
+                .split_whitespace(),
+        );
         Tracer::start(cmd, "probe: attached").map(Some)
     };
     let floor = |at: &str| -> Result<Option<Tracer>> {
@@ -220,23 +298,36 @@ fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
     }
 }
 
-/// One loop run: ns per call.
+/// How `hot` calls the probed function in a per-hit run.
+#[derive(Clone, Copy)]
+enum Load {
+    /// G goroutines calling it back to back: far more hits than any reader
+    /// drains, so a tracer's ring fills and most hits take the drop path.
+    Loop(usize),
+    /// One goroutine calling it this many times a second, in bursts every
+    /// millisecond: a rate Probe's reader keeps up with, so every hit is
+    /// captured; timed over the bursts only.
+    Paced(u32),
+}
+
+/// One per-hit run: ns per call and the tracer's log.
 fn loop_run(
     ctx: &Ctx,
     c: Config,
-    goroutines: usize,
+    load: Load,
     secs: f64,
 ) -> Result<(f64, Option<String>, (f64, f64))> {
     let t = tracer(ctx, c)?;
-    let args = [
-        "-mode",
-        "loop",
-        "-goroutines",
-        &goroutines.to_string(),
-        "-duration",
-        &format!("{secs}s"),
-    ]
-    .map(String::from);
+    let mut args = match load {
+        Load::Loop(g) => vec![
+            "-mode".into(),
+            "loop".into(),
+            "-goroutines".into(),
+            g.to_string(),
+        ],
+        Load::Paced(r) => vec!["-mode".into(), "rate".into(), "-rate".into(), r.to_string()],
+    };
+    args.extend(["-duration".into(), format!("{secs}s")]);
     let out = if c == Config::Delve {
         Command::new("dlv")
             .args(["trace", "--check-go-version=false", "--exec"])
@@ -302,76 +393,244 @@ fn parse_ms(v: &str) -> f64 {
     }
 }
 
+/// One configuration's service measurements in one round.
+#[derive(Clone)]
+struct ServiceRun {
+    /// Closed-loop maximum and its p50/p99 (ms).
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    /// Open loop at 50% and 90% of the untraced maximum: achieved req/s,
+    /// p50/p99/p99.9 ms.
+    half: (f64, f64, f64, f64),
+    ninety: (f64, f64, f64, f64),
+    /// The target's CPU seconds over the run.
+    cpu: f64,
+    /// The tracer's CPU seconds and peak RSS (MiB).
+    tracer: Option<(f64, f64)>,
+}
+
+/// Starts the HTTP target under configuration `c` and measures it: a
+/// closed-loop maximum, then open-loop runs at 50% and 90% of `max_rps`
+/// (of this run's own maximum when `max_rps` is 0: the untraced baseline).
+fn service_run(ctx: &Ctx, c: Config, max_rps: f64) -> Result<ServiceRun> {
+    // A port nobody holds (a fixed one may still be held by a server of
+    // an earlier, interrupted run: wrk would then measure that server).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let addr = addr.as_str();
+    let url = format!("http://{addr}/work?n=1");
+    let t = if c == Config::Delve {
+        None
+    } else {
+        tracer(ctx, c)?
+    };
+    let mut server = if c == Config::Delve {
+        Command::new("dlv")
+            .args(["trace", "--check-go-version=false", "--exec"])
+            .arg(&ctx.hot)
+            .args(["main.work", "--", "-mode", "http", "-http", addr])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?
+    } else {
+        Command::new(&ctx.hot)
+            .args(["-mode", "http", "-http", addr])
+            .stdout(Stdio::null())
+            .spawn()?
+    };
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the HTTP target did not start under {c:?}");
+        }
+        if let Ok(Some(st)) = server.try_wait() {
+            bail!("the HTTP target exited ({st}) under {c:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let target_pid = pid_of_listener(&server);
+    let cpu0 = footprint(target_pid).0;
+    let (rps, p50, p99) = wrk(&url, 4)?;
+    if !(rps > 0.0) {
+        bail!("wrk measured no throughput under {c:?}");
+    }
+    let max_rps = if max_rps > 0.0 { max_rps } else { rps };
+    let half = open_loop(addr, max_rps * 0.5, 5.0);
+    let ninety = open_loop(addr, max_rps * 0.9, 5.0);
+    let cpu = footprint(target_pid).0 - cpu0;
+    let tracer = t.as_ref().map(|t| t.footprint());
+    if let Some(t) = t {
+        t.stop();
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(ServiceRun {
+        rps,
+        p50,
+        p99,
+        half,
+        ninety,
+        cpu,
+        tracer,
+    })
+}
+
 /// Open-loop load at `rate` requests/s for `secs`: achieved rate and
 /// latency p50/p99/p99.9 (ms) measured from each request's scheduled time,
 /// so a stalled server cannot hide its delay (no coordinated omission).
+///
+/// One thread drives every connection with `ppoll` (as wrk2 does): a
+/// thread per connection would itself compete with the service for the
+/// two vCPUs and add its own wake-up noise to the tail it measures.
 fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
-    let total = (rate * secs) as u64;
-    let next = Arc::new(AtomicU64::new(0));
-    let lat = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
-    let start = Instant::now() + Duration::from_millis(50);
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let workers: Vec<_> = (0..64)
-        .map(|_| {
-            let (next, lat, addr) = (next.clone(), lat.clone(), addr.to_owned());
-            std::thread::spawn(move || {
-                let mut conn: Option<TcpStream> = None;
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    // Stop at the end of the run (plus a grace second): a
-                    // server that falls behind leaves requests unsent, which
-                    // show up as a lower achieved rate, not as a longer run.
-                    if k >= total || start.elapsed().as_secs_f64() > secs + 1.0 {
-                        return;
-                    }
-                    let due = start + interval * k as u32;
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
-                    let ok = (|| -> std::io::Result<()> {
-                        if conn.is_none() {
-                            let c = TcpStream::connect(&addr)?;
-                            c.set_nodelay(true)?;
-                            conn = Some(c);
-                        }
-                        let c = conn.as_mut().unwrap();
-                        c.write_all(
-                            format!("GET /work?n={k} HTTP/1.1\r\nHost: b\r\n\r\n").as_bytes(),
-                        )?;
-                        let n = c.read(&mut buf)?;
-                        if n == 0 {
-                            return Err(std::io::ErrorKind::UnexpectedEof.into());
-                        }
-                        Ok(())
-                    })();
-                    if ok.is_err() {
-                        conn = None;
-                        continue;
-                    }
-                    lat.lock()
-                        .unwrap()
-                        .push(due.elapsed().as_secs_f64() * 1000.0);
-                }
-            })
+    use std::os::fd::AsRawFd;
+    const CONNS: usize = 32;
+    struct Conn {
+        stream: Option<TcpStream>,
+        /// Scheduled time of the request in flight.
+        busy: Option<Instant>,
+        buf: Vec<u8>,
+    }
+    let connect = || -> Option<TcpStream> {
+        let c = TcpStream::connect(addr).ok()?;
+        c.set_nodelay(true).ok()?;
+        c.set_nonblocking(true).ok()?;
+        Some(c)
+    };
+    // Wake-ups as precise as the kernel allows (default slack is 50 µs).
+    // SAFETY: prctl on the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0, 0, 0) };
+    let mut conns: Vec<Conn> = (0..CONNS)
+        .map(|_| Conn {
+            stream: connect(),
+            busy: None,
+            buf: Vec::with_capacity(512),
         })
         .collect();
-    for w in workers {
-        let _ = w.join();
+    let total = (rate * secs) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now() + Duration::from_millis(50);
+    let deadline = start + Duration::from_secs_f64(secs + 1.0);
+    let mut lat = Vec::with_capacity(total as usize);
+    let mut pending = std::collections::VecDeque::new();
+    let mut k = 0u64;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        while k < total && start + interval * k as u32 <= now {
+            pending.push_back((k, start + interval * k as u32));
+            k += 1;
+        }
+        for c in conns.iter_mut().filter(|c| c.busy.is_none()) {
+            let Some(&(n, due)) = pending.front() else {
+                break;
+            };
+            if c.stream.is_none() {
+                c.stream = connect();
+            }
+            let Some(s) = c.stream.as_mut() else {
+                continue;
+            };
+            let req = format!("GET /work?n={n} HTTP/1.1\r\nHost: b\r\n\r\n");
+            // A request this small goes out whole into an idle connection.
+            if s.write_all(req.as_bytes()).is_err() {
+                c.stream = None;
+                continue;
+            }
+            pending.pop_front();
+            c.busy = Some(due);
+            c.buf.clear();
+        }
+        let in_flight = conns.iter().any(|c| c.busy.is_some());
+        // A server that falls behind leaves requests unsent at the deadline:
+        // they show up as a lower achieved rate, not as a longer run.
+        if (k >= total && pending.is_empty() && !in_flight) || now > deadline {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = conns
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: match (&c.stream, c.busy) {
+                    (Some(s), Some(_)) => s.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let wait = if !pending.is_empty() && conns.iter().any(|c| c.busy.is_none()) {
+            Duration::ZERO
+        } else if k < total {
+            (start + interval * k as u32).saturating_duration_since(now)
+        } else {
+            Duration::from_millis(10)
+        };
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: fds is a live array of pollfd of the given length.
+        unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        for (c, f) in conns.iter_mut().zip(&fds) {
+            if f.fd < 0 || f.revents == 0 {
+                continue;
+            }
+            let s = c.stream.as_mut().unwrap();
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) if f.revents & (libc::POLLHUP | libc::POLLERR) != 0 => {
+                    c.stream = None;
+                    c.busy = None;
+                }
+                Ok(0) => {
+                    c.stream = None;
+                    c.busy = None;
+                }
+                Ok(n) => {
+                    c.buf.extend_from_slice(&chunk[..n]);
+                    if response_complete(&c.buf) {
+                        let due = c.busy.take().unwrap();
+                        lat.push(due.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
     }
-    let mut l = lat.lock().unwrap().clone();
-    let el = secs;
-    l.sort_by(f64::total_cmp);
+    lat.sort_by(f64::total_cmp);
     let p = |q: f64| {
-        l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1)))
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
             .copied()
             .unwrap_or(f64::NAN)
     };
-    (l.len() as f64 / el, p(0.5), p(0.99), p(0.999))
+    (lat.len() as f64 / secs, p(0.5), p(0.99), p(0.999))
 }
 
-pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
+/// Has `buf` one whole HTTP response (headers and a Content-Length body)?
+fn response_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    buf.len() >= end + 4 + len
+}
+
+pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     for (pkg, bin) in [("bpftrace", "bpftrace"), ("delve", "dlv"), ("wrk", "wrk")] {
         if Command::new("sh")
             .arg("-c")
@@ -410,191 +669,207 @@ pub fn run(root: &Path, probe: PathBuf) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     md.push_str(&format!(
-        "Machine: {cpus} vCPUs (nested VM), kernel {kernel}, target built with Go {GO}, {date}. Medians of {REPS} runs after a warm-up.\n\n"
+        "Machine: {cpus} vCPUs (nested VM), kernel {kernel}, target built with Go {GO}, {date}. Medians of {} runs after a warm-up.\n\n",
+        sel.reps
     ));
 
-    // Per-hit cost.
-    crate::step("per-hit cost: a probed function in a tight loop");
-    md.push_str("### Per-hit cost (`testdata/hot`, `main.work` in a tight loop)\n\n");
-    md.push_str("| configuration | ns/call, 1 goroutine | added ns/hit | ns/call, 2 goroutines | added ns/hit | BPF ns/hit |\n|---|---:|---:|---:|---:|---:|\n");
     let mut added = vec![];
-    let mut base = [0.0f64; 2];
-    for c in CONFIGS {
-        let mut cols = vec![];
-        let mut bpf = String::from("–");
-        for (gi, g) in [1usize, 2].into_iter().enumerate() {
-            let secs = if c == Config::Delve { 1.0 } else { 2.0 };
-            let _ = loop_run(&ctx, c, g, 0.5)?; // warm-up
-            let mut v = vec![];
-            for _ in 0..REPS {
-                let (ns, log, _) = loop_run(&ctx, c, g, secs)?;
-                if let Some(b) = log.as_deref().and_then(|l| {
-                    l.lines()
-                        .find_map(|x| x.trim().strip_prefix("BPF run time per hit: "))
-                }) {
-                    bpf = b.trim_end_matches(" ns").to_owned();
+    if sel.runs("per-hit") {
+        crate::step("per-hit cost: a probed function called paced and in a tight loop");
+        md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs.\n\n"));
+        md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let loads = [Load::Paced(PACED_RATE), Load::Loop(1), Load::Loop(2)];
+        let mut base = [0.0f64; 3];
+        for c in sel.configs.iter().copied() {
+            let mut cols = vec![];
+            let mut bpf = String::from("–");
+            let mut dropped = String::from("–");
+            for (li, load) in loads.into_iter().enumerate() {
+                let secs = match (c, load) {
+                    (Config::Delve, _) => 1.0,
+                    (_, Load::Paced(_)) => 3.0,
+                    _ => 2.0,
+                };
+                let _ = loop_run(&ctx, c, load, 0.5)?; // warm-up
+                let mut v = vec![];
+                let mut drops = vec![];
+                for _ in 0..sel.reps {
+                    let (ns, log, _) = loop_run(&ctx, c, load, secs)?;
+                    if let Some(log) = log.as_deref() {
+                        if let Some(b) = log
+                            .lines()
+                            .find_map(|x| x.trim().strip_prefix("BPF run time per hit: "))
+                        {
+                            bpf = b.trim_end_matches(" ns").to_owned();
+                        }
+                        if let Some(k) = summary_counts(log) {
+                            drops.push(format!("{} of {}", k.dropped, k.hits));
+                        }
+                    }
+                    v.push(ns);
                 }
-                v.push(ns);
+                if matches!(load, Load::Paced(_)) && !drops.is_empty() {
+                    dropped = drops.join(", ");
+                }
+                let m = median(&mut v);
+                if c == Config::None {
+                    base[li] = m;
+                }
+                cols.push(m);
+                let what = match load {
+                    Load::Paced(r) => format!("paced {r}/s"),
+                    Load::Loop(g) => format!("loop, {g} goroutine(s)"),
+                };
+                eprintln!("  {:<55} {what}: {m:.1} ns/call", c.name());
             }
-            let m = median(&mut v);
-            if c == Config::None {
-                base[gi] = m;
-            }
-            cols.push(m);
-            eprintln!("  {:<55} {g} goroutine(s): {m:.1} ns/call", c.name());
+            added.push((c, cols[0] - base[0]));
+            md.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {dropped} | {:.1} | {:.1} | {:.1} | {:.1} | {bpf} |\n",
+                c.name(),
+                cols[0],
+                cols[0] - base[0],
+                cols[1],
+                cols[1] - base[1],
+                cols[2],
+                cols[2] - base[2],
+            ));
         }
-        let a1 = cols[0] - base[0];
-        let a2 = cols[1] - base[1];
-        added.push((c, a1));
-        md.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {bpf} |\n",
-            c.name(),
-            cols[0],
-            a1,
-            cols[1],
-            a2
-        ));
-    }
-    let get = |c: Config| {
-        added
-            .iter()
-            .find(|a| a.0 == c)
-            .map(|a| a.1)
-            .unwrap_or(f64::NAN)
-    };
-    md.push_str(&format!(
-        "\nRatios (1 goroutine): probe args / empty-program floor at the same emulated point: **{:.2}×**; at the first byte: **{:.2}×**; bpftrace / probe args: **{:.1}×**; dlv trace / probe args: **{:.0}×**.\n\n",
-        get(Config::ProbeArgs) / get(Config::FloorEmulated),
-        get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
-        get(Config::Bpftrace) / get(Config::ProbeArgs),
-        get(Config::Delve) / get(Config::ProbeArgs),
-    ));
-
-    // Service overhead.
-    crate::step("service overhead: the same function behind an HTTP handler");
-    md.push_str("### Service overhead (`hot -mode http`, one probed call per request)\n\n");
-    md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
-    let mut max_rps = 0.0;
-    for c in CONFIGS {
-        // A port nobody holds (a fixed one may still be held by a server of
-        // an earlier, interrupted run: wrk would then measure that server).
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .to_string();
-        let addr = addr.as_str();
-        let url = format!("http://{addr}/work?n=1");
-        let t = if c == Config::Delve {
-            None
-        } else {
-            tracer(&ctx, c)?
+        let get = |c: Config| {
+            added
+                .iter()
+                .find(|a| a.0 == c)
+                .map(|a| a.1)
+                .unwrap_or(f64::NAN)
         };
-        let mut server = if c == Config::Delve {
-            Command::new("dlv")
-                .args(["trace", "--check-go-version=false", "--exec"])
-                .arg(&ctx.hot)
-                .args(["main.work", "--", "-mode", "http", "-http", addr])
-                .current_dir(std::env::temp_dir())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?
-        } else {
-            Command::new(&ctx.hot)
-                .args(["-mode", "http", "-http", addr])
-                .stdout(Stdio::null())
-                .spawn()?
-        };
-        let start = Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            if start.elapsed() > Duration::from_secs(30) {
-                bail!("the HTTP target did not start under {c:?}");
-            }
-            if let Ok(Some(st)) = server.try_wait() {
-                bail!("the HTTP target exited ({st}) under {c:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let target_pid = pid_of_listener(&server);
-        let cpu0 = footprint(target_pid).0;
-        let (rps, p50, p99) = wrk(&url, 4)?;
-        if !(rps > 0.0) {
-            bail!("wrk measured no throughput under {c:?}");
-        }
-        if c == Config::None {
-            max_rps = rps;
-        }
-        let half = open_loop(addr, max_rps * 0.5, 4.0);
-        let ninety = open_loop(addr, max_rps * 0.9, 4.0);
-        let cpu = footprint(target_pid).0 - cpu0;
-        let fp = t.as_ref().map(|t| t.footprint());
-        if let Some(t) = t {
-            t.stop();
-        }
-        let _ = server.kill();
-        let _ = server.wait();
-        let fp = fp
-            .map(|(c, m)| format!("{c:.2} / {m:.0}"))
-            .unwrap_or_else(|| "–".into());
-        eprintln!(
-            "  {:<55} {rps:.0} req/s; 50%: p99 {:.2} ms",
-            c.name(),
-            half.2
-        );
         md.push_str(&format!(
-            "| {} | {rps:.0} | {p50:.2} / {p99:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {cpu:.2} | {fp} |\n",
-            c.name(),
-            half.0,
-            half.1,
-            half.2,
-            half.3,
-            ninety.0,
-            ninety.1,
-            ninety.2,
-            ninety.3
+            "\nRatios (paced, every hit captured): probe args / empty-program floor at the same emulated point: **{:.2}×**; at the first byte: **{:.2}×**; bpftrace / probe args: **{:.1}×**; dlv trace / probe args: **{:.0}×**.\n\n",
+            get(Config::ProbeArgs) / get(Config::FloorEmulated),
+            get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
+            get(Config::Bpftrace) / get(Config::ProbeArgs),
+            get(Config::Delve) / get(Config::ProbeArgs),
         ));
-        std::thread::sleep(Duration::from_millis(300));
     }
 
-    // Capture throughput.
-    crate::step("capture throughput: offered hit rates until drops start");
-    md.push_str("\n### Capture throughput (`hot -mode rate`, paced calls of `main.work`; `probe attach --format json` to /dev/null)\n\n");
-    md.push_str("| offered hits/s | hits | shown | dropped (ring full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n");
-    let mut last_clean = None;
-    let mut first_drop = None;
-    for rate in [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000] {
-        let r = throughput_run(&ctx, rate, 3.0)?;
-        eprintln!(
-            "  {rate:>7}/s offered: {} hits, {} shown, {} dropped, tracer {:.0}% CPU",
-            r.hits, r.shown, r.dropped, r.cpu_pct
-        );
-        md.push_str(&format!(
-            "| {rate} | {} | {} | {} ({:.1}%) | {:.0} | {:.0} |\n",
-            r.hits,
-            r.shown,
-            r.dropped,
-            r.drop_pct(),
-            r.cpu_pct,
-            r.rss
-        ));
-        if r.dropped == 0 && r.hits > 0 {
-            last_clean = Some(rate);
-        } else if first_drop.is_none() {
-            first_drop = Some(rate);
+    if sel.runs("service") {
+        crate::step("service overhead: the same function behind an HTTP handler");
+        md.push_str("### Service overhead (`hot -mode http`, one probed call per request)\n\n");
+        md.push_str(&format!("Configurations run in turn, round after round ({} rounds; medians), so a slow drift of the machine touches all of them alike. Open-loop load at 50% and 90% of the untraced maximum, latency measured from each request's scheduled send time.\n\n", sel.reps));
+        md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        let mut runs: Vec<Vec<ServiceRun>> = vec![vec![]; sel.configs.len()];
+        let mut max_rps = 0.0;
+        for round in 0..sel.reps {
+            for (i, c) in sel.configs.iter().copied().enumerate() {
+                let r = service_run(&ctx, c, max_rps)?;
+                if c == Config::None && round == 0 {
+                    // The load levels for every configuration and round.
+                    max_rps = r.rps;
+                }
+                eprintln!(
+                    "  round {round}: {:<55} {:.0} req/s; 50%: p99 {:.2} ms",
+                    c.name(),
+                    r.rps,
+                    r.half.2
+                );
+                runs[i].push(r);
+            }
+        }
+        for (c, rs) in sel.configs.iter().zip(&runs) {
+            let m =
+                |f: &dyn Fn(&ServiceRun) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
+            let fp = if rs.iter().all(|r| r.tracer.is_none()) {
+                "–".to_owned()
+            } else {
+                format!(
+                    "{:.2} / {:.0}",
+                    m(&|r| r.tracer.map_or(0.0, |t| t.0)),
+                    m(&|r| r.tracer.map_or(0.0, |t| t.1))
+                )
+            };
+            md.push_str(&format!(
+                "| {} | {:.0} | {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.2} | {fp} |\n",
+                c.name(),
+                m(&|r| r.rps),
+                m(&|r| r.p50),
+                m(&|r| r.p99),
+                m(&|r| r.half.0),
+                m(&|r| r.half.1),
+                m(&|r| r.half.2),
+                m(&|r| r.half.3),
+                m(&|r| r.ninety.0),
+                m(&|r| r.ninety.1),
+                m(&|r| r.ninety.2),
+                m(&|r| r.ninety.3),
+                m(&|r| r.cpu),
+            ));
+        }
+        let none = sel.configs.iter().position(|c| *c == Config::None);
+        let args = sel.configs.iter().position(|c| *c == Config::ProbeArgs);
+        if let (Some(n), Some(a)) = (none, args) {
+            let m = |i: usize, f: fn(&ServiceRun) -> f64| {
+                median(&mut runs[i].iter().map(f).collect::<Vec<_>>())
+            };
+            md.push_str(&format!(
+                "\nAt 50% load with one probe per request (probe args against no tracing): throughput {:+.1}%, p99 {:+.1}%, p99.9 {:+.1}%; at 90% load: throughput {:+.1}%, p99 {:+.1}%.\n",
+                (m(a, |r| r.half.0) / m(n, |r| r.half.0) - 1.0) * 100.0,
+                (m(a, |r| r.half.2) / m(n, |r| r.half.2) - 1.0) * 100.0,
+                (m(a, |r| r.half.3) / m(n, |r| r.half.3) - 1.0) * 100.0,
+                (m(a, |r| r.ninety.0) / m(n, |r| r.ninety.0) - 1.0) * 100.0,
+                (m(a, |r| r.ninety.2) / m(n, |r| r.ninety.2) - 1.0) * 100.0,
+            ));
         }
     }
-    md.push_str(&format!(
+
+    if sel.runs("throughput") {
+        // Capture throughput.
+        crate::step("capture throughput: offered hit rates until drops start");
+        md.push_str("\n### Capture throughput (`hot -mode rate`, paced calls of `main.work`; `probe attach --format json` to /dev/null)\n\n");
+        md.push_str("| offered hits/s | hits | shown | dropped (ring full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n");
+        let mut last_clean = None;
+        let mut first_drop = None;
+        for rate in [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000] {
+            let r = throughput_run(&ctx, rate, 3.0)?;
+            eprintln!(
+                "  {rate:>7}/s offered: {} hits, {} shown, {} dropped, tracer {:.0}% CPU",
+                r.hits, r.shown, r.dropped, r.cpu_pct
+            );
+            md.push_str(&format!(
+                "| {rate} | {} | {} | {} ({:.1}%) | {:.0} | {:.0} |\n",
+                r.hits,
+                r.shown,
+                r.dropped,
+                r.drop_pct(),
+                r.cpu_pct,
+                r.rss
+            ));
+            if r.dropped == 0 && r.hits > 0 {
+                last_clean = Some(rate);
+            } else if first_drop.is_none() {
+                first_drop = Some(rate);
+            }
+        }
+        md.push_str(&format!(
         "\nHighest offered rate with no drops: **{}**; drops start at: **{}**. Drops are counted per probe (never hidden) and cost the target nothing: the kernel side submits without waking the reader.\n",
         last_clean.map(|r| format!("{r}/s")).unwrap_or_else(|| "none measured".into()),
         first_drop.map(|r| format!("{r}/s")).unwrap_or_else(|| "not reached".into()),
     ));
+    }
 
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("latest.md"), &md)?;
-    std::fs::write(dir.join("latest.svg"), svg(&added))?;
-    crate::step(&format!(
-        "wrote {} and latest.svg",
-        dir.join("latest.md").display()
-    ));
+    if sel.partial {
+        std::fs::write(dir.join("partial.md"), &md)?;
+        crate::step(&format!(
+            "wrote {} (a subset: latest.md left alone)",
+            dir.join("partial.md").display()
+        ));
+    } else {
+        std::fs::write(dir.join("latest.md"), &md)?;
+        std::fs::write(dir.join("latest.svg"), svg(&added))?;
+        crate::step(&format!(
+            "wrote {} and latest.svg",
+            dir.join("latest.md").display()
+        ));
+    }
     println!("{md}");
     Ok(())
 }
@@ -644,11 +919,29 @@ fn throughput_run(ctx: &Ctx, rate: u32, secs: f64) -> Result<Throughput> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // "  main.work: 123 hits, 120 shown, 3 dropped (ring buffer full), ..."
+    let k = summary_counts(&log).with_context(|| format!("no summary from probe: {log}"))?;
+    Ok(Throughput {
+        hits: k.hits,
+        shown: k.shown,
+        dropped: k.dropped,
+        cpu_pct: (cpu1 - cpu0) / wall * 100.0,
+        rss,
+    })
+}
+
+/// Counts from a probe summary line.
+struct Counts {
+    hits: u64,
+    shown: u64,
+    dropped: u64,
+}
+
+/// Reads "  main.work: 123 hits, 120 shown, 3 dropped (ring buffer full), ..."
+/// from probe's summary.
+fn summary_counts(log: &str) -> Option<Counts> {
     let line = log
         .lines()
-        .find(|l| l.trim_start().starts_with("main.work:"))
-        .with_context(|| format!("no summary from probe: {log}"))?;
+        .find(|l| l.trim_start().starts_with("main.work:"))?;
     let num = |what: &str| -> u64 {
         line.split(',')
             .find_map(|part| {
@@ -658,12 +951,10 @@ fn throughput_run(ctx: &Ctx, rate: u32, secs: f64) -> Result<Throughput> {
             })
             .unwrap_or(0)
     };
-    Ok(Throughput {
+    Some(Counts {
         hits: num("hits"),
         shown: num("shown"),
         dropped: num("dropped"),
-        cpu_pct: (cpu1 - cpu0) / wall * 100.0,
-        rss,
     })
 }
 

@@ -90,7 +90,21 @@ enum Cmd {
     },
     /// Measure Probe's overhead beside no tracing, an empty BPF program,
     /// bpftrace and Delve; writes bench/results/latest.{md,svg}.
-    Bench,
+    ///
+    /// `--only`/`--configs` run a subset (for experiments) and write
+    /// bench/results/partial.md instead, leaving the published results alone.
+    Bench {
+        /// Sections to run: per-hit, service, throughput (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Configurations to run: none, floor-first-byte, floor, first-byte,
+        /// args, full, cond, bpftrace, dlv (default: all).
+        #[arg(long, value_delimiter = ',')]
+        configs: Vec<String>,
+        /// Repetitions per measurement (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
     /// Build everything, start a Go example, attach to it and print hits for a few seconds.
     Demo {
         /// How long to trace.
@@ -119,10 +133,14 @@ fn main() -> Result<()> {
             setup(&root, &go_versions("default"))?;
             fuzz(&root, seconds)
         }
-        Cmd::Bench => {
+        Cmd::Bench {
+            only,
+            configs,
+            reps,
+        } => {
             setup(&root, &go_versions("default"))?;
             let probe = build(&root, true)?;
-            bench::run(&root, probe)
+            bench::run(&root, probe, &bench::Selection::new(only, configs, reps)?)
         }
     }
 }

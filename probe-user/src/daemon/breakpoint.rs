@@ -126,7 +126,7 @@ impl BreakpointSpec {
             otlp: None,
             service_name: None,
             // The daemon's own priority is its operator's business.
-            nice: 0,
+            nice: crate::session::Priority::Nice(0),
             follow: false,
             debug_file: None,
         }
