@@ -310,7 +310,13 @@ impl Etcd {
     fn rpc(&self, s: tonic::Status) -> EtcdError {
         let message = if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown
         {
-            format!("unreachable ({})", crate::error::chain(&s))
+            // The innermost cause ("Connection refused", "broken pipe") is
+            // what an operator needs; tonic's wrappers around it are noise.
+            let mut cause: &dyn std::error::Error = &s;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            format!("unreachable: {cause}")
         } else {
             format!("{:?}: {}", s.code(), s.message())
         };

@@ -400,7 +400,7 @@ impl Fleet {
                 .check(std::slice::from_ref(&e.def.owner), &spec)
             {
                 eprintln!(
-                    "probe daemon: fleet {id}: refused on this host for {}: {why}",
+                    "probe daemon: {id}: refused on this host for {}: {why}",
                     exe.display()
                 );
                 e.refused.insert(exe, ("policy", why));
@@ -421,7 +421,7 @@ impl Fleet {
                 n => format!("{id}-{}", n + 1),
             };
             eprintln!(
-                "probe daemon: fleet {id}: applying to {} as {iid} ({})",
+                "probe daemon: {id}: applying to {} as {iid} ({})",
                 exe.display(),
                 spec.describe()
             );
@@ -491,15 +491,15 @@ impl Fleet {
             return; // unchanged (a re-list after a reconnect)
         }
         if let Some(old) = t.remove(id) {
-            eprintln!("probe daemon: fleet {id}: changed: detaching the old version");
+            eprintln!("probe daemon: {id}: changed: detaching the old version");
             drop(old); // each instance's thread detaches its uprobes
         }
         let mut e = self.entry(id, kv);
         if let Some(why) = &e.skipped {
-            eprintln!("probe daemon: fleet {id}: not for this host: {why}");
+            eprintln!("probe daemon: {id}: not for this host: {why}");
         }
         if let Some(why) = &e.invalid {
-            eprintln!("probe daemon: fleet {id}: invalid: {why}");
+            eprintln!("probe daemon: {id}: invalid: {why}");
         }
         let mut total = t.values().map(|e| e.instances.len()).sum();
         self.reconcile(id, &mut e, running, &mut total);
@@ -511,7 +511,7 @@ impl Fleet {
         let Some(id) = self.id_of(key) else { return };
         if let Some(e) = self.lock().remove(id) {
             eprintln!(
-                "probe daemon: fleet {id}: removed from etcd: detaching {} breakpoint(s)",
+                "probe daemon: {id}: removed from etcd: detaching {} breakpoint(s)",
                 e.instances.len()
             );
         }
@@ -557,7 +557,15 @@ impl Fleet {
     pub async fn infos(&self) -> Vec<BreakpointInfo> {
         let mut hosts: BTreeMap<String, Vec<HostStatus>> = BTreeMap::new();
         let sp = self.cfg.status_prefix();
-        let remote = self.etcd.list(&sp).await;
+        // `bp ls` must answer while etcd is away: this host's view then.
+        let remote = tokio::time::timeout(Duration::from_secs(2), self.etcd.list(&sp))
+            .await
+            .unwrap_or_else(|_| {
+                Err(EtcdError::Rpc {
+                    endpoints: self.etcd.endpoints().to_owned(),
+                    message: "no answer".into(),
+                })
+            });
         if let Ok((kvs, _)) = &remote {
             for kv in kvs {
                 let Some(rest) = std::str::from_utf8(&kv.key)
@@ -577,7 +585,10 @@ impl Fleet {
         let t = self.lock();
         t.iter()
             .map(|(id, e)| {
-                let st = e.status(&self.cfg.host);
+                let st = HostStatus {
+                    updated_ms: now_ms(),
+                    ..e.status(&self.cfg.host)
+                };
                 let mut all = hosts.remove(id).unwrap_or_default();
                 // This host's own view is the freshest; etcd's copy may lag.
                 all.retain(|h| h.host != self.cfg.host);

@@ -594,7 +594,7 @@ impl Daemon {
             .add(def, expires)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        eprintln!("probe daemon: fleet {id}: stored in etcd");
+        eprintln!("probe daemon: {id}: stored in etcd");
         fleet.settled(&id, SETTLE_TIMEOUT).await;
         fleet
             .infos()
@@ -622,7 +622,7 @@ impl Daemon {
         if !fleet.remove(id).await.map_err(unavailable)? {
             return Err(Status::not_found(format!("no breakpoint {id}")));
         }
-        eprintln!("probe daemon: fleet {id}: deleted from etcd");
+        eprintln!("probe daemon: {id}: deleted from etcd");
         Ok(())
     }
 }
