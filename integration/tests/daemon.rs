@@ -1032,7 +1032,9 @@ fn fleet_daemon(dir: &Dir, etcd: &Etcd, prefix: &str, host: &str, extra: &[&str]
     ];
     args.extend_from_slice(extra);
     let daemon = Daemon::start_with(&d, &args);
-    daemon.wait("the fleet watch", T, || daemon.log().contains("watching as host"));
+    daemon.wait("the fleet watch", T, || {
+        daemon.log().contains("watching as host")
+    });
     daemon
 }
 
@@ -1089,12 +1091,16 @@ fn two_daemons_sharing_etcd_both_apply_a_breakpoint_added_once_and_both_remove_i
 
     // Both daemons attached it, as the kernel sees it: one uprobe each, on this file.
     for d in [&a, &b] {
-        d.wait("the fleet breakpoint's uprobe", T, || d.uprobes().len() == 1);
+        d.wait("the fleet breakpoint's uprobe", T, || {
+            d.uprobes().len() == 1
+        });
         assert_eq!(d.uprobes()[0].0, exe.to_str().unwrap(), "{}", d.log());
     }
     // Both see the hits (each daemon its own copy of every call).
     for d in [&a, &b] {
-        d.wait("hits of the fleet breakpoint", T, || d.history(&id, 100).len() >= 3);
+        d.wait("hits of the fleet breakpoint", T, || {
+            d.history(&id, 100).len() >= 3
+        });
         for ev in d.history(&id, 100) {
             check_put(&ev, &[target.pid()]);
             assert_eq!(ev["bp"], id.as_str());
@@ -1122,7 +1128,9 @@ fn two_daemons_sharing_etcd_both_apply_a_breakpoint_added_once_and_both_remove_i
     let rm = b.cli(&["bp", "rm", &id]);
     assert!(rm.status.success(), "{}", rm.stderr);
     for d in [&a, &b] {
-        d.wait("the fleet breakpoint detached", T, || d.uprobes().is_empty());
+        d.wait("the fleet breakpoint detached", T, || {
+            d.uprobes().is_empty()
+        });
         d.wait("the fleet breakpoint gone from bp ls", T, || {
             d.fleet_bp(&id).is_none()
         });
@@ -1165,7 +1173,14 @@ fn a_fleet_selector_applies_only_where_its_labels_match_and_each_policy_is_enfor
     let glob = format!("{}/*", dir.0.display());
     let (id, r) = fleet_add(
         &dev,
-        &["--select-binary", &glob, "--select-label", "env=prod", "--func", PUT],
+        &[
+            "--select-binary",
+            &glob,
+            "--select-label",
+            "env=prod",
+            "--func",
+            PUT,
+        ],
     );
     assert!(r.stdout.contains("\tskipped\t"), "{}", r.stdout);
     prod.wait("prod-1 waiting for a process", T, || {
@@ -1185,7 +1200,10 @@ fn a_fleet_selector_applies_only_where_its_labels_match_and_each_policy_is_enfor
     let b = strict.fleet_bp(&id).unwrap();
     assert_eq!(b["error_kind"], "policy", "{b}");
     assert!(
-        b["error"].as_str().unwrap().contains("does not let local probe"),
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not let local probe"),
         "{b}"
     );
     dev.wait("every host's state through etcd", T, || {
@@ -1194,7 +1212,10 @@ fn a_fleet_selector_applies_only_where_its_labels_match_and_each_policy_is_enfor
             && dev.host_state(&id, "dev-1").as_deref() == Some("skipped")
     });
     let b = dev.fleet_bp(&id).unwrap();
-    assert!(b["error"].as_str().unwrap().contains("lack env=prod"), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("lack env=prod"),
+        "{b}"
+    );
     // Nothing attached where it does not apply, in the kernel.
     assert!(dev.uprobes().is_empty(), "{}", dev.log());
     assert!(strict.uprobes().is_empty(), "{}", strict.log());
@@ -1230,7 +1251,9 @@ fn late_and_restarted_daemons_apply_what_etcd_holds_and_an_etcd_outage_detaches_
     late.wait("late attached again after a restart", T, || {
         late.uprobes().len() == 1
     });
-    late.wait("hits after the restart", T, || !late.history(&id, 10).is_empty());
+    late.wait("hits after the restart", T, || {
+        !late.history(&id, 10).is_empty()
+    });
 
     // etcd goes away: what is applied stays applied (in the kernel), and hits go on.
     etcd.stop();
@@ -1255,7 +1278,9 @@ fn late_and_restarted_daemons_apply_what_etcd_holds_and_an_etcd_outage_detaches_
     etcd.restart();
     let rm = a.cli(&["bp", "rm", &id]);
     assert!(rm.status.success(), "{}\n{}", rm.stderr, a.log());
-    late.wait("late detached after the removal", T, || late.uprobes().is_empty());
+    late.wait("late detached after the removal", T, || {
+        late.uprobes().is_empty()
+    });
     a.wait("early detached", T, || a.uprobes().is_empty());
     drop(target);
 }

@@ -195,7 +195,12 @@ struct DaemonArgs {
     #[arg(long, value_name = "URLS")]
     etcd: Option<String>,
     /// The etcd key prefix this fleet uses.
-    #[arg(long, value_name = "PREFIX", default_value = "/probe/", requires = "etcd")]
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "/probe/",
+        requires = "etcd"
+    )]
     etcd_prefix: String,
     /// A label of this host that fleet selectors match (repeatable): env=prod.
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label, requires = "etcd")]

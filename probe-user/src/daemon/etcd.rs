@@ -224,7 +224,8 @@ pub mod pb {
 }
 
 use pb::{
-    k_v_client::KVClient as KvClient, lease_client::LeaseClient, watch_client::WatchClient, KeyValue,
+    k_v_client::KVClient as KvClient, lease_client::LeaseClient, watch_client::WatchClient,
+    KeyValue,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +277,11 @@ impl Etcd {
     /// daemon can start while etcd is down.
     pub fn new(endpoints: &str) -> Result<Self, EtcdError> {
         let mut eps = vec![];
-        for e in endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for e in endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             if !e.starts_with("http://") {
                 return Err(EtcdError::Endpoint(e.to_owned()));
             }
@@ -308,8 +313,7 @@ impl Etcd {
     }
 
     fn rpc(&self, s: tonic::Status) -> EtcdError {
-        let message = if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown
-        {
+        let message = if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::Unknown {
             // The innermost cause ("Connection refused", "broken pipe") is
             // what an operator needs; tonic's wrappers around it are noise.
             let mut cause: &dyn std::error::Error = &s;

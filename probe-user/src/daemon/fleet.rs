@@ -305,6 +305,9 @@ fn running_executables() -> BTreeSet<PathBuf> {
     out
 }
 
+/// (device, inode, mtime): a file, and its version.
+type FileStamp = (u64, u64, i64);
+
 /// The fleet side of a daemon.
 pub struct Fleet {
     pub cfg: FleetConfig,
@@ -312,8 +315,8 @@ pub struct Fleet {
     store: Arc<Store>,
     policy: Arc<Policy>,
     entries: Mutex<BTreeMap<String, Entry>>,
-    /// Build ids per executable, with the (dev, inode, mtime) they were read at.
-    build_ids: Mutex<HashMap<PathBuf, ((u64, u64, i64), Vec<String>)>>,
+    /// Build ids per executable, with the file they were read from.
+    build_ids: Mutex<HashMap<PathBuf, (FileStamp, Vec<String>)>>,
 }
 
 impl Fleet {
@@ -395,10 +398,7 @@ impl Fleet {
                 pid_start: 0,
                 ..e.spec()
             };
-            if let Err(why) = self
-                .policy
-                .check(std::slice::from_ref(&e.def.owner), &spec)
-            {
+            if let Err(why) = self.policy.check(std::slice::from_ref(&e.def.owner), &spec) {
                 eprintln!(
                     "probe daemon: {id}: refused on this host for {}: {why}",
                     exe.display()
@@ -678,8 +678,8 @@ impl Fleet {
         };
         let me = self.clone();
         let n = kvs.len();
-        let _ = tokio::task::spawn_blocking(move || me.replace_all(&kvs, &running_executables()))
-            .await;
+        let _ =
+            tokio::task::spawn_blocking(move || me.replace_all(&kvs, &running_executables())).await;
         let mut w = match self.etcd.watch(&prefix, rev + 1).await {
             Ok(w) => w,
             Err(e) => return e,
@@ -786,7 +786,11 @@ impl Fleet {
 
     /// Stores a new fleet breakpoint (already checked by the caller);
     /// returns its id. With an expiry, the key carries a lease of that TTL.
-    pub async fn add(&self, mut def: BreakpointInfo, expires_in: Option<Duration>) -> Result<String, EtcdError> {
+    pub async fn add(
+        &self,
+        mut def: BreakpointInfo,
+        expires_in: Option<Duration>,
+    ) -> Result<String, EtcdError> {
         // A fresh revision names it: unique across the cluster.
         let rev = self
             .etcd
@@ -850,16 +854,25 @@ mod tests {
         assert_eq!(exact_path("/srv/*"), None);
         assert_eq!(exact_path("api"), None);
 
-        let labels: BTreeMap<String, String> =
-            [("env".to_owned(), "prod".to_owned()), ("zone".to_owned(), "a".to_owned())].into();
+        let labels: BTreeMap<String, String> = [
+            ("env".to_owned(), "prod".to_owned()),
+            ("zone".to_owned(), "a".to_owned()),
+        ]
+        .into();
         let sel = |l: &[(&str, &str)]| Selector {
-            labels: l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         };
         assert!(labels_match(&sel(&[]), &labels).is_ok());
         assert!(labels_match(&sel(&[("env", "prod")]), &labels).is_ok());
         let e = labels_match(&sel(&[("env", "prod"), ("zone", "b")]), &labels).unwrap_err();
-        assert!(e.contains("lack zone=b") && e.contains("env=prod, zone=a"), "{e}");
+        assert!(
+            e.contains("lack zone=b") && e.contains("env=prod, zone=a"),
+            "{e}"
+        );
         assert!(labels_match(&sel(&[("env", "prod")]), &BTreeMap::new())
             .unwrap_err()
             .contains("has: none"));
@@ -869,8 +882,7 @@ mod tests {
     #[test]
     fn build_ids_of_a_real_go_binary() {
         // The test programs are built by `cargo xtask setup`; skip without them.
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/testdata/go1.27.3/store");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testdata/go1.27.3/store");
         if !p.exists() {
             eprintln!("skipped: {} not built", p.display());
             return;
