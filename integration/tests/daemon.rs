@@ -1141,6 +1141,37 @@ fn two_daemons_sharing_etcd_both_apply_a_breakpoint_added_once_and_both_remove_i
         "{}",
         again.stderr
     );
+
+    // An expiring one: etcd deletes it (a lease), and both detach.
+    let added = Instant::now();
+    let (id2, _) = fleet_add(
+        &b,
+        &[
+            "--select-binary",
+            "fleetboth",
+            "--func",
+            PUT,
+            "--expires",
+            "4s",
+        ],
+    );
+    assert_ne!(id2, id);
+    for d in [&a, &b] {
+        d.wait("the expiring breakpoint attached", T, || {
+            d.uprobes().len() == 1
+        });
+    }
+    for d in [&a, &b] {
+        d.wait("the expired breakpoint detached", T, || {
+            d.uprobes().is_empty()
+        });
+    }
+    assert!(
+        added.elapsed() >= Duration::from_millis(3500),
+        "expired early: {:?}",
+        added.elapsed()
+    );
+    assert!(a.fleet_bp(&id2).is_none() && b.fleet_bp(&id2).is_none());
     // The target never noticed.
     let before = target.ticks.lock().unwrap().len();
     target.wait_ticks(before + 3, Duration::from_secs(10));
