@@ -591,17 +591,23 @@ impl Daemon {
             ..Default::default()
         };
         let id = fleet
-            .add(def, expires)
+            .add(def.clone(), expires)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         eprintln!("probe daemon: {id}: stored in etcd");
         fleet.settled(&id, SETTLE_TIMEOUT).await;
-        fleet
+        // Stored is what counts: if this daemon's own watch has not caught
+        // up (etcd trouble right after the put), say just that.
+        Ok(fleet
             .infos()
             .await
             .into_iter()
             .find(|b| b.id == id)
-            .ok_or_else(|| Status::not_found(format!("{id} was removed")))
+            .unwrap_or(BreakpointInfo {
+                id,
+                state: "stored".into(),
+                ..def
+            }))
     }
 
     /// `RemoveBreakpoint` of a fleet breakpoint: deletes it from etcd (every
