@@ -6,7 +6,9 @@
 //!
 //! Also generates the `probe daemon` gRPC service (server and client) from a
 //! description in Rust (`tonic_build::manual`): the messages are hand-written
-//! prost structs in `src/daemon/proto.rs`, so no `protoc` is needed.
+//! prost structs in `src/daemon/proto.rs`, so no `protoc` is needed; and,
+//! the same way, the few etcd v3 services the fleet mode calls (clients
+//! only; messages in `src/daemon/etcd.rs`).
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -23,6 +25,7 @@ fn main() {
         Err(_) => fs::write(&out, b"").unwrap(),
     }
     daemon_service();
+    etcd_client();
 }
 
 /// The `probe.v1.Daemon` service; see `src/daemon/proto.rs` for the messages.
@@ -85,4 +88,71 @@ fn daemon_service() {
         .build();
     Builder::new().compile(&[service]);
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// The parts of etcd's v3 API the fleet mode uses (`etcdserverpb.KV`,
+/// `Watch` and `Lease`), clients only; the messages are hand-written in
+/// `src/daemon/etcd.rs` with etcd's own field numbers.
+fn etcd_client() {
+    use tonic_build::manual::{Builder, Method, Service};
+    let m = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(format!("crate::daemon::etcd::pb::{input}"))
+            .output_type(format!("crate::daemon::etcd::pb::{output}"))
+            .codec_path("tonic_prost::ProstCodec")
+    };
+    let kv = Service::builder()
+        .name("KV")
+        .package("etcdserverpb")
+        .method(m("range", "Range", "RangeRequest", "RangeResponse").build())
+        .method(m("put", "Put", "PutRequest", "PutResponse").build())
+        .method(
+            m(
+                "delete_range",
+                "DeleteRange",
+                "DeleteRangeRequest",
+                "DeleteRangeResponse",
+            )
+            .build(),
+        )
+        .build();
+    let watch = Service::builder()
+        .name("Watch")
+        .package("etcdserverpb")
+        .method(
+            m("watch", "Watch", "WatchRequest", "WatchResponse")
+                .client_streaming()
+                .server_streaming()
+                .build(),
+        )
+        .build();
+    let lease = Service::builder()
+        .name("Lease")
+        .package("etcdserverpb")
+        .method(
+            m(
+                "lease_grant",
+                "LeaseGrant",
+                "LeaseGrantRequest",
+                "LeaseGrantResponse",
+            )
+            .build(),
+        )
+        .method(
+            m(
+                "lease_keep_alive",
+                "LeaseKeepAlive",
+                "LeaseKeepAliveRequest",
+                "LeaseKeepAliveResponse",
+            )
+            .client_streaming()
+            .server_streaming()
+            .build(),
+        )
+        .build();
+    Builder::new()
+        .build_server(false)
+        .compile(&[kv, watch, lease]);
 }

@@ -892,3 +892,426 @@ fn mtls_identities_are_held_to_the_policy_and_secrets_are_redacted() {
     assert_eq!(owners, ["alice", "ops.example"]);
     assert_eq!(d.uprobes().len(), 2, "{}", d.log());
 }
+
+// ---------------------------------------------------------------------------
+// Fleet mode: daemons sharing breakpoints through a real etcd server
+// (Debian's `etcd-server`, installed by `cargo xtask test`), started here
+// on free ports with a private data directory.
+// ---------------------------------------------------------------------------
+
+/// A real etcd server, killed on drop.
+struct Etcd {
+    child: Option<Child>,
+    url: String,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+/// A TCP port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> Self {
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let data = dir.join("etcd-data");
+        let args = vec![
+            "--name".into(),
+            "default".into(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen-client-urls".into(),
+            url.clone(),
+            "--advertise-client-urls".into(),
+            url.clone(),
+            "--listen-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-cluster".into(),
+            format!("default={peer_url}"),
+        ];
+        let mut e = Etcd {
+            child: None,
+            url,
+            args,
+            log: dir.join("etcd.log"),
+        };
+        e.restart();
+        e
+    }
+
+    /// Starts it (again, with the same data and ports) and waits until it is healthy.
+    fn restart(&mut self) {
+        let bin = std::env::var_os("PROBE_ETCD").unwrap_or_else(|| "etcd".into());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start etcd ({bin:?}): {e}; `cargo xtask test` installs Debian's etcd-server")
+            });
+        self.child = Some(child);
+        let start = Instant::now();
+        while !self.healthy() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "etcd not healthy after 30 s:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET /health` answers `"health":"true"`.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut body = String::new();
+        s.write_all(req.as_bytes()).is_ok()
+            && s.read_to_string(&mut body).is_ok()
+            && body.contains("\"health\":\"true\"")
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A copy of `store` under a name of its own, so that selecting by base
+/// name sees only this test's processes.
+fn store_named(dir: &Dir, name: &str) -> PathBuf {
+    let v = go_versions().last().unwrap().clone();
+    let dst = dir.0.join(name);
+    std::fs::copy(testdata(&v, "store"), &dst).unwrap();
+    dst
+}
+
+/// A fleet member: its own socket and state under `dir/<host>`.
+fn fleet_daemon(dir: &Dir, etcd: &Etcd, prefix: &str, host: &str, extra: &[&str]) -> Daemon {
+    let d = dir.0.join(host);
+    std::fs::create_dir_all(&d).unwrap();
+    let listen = format!("unix:{}", d.join("probe.sock").display());
+    let mut args = vec![
+        "--listen",
+        &listen,
+        "--etcd",
+        &etcd.url,
+        "--etcd-prefix",
+        prefix,
+        "--host-name",
+        host,
+    ];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start_with(&d, &args);
+    daemon.wait("the fleet watch", T, || {
+        daemon.log().contains("watching as host")
+    });
+    daemon
+}
+
+impl Daemon {
+    /// The fleet breakpoint `id` as `probe bp ls --json` shows it.
+    fn fleet_bp(&self, id: &str) -> Option<Value> {
+        self.breakpoints()
+            .into_iter()
+            .find(|b| b["id"] == id && b["fleet"] == true)
+    }
+
+    /// Host `host`'s status of fleet breakpoint `id`, as this daemon sees it.
+    fn host_state(&self, id: &str, host: &str) -> Option<String> {
+        let b = self.fleet_bp(id)?;
+        b["hosts"]
+            .as_array()?
+            .iter()
+            .find(|h| h["host"] == host)
+            .and_then(|h| h["state"].as_str().map(str::to_owned))
+    }
+}
+
+/// `probe bp add --fleet …` on `d`; returns the new id.
+fn fleet_add(d: &Daemon, args: &[&str]) -> (String, Run) {
+    let mut all = vec!["bp", "add", "--fleet"];
+    all.extend_from_slice(args);
+    let r = d.cli(&all);
+    assert!(
+        r.status.success(),
+        "{}\n{}\n{}",
+        r.stdout,
+        r.stderr,
+        d.log()
+    );
+    let id = r.stdout.split('\t').next().unwrap().to_owned();
+    assert!(id.starts_with("fleet-"), "{}", r.stdout);
+    (id, r)
+}
+
+#[test]
+fn two_daemons_sharing_etcd_both_apply_a_breakpoint_added_once_and_both_remove_it() {
+    let dir = Dir::new("fleet-both");
+    let etcd = Etcd::start(&dir.0);
+    let exe = store_named(&dir, "fleetboth");
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let a = fleet_daemon(&dir, &etcd, "/both/", "host-a", &["--label", "env=prod"]);
+    let b = fleet_daemon(&dir, &etcd, "/both/", "host-b", &["--label", "env=dev"]);
+    assert!(a.uprobes().is_empty() && b.uprobes().is_empty());
+
+    // Added once, through host-a, selected by the executable's base name.
+    let (id, r) = fleet_add(&a, &["--select-binary", "fleetboth", "--func", PUT]);
+    assert!(r.stdout.contains("\tattached\t"), "{}", r.stdout);
+    assert!(r.stderr.contains("stored in etcd"), "{}", r.stderr);
+
+    // Both daemons attached it, as the kernel sees it: one uprobe each, on this file.
+    for d in [&a, &b] {
+        d.wait("the fleet breakpoint's uprobe", T, || {
+            d.uprobes().len() == 1
+        });
+        assert_eq!(d.uprobes()[0].0, exe.to_str().unwrap(), "{}", d.log());
+    }
+    // Both see the hits (each daemon its own copy of every call).
+    for d in [&a, &b] {
+        d.wait("hits of the fleet breakpoint", T, || {
+            d.history(&id, 100).len() >= 3
+        });
+        for ev in d.history(&id, 100) {
+            check_put(&ev, &[target.pid()]);
+            assert_eq!(ev["bp"], id.as_str());
+        }
+    }
+    // Either daemon shows where it is applied (the other's status comes through etcd).
+    for d in [&a, &b] {
+        d.wait("both hosts attached in bp ls", T, || {
+            d.host_state(&id, "host-a").as_deref() == Some("attached")
+                && d.host_state(&id, "host-b").as_deref() == Some("attached")
+        });
+        let bp = d.fleet_bp(&id).unwrap();
+        assert_eq!(bp["selector"]["binary"], "fleetboth", "{bp}");
+        assert_eq!(bp["owner"], "local", "{bp}");
+    }
+    // Fleet breakpoints are etcd's, not the local store's.
+    let ls = b.cli(&["bp", "ls"]);
+    assert!(
+        ls.stdout.contains("hosts: host-a=attached") && ls.stdout.contains("host-b=attached"),
+        "{}",
+        ls.stdout
+    );
+
+    // Removed once, through host-b: both detach, in the kernel.
+    let rm = b.cli(&["bp", "rm", &id]);
+    assert!(rm.status.success(), "{}", rm.stderr);
+    for d in [&a, &b] {
+        d.wait("the fleet breakpoint detached", T, || {
+            d.uprobes().is_empty()
+        });
+        d.wait("the fleet breakpoint gone from bp ls", T, || {
+            d.fleet_bp(&id).is_none()
+        });
+    }
+    let again = a.cli(&["bp", "rm", &id]);
+    assert!(
+        !again.status.success() && again.stderr.contains(&format!("no breakpoint {id}")),
+        "{}",
+        again.stderr
+    );
+
+    // An expiring one: etcd deletes it (a lease), and both detach.
+    let added = Instant::now();
+    let (id2, _) = fleet_add(
+        &b,
+        &[
+            "--select-binary",
+            "fleetboth",
+            "--func",
+            PUT,
+            "--expires",
+            "4s",
+        ],
+    );
+    assert_ne!(id2, id);
+    for d in [&a, &b] {
+        d.wait("the expiring breakpoint attached", T, || {
+            d.uprobes().len() == 1
+        });
+    }
+    for d in [&a, &b] {
+        d.wait("the expired breakpoint detached", T, || {
+            d.uprobes().is_empty()
+        });
+    }
+    assert!(
+        added.elapsed() >= Duration::from_millis(3500),
+        "expired early: {:?}",
+        added.elapsed()
+    );
+    assert!(a.fleet_bp(&id2).is_none() && b.fleet_bp(&id2).is_none());
+    // The target never noticed.
+    let before = target.ticks.lock().unwrap().len();
+    target.wait_ticks(before + 3, Duration::from_secs(10));
+}
+
+#[test]
+fn a_fleet_selector_applies_only_where_its_labels_match_and_each_policy_is_enforced() {
+    let dir = Dir::new("fleet-labels");
+    let etcd = Etcd::start(&dir.0);
+    let exe = store_named(&dir, "fleetlabels");
+    let prod = fleet_daemon(&dir, &etcd, "/labels/", "prod-1", &["--label", "env=prod"]);
+    let dev = fleet_daemon(&dir, &etcd, "/labels/", "dev-1", &["--label", "env=dev"]);
+    // Selected by its labels, but its policy forbids this executable.
+    let policy = dir.0.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"identities": {"local": {"binaries": ["/nowhere/*"]}}}"#,
+    )
+    .unwrap();
+    let strict = fleet_daemon(
+        &dir,
+        &etcd,
+        "/labels/",
+        "prod-strict",
+        &["--label", "env=prod", "--policy", policy.to_str().unwrap()],
+    );
+
+    // Added through a daemon it does not apply to, before any process runs
+    // the binary; selected by a path glob.
+    let glob = format!("{}/*", dir.0.display());
+    let (id, r) = fleet_add(
+        &dev,
+        &[
+            "--select-binary",
+            &glob,
+            "--select-label",
+            "env=prod",
+            "--func",
+            PUT,
+        ],
+    );
+    assert!(r.stdout.contains("\tskipped\t"), "{}", r.stdout);
+    prod.wait("prod-1 waiting for a process", T, || {
+        prod.fleet_bp(&id).is_some_and(|b| b["state"] == "waiting")
+    });
+
+    // A process of the binary starts: the matching daemon attaches to it.
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    prod.wait("prod-1 attached", T, || prod.uprobes().len() == 1);
+    prod.wait("hits on prod-1", T, || !prod.history(&id, 10).is_empty());
+    check_put(&prod.history(&id, 1)[0], &[target.pid()]);
+
+    // The policy of prod-strict refuses it: recorded as its error, published.
+    strict.wait("prod-strict's refusal", T, || {
+        strict.fleet_bp(&id).is_some_and(|b| b["state"] == "error")
+    });
+    let b = strict.fleet_bp(&id).unwrap();
+    assert_eq!(b["error_kind"], "policy", "{b}");
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not let local probe"),
+        "{b}"
+    );
+    dev.wait("every host's state through etcd", T, || {
+        dev.host_state(&id, "prod-1").as_deref() == Some("attached")
+            && dev.host_state(&id, "prod-strict").as_deref() == Some("error")
+            && dev.host_state(&id, "dev-1").as_deref() == Some("skipped")
+    });
+    let b = dev.fleet_bp(&id).unwrap();
+    assert!(
+        b["error"].as_str().unwrap().contains("lack env=prod"),
+        "{b}"
+    );
+    // Nothing attached where it does not apply, in the kernel.
+    assert!(dev.uprobes().is_empty(), "{}", dev.log());
+    assert!(strict.uprobes().is_empty(), "{}", strict.log());
+    assert_eq!(prod.uprobes().len(), 1);
+
+    let rm = prod.cli(&["bp", "rm", &id]);
+    assert!(rm.status.success(), "{}", rm.stderr);
+    prod.wait("prod-1 detached", T, || prod.uprobes().is_empty());
+}
+
+#[test]
+fn late_and_restarted_daemons_apply_what_etcd_holds_and_an_etcd_outage_detaches_nothing() {
+    let dir = Dir::new("fleet-late");
+    let mut etcd = Etcd::start(&dir.0);
+    let exe = store_named(&dir, "fleetlate");
+    let exe_s = exe.to_str().unwrap();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let a = fleet_daemon(&dir, &etcd, "/late/", "early", &[]);
+    // An absolute --binary: that path on every host.
+    let (id, _) = fleet_add(&a, &["--binary", exe_s, "--func", PUT]);
+    a.wait("early attached", T, || a.uprobes().len() == 1);
+
+    // A daemon that starts afterwards picks it up from etcd.
+    let mut late = fleet_daemon(&dir, &etcd, "/late/", "late", &[]);
+    late.wait("late attached", T, || late.uprobes().len() == 1);
+    // Killed and started again, it applies it again (fleet breakpoints
+    // live in etcd, not in its state directory).
+    late.kill9();
+    let late = {
+        drop(late);
+        fleet_daemon(&dir, &etcd, "/late/", "late", &[])
+    };
+    late.wait("late attached again after a restart", T, || {
+        late.uprobes().len() == 1
+    });
+    late.wait("hits after the restart", T, || {
+        !late.history(&id, 10).is_empty()
+    });
+
+    // etcd goes away: what is applied stays applied (in the kernel), and hits go on.
+    etcd.stop();
+    late.wait("the daemon to notice etcd is gone", T, || {
+        late.log().contains("unreachable")
+    });
+    let hits = late.history(&id, 1000).len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.uprobes().len(), 1, "{}", a.log());
+    assert_eq!(late.uprobes().len(), 1, "{}", late.log());
+    late.wait("hits while etcd is down", T, || {
+        late.history(&id, 1000).len() > hits
+    });
+    // `bp ls` still answers, from this daemon's own view.
+    assert_eq!(
+        late.fleet_bp(&id).map(|b| b["state"].clone()),
+        Some(Value::from("attached"))
+    );
+
+    // etcd is back: the daemons reconnect by themselves, and a removal
+    // through one reaches the other.
+    etcd.restart();
+    let rm = a.cli(&["bp", "rm", &id]);
+    assert!(rm.status.success(), "{}\n{}", rm.stderr, a.log());
+    late.wait("late detached after the removal", T, || {
+        late.uprobes().is_empty()
+    });
+    a.wait("early detached", T, || a.uprobes().is_empty());
+    drop(target);
+}

@@ -7,8 +7,9 @@ use probe::{
     capture::Limits,
     daemon::{
         client,
+        fleet::{hostname, FleetConfig},
         policy::{Policy, Redactor},
-        proto::BreakpointSpec,
+        proto::{BreakpointSpec, Selector},
         server::{serve, DaemonOptions},
         tls::{ClientTls, ServerTls},
         Listen,
@@ -73,11 +74,18 @@ by signal N), or 3 for a --pid/--binary target; 1 on an error.")]
     #[command(after_help = "Examples:
   probe daemon                                        # unix:/run/probe/probe.sock, state in /var/lib/probe
   probe daemon --listen tcp:127.0.0.1:7070 --state-dir /tmp/probe-state
+  probe daemon --etcd http://etcd-1:2379 --label env=prod --label zone=eu-1   # a fleet member
 
 Breakpoints added with `probe bp add` are stored and attached again when the
 daemon restarts (to every process running the binary by then). Those of a
 `probe watch` session are detached when the client has not been heard from
-for the session's TTL. SIGINT/SIGTERM detach everything and exit.")]
+for the session's TTL. SIGINT/SIGTERM detach everything and exit.
+
+Fleet mode (--etcd): the daemon also applies every breakpoint stored under
+--etcd-prefix whose selector matches it (`probe bp add --fleet` on any
+member stores one), follows changes through an etcd watch, and publishes
+its status per breakpoint under <prefix>status/<host>/. While etcd is
+unreachable, what is applied stays applied; the daemon reconnects by itself.")]
     Daemon(DaemonArgs),
     /// Add, remove or list the daemon's breakpoints.
     #[command(subcommand)]
@@ -182,16 +190,52 @@ struct DaemonArgs {
     /// CA (PEM) client certificates must chain to; clients without one are refused.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Fleet mode: the etcd cluster holding the fleet's breakpoints
+    /// (http://HOST:PORT, comma-separated for several members).
+    #[arg(long, value_name = "URLS")]
+    etcd: Option<String>,
+    /// The etcd key prefix this fleet uses.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "/probe/",
+        requires = "etcd"
+    )]
+    etcd_prefix: String,
+    /// A label of this host that fleet selectors match (repeatable): env=prod.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label, requires = "etcd")]
+    labels: Vec<(String, String)>,
+    /// This daemon's name in the fleet's status keys [default: the host name].
+    #[arg(long, value_name = "NAME", requires = "etcd")]
+    host_name: Option<String>,
+}
+
+/// `key=value`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[derive(Subcommand)]
 enum BpCommand {
     /// Add a breakpoint outside any session: it stays until removed or expired,
-    /// and across daemon restarts.
+    /// and across daemon restarts. With --fleet, for every daemon of the fleet.
     #[command(after_help = "Examples:
   probe bp add --binary /srv/api --func main.handler
   probe bp add --pid 4242 --func 'main.(*Store).Put' --cond 'len(key) > 3' --expires 10m
-  probe bp add --binary /srv/api --line api.go:88 --capture args,locals --stack 8")]
+  probe bp add --binary /srv/api --line api.go:88 --capture args,locals --stack 8
+  probe bp add --fleet --select-binary api --select-label env=prod --func main.handler
+  probe bp add --fleet --binary /srv/api/server --func main.handler --expires 1h
+
+A --fleet breakpoint is stored in etcd by the daemon you talk to (it must run
+with --etcd); every daemon of the fleet whose labels include the selector's
+attaches it to its executables that match (--binary PATH: that path;
+--select-binary NAME: running processes' executables by base name, or by
+path glob with a /; --select-build-id: by build id), and detaches it when it
+is removed (`probe bp rm fleet-N` on any daemon) or expires.
+`probe bp ls` shows where it is applied.")]
     Add {
         #[command(flatten)]
         daemon: DaemonAddr,
@@ -200,6 +244,8 @@ enum BpCommand {
         /// Detach and forget it after this long (e.g. 10m, 2h).
         #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Remove (detach) breakpoints.
     Rm {
@@ -216,6 +262,34 @@ enum BpCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where a fleet breakpoint applies.
+#[derive(Args)]
+struct FleetArgs {
+    /// Store the breakpoint in etcd for every daemon of the fleet that the
+    /// selector matches (instead of this daemon only).
+    #[arg(long, conflicts_with = "pid")]
+    fleet: bool,
+    /// Executables by base name (api), or by path glob if it has a / (/srv/*/api).
+    #[arg(long, value_name = "NAME", requires = "fleet")]
+    select_binary: Option<String>,
+    /// Executables with this Go build id or GNU build id (hex).
+    #[arg(long, value_name = "ID", requires = "fleet")]
+    select_build_id: Option<String>,
+    /// Only daemons started with this --label (repeatable; all must match).
+    #[arg(long = "select-label", value_name = "K=V", value_parser = parse_label, requires = "fleet")]
+    select_labels: Vec<(String, String)>,
+}
+
+impl FleetArgs {
+    fn selector(&self) -> Option<Selector> {
+        self.fleet.then(|| Selector {
+            binary: self.select_binary.clone().unwrap_or_default(),
+            build_id: self.select_build_id.clone().unwrap_or_default(),
+            labels: self.select_labels.iter().cloned().collect(),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -263,6 +337,22 @@ impl BreakpointArgs {
             max_bytes: self.max_bytes,
             pid_start: 0, // the daemon reads it
         }
+    }
+
+    /// A fleet breakpoint's spec: its executables come from the selector
+    /// (or an absolute --binary, the same path on every host).
+    fn fleet_spec(&self, sel: &Selector) -> anyhow::Result<BreakpointSpec> {
+        let spec = self.spec();
+        if !spec.binary.is_empty() && !spec.binary.starts_with('/') {
+            anyhow::bail!(
+                "--binary {} is not an absolute path: a fleet breakpoint names the same path on every host (or use --select-binary NAME)",
+                spec.binary
+            );
+        }
+        if spec.binary.is_empty() && sel.binary.is_empty() && sel.build_id.is_empty() {
+            anyhow::bail!("say what a fleet breakpoint probes: --binary PATH, --select-binary NAME or --select-build-id ID");
+        }
+        Ok(spec)
     }
 
     /// The daemon needs a running target (it cannot launch a command).
@@ -496,12 +586,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }),
                 _ => None,
             };
+            let fleet = d.etcd.map(|endpoints| FleetConfig {
+                endpoints,
+                prefix: if d.etcd_prefix.ends_with('/') {
+                    d.etcd_prefix.clone()
+                } else {
+                    format!("{}/", d.etcd_prefix)
+                },
+                host: d.host_name.clone().unwrap_or_else(hostname),
+                labels: d.labels.iter().cloned().collect(),
+            });
             let opts = DaemonOptions {
                 listen: d.listen,
                 state_dir: d.state_dir,
                 history: d.history,
                 policy,
                 tls,
+                fleet,
             };
             // Breakpoints run on threads of their own; the API needs little.
             tokio::runtime::Builder::new_multi_thread()
@@ -515,9 +616,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon,
             bp,
             expires,
+            fleet,
         }) => {
-            let spec = bp.daemon_spec()?;
-            client(client::bp_add(&daemon.connect(), spec, expires))
+            let selector = fleet.selector();
+            let spec = match &selector {
+                Some(sel) => bp.fleet_spec(sel)?,
+                None => bp.daemon_spec()?,
+            };
+            client(client::bp_add(&daemon.connect(), spec, expires, selector))
         }
         Command::Bp(BpCommand::Rm { daemon, ids }) => {
             client(client::bp_rm(&daemon.connect(), &ids))

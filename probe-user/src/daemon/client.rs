@@ -16,7 +16,8 @@ use super::{
     breakpoint::now_ms,
     proto::{
         client_msg, daemon_client::DaemonClient, server_msg, AddRequest, BreakpointInfo,
-        BreakpointSpec, ClientMsg, HistoryRequest, ListRequest, OpenSession, RemoveRequest,
+        BreakpointSpec, ClientMsg, HistoryRequest, HostStatus, ListRequest, OpenSession,
+        RemoveRequest, Selector,
     },
     tls::ClientTls,
     Listen,
@@ -108,6 +109,24 @@ pub fn describe(b: &BreakpointInfo) -> String {
     if !b.session.is_empty() {
         s.push_str(&format!("\tsession={}", b.session));
     }
+    if b.fleet {
+        let sel = b.selector.clone().unwrap_or_default();
+        s.push_str(&format!(
+            "\tfleet: {}",
+            super::fleet::describe_selector(&sel)
+        ));
+        if !b.hosts.is_empty() {
+            let hosts: Vec<String> = b
+                .hosts
+                .iter()
+                .map(|h| match h.state.as_str() {
+                    "attached" => format!("{}=attached(hits={})", h.host, h.hits),
+                    st => format!("{}={st}", h.host),
+                })
+                .collect();
+            s.push_str(&format!("\thosts: {}", hosts.join(" ")));
+        }
+    }
     if b.expires_at_ms != 0 {
         let left = Duration::from_millis(b.expires_at_ms.saturating_sub(now_ms()) / 1000 * 1000);
         s.push_str(&format!(
@@ -126,22 +145,47 @@ fn info_json(b: &BreakpointInfo) -> serde_json::Value {
         "binary": spec.binary, "pid": spec.pid,
         "session": b.session, "expires_at_ms": b.expires_at_ms, "owner": b.owner,
         "error_kind": b.error_kind, "error": b.error,
+        "fleet": b.fleet,
+        "selector": b.selector.as_ref().map(|s| json!({
+            "binary": s.binary, "build_id": s.build_id, "labels": s.labels,
+        })),
+        "hosts": b.hosts.iter().map(host_json).collect::<Vec<_>>(),
     })
 }
 
-/// `probe bp add`: a breakpoint outside sessions.
+fn host_json(h: &HostStatus) -> serde_json::Value {
+    json!({
+        "host": h.host, "state": h.state, "error_kind": h.error_kind, "error": h.error,
+        "probes": h.probes, "target": h.target, "hits": h.hits, "updated_ms": h.updated_ms,
+    })
+}
+
+/// `probe bp add`: a breakpoint outside sessions; with a selector, a
+/// fleet breakpoint (stored in etcd by the daemon).
 pub async fn bp_add(
     to: &Connect,
     spec: BreakpointSpec,
     expires: Option<Duration>,
+    fleet: Option<Selector>,
 ) -> anyhow::Result<ExitCode> {
     let mut c = connect(to).await?;
     let req = AddRequest {
         spec: Some(spec),
         expires_in_ms: expires.map_or(0, |d| d.as_millis().max(1) as u64),
+        fleet: fleet.is_some(),
+        selector: fleet,
     };
     let b = c.add_breakpoint(req).await.map_err(status)?.into_inner();
     println!("{}", describe(&b));
+    if b.fleet {
+        // This daemon's own state is one host's: the breakpoint is stored
+        // whatever it is here.
+        eprintln!(
+            "probe: {} is stored in etcd: every daemon whose selector matches applies it; `probe bp ls` shows where; `probe bp rm {}` removes it everywhere",
+            b.id, b.id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if b.state == "error" {
         eprintln!("probe: {} could not be attached ({}); it stays defined and is retried when the daemon restarts; `probe bp rm {}` removes it", b.id, b.error_kind, b.id);
         return Ok(ExitCode::FAILURE);

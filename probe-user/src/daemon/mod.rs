@@ -8,9 +8,13 @@
 //! - [`policy`]: who may probe what; redaction of secret-like values.
 //! - [`tls`]: mTLS configuration and client identities from certificates.
 //! - [`client`]: connecting to a daemon (the CLI's side).
+//! - [`fleet`]: fleet breakpoints shared by many daemons through etcd.
+//! - [`etcd`]: the small etcd v3 client it uses (no `protoc`).
 
 pub mod breakpoint;
 pub mod client;
+pub mod etcd;
+pub mod fleet;
 pub mod policy;
 pub mod proto;
 pub mod server;

@@ -145,6 +145,12 @@ pub struct AddRequest {
     /// Detach it after this long; 0: never (until removed).
     #[prost(uint64, tag = "2")]
     pub expires_in_ms: u64,
+    /// Store it in etcd for every daemon the selector matches (the daemon
+    /// must run with `--etcd`).
+    #[prost(bool, tag = "3")]
+    pub fleet: bool,
+    #[prost(message, optional, tag = "4")]
+    pub selector: Option<Selector>,
 }
 
 /// A breakpoint and its status. Also the stored form of a breakpoint (the
@@ -185,6 +191,55 @@ pub struct BreakpointInfo {
     /// The identity that added it (checked against the policy again on restore).
     #[prost(string, tag = "12")]
     pub owner: String,
+    /// A fleet breakpoint (stored in etcd; see `daemon::fleet`).
+    #[prost(bool, tag = "13")]
+    pub fleet: bool,
+    /// Which daemons and executables a fleet breakpoint applies to.
+    #[prost(message, optional, tag = "14")]
+    pub selector: Option<Selector>,
+    /// A fleet breakpoint's status on every host that reported one
+    /// (`ListBreakpoints` of a daemon with `--etcd`).
+    #[prost(message, repeated, tag = "15")]
+    pub hosts: Vec<HostStatus>,
+}
+
+/// Where a fleet breakpoint applies. Every set part must match; an empty
+/// selector matches every daemon (and then `spec.binary` names the file).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Selector {
+    /// An executable's base name (`api`), or, with a `/`, a glob on its
+    /// absolute path (`/srv/*/api`); `*` and `?` also work in a base name.
+    #[prost(string, tag = "1")]
+    pub binary: String,
+    /// The executable's Go build id or GNU build id (hex).
+    #[prost(string, tag = "2")]
+    pub build_id: String,
+    /// Host labels: the daemon's `--label`s must include every one.
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// One daemon's view of a fleet breakpoint, as it publishes it in etcd.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HostStatus {
+    #[prost(string, tag = "1")]
+    pub host: String,
+    /// "attached", "waiting" (selected, no matching executable yet),
+    /// "skipped" (the selector does not match this host), "error", "detached".
+    #[prost(string, tag = "2")]
+    pub state: String,
+    #[prost(string, tag = "3")]
+    pub error_kind: String,
+    #[prost(string, tag = "4")]
+    pub error: String,
+    #[prost(uint32, tag = "5")]
+    pub probes: u32,
+    #[prost(string, tag = "6")]
+    pub target: String,
+    #[prost(uint64, tag = "7")]
+    pub hits: u64,
+    #[prost(uint64, tag = "8")]
+    pub updated_ms: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

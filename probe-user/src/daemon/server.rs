@@ -15,6 +15,11 @@
 //! Only breakpoints outside sessions are stored (a session's breakpoints
 //! die with it, and a daemon restart ends every session); on start every
 //! stored, unexpired breakpoint is resolved and attached again.
+//!
+//! With `--etcd`, fleet breakpoints (`AddRequest.fleet`) go to etcd instead
+//! and come back through the daemon's watch, like everyone else's
+//! ([`super::fleet`]); `ListBreakpoints` shows them with every host's status
+//! and `RemoveBreakpoint` of a fleet id deletes it from etcd.
 
 use std::{
     collections::BTreeMap,
@@ -34,6 +39,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     breakpoint::{now_ms, Breakpoint, State},
+    fleet::{Fleet, FleetConfig},
     policy::Policy,
     proto::{
         client_msg, daemon_server, server_msg, AddRequest, BreakpointInfo, BreakpointList,
@@ -81,6 +87,8 @@ pub struct Daemon {
     tables: Arc<Mutex<Tables>>,
     store: Arc<Store>,
     policy: Arc<Policy>,
+    /// With `--etcd`: the fleet breakpoints this daemon applies.
+    fleet: Option<Arc<Fleet>>,
 }
 
 /// Options of `probe daemon`.
@@ -93,6 +101,8 @@ pub struct DaemonOptions {
     pub policy: Policy,
     /// mTLS on the TCP listener.
     pub tls: Option<ServerTls>,
+    /// Fleet mode: the etcd cluster and this daemon's place in it.
+    pub fleet: Option<FleetConfig>,
 }
 
 fn msg(m: server_msg::Msg) -> ServerMsg {
@@ -124,6 +134,7 @@ impl Daemon {
             tables: Arc::default(),
             store,
             policy: Arc::new(policy),
+            fleet: None,
         };
         let now = now_ms();
         {
@@ -502,6 +513,123 @@ impl Daemon {
         for (_, b) in bps {
             b.join();
         }
+        if let Some(f) = &self.fleet {
+            f.shutdown();
+        }
+    }
+
+    /// `AddBreakpoint` with `fleet`: checks it, stores it in etcd, and
+    /// answers with this daemon's own view once it has applied it (or
+    /// skipped it: the selector may not match this host).
+    async fn add_fleet(&self, r: AddRequest, who: &[String]) -> Result<BreakpointInfo, Status> {
+        let Some(fleet) = self.fleet.clone() else {
+            return Err(Status::failed_precondition(
+                "this daemon runs without --etcd: fleet breakpoints need `probe daemon --etcd http://HOST:2379`",
+            ));
+        };
+        let mut spec = r
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no breakpoint spec"))?;
+        let mut sel = r.selector.unwrap_or_default();
+        if spec.pid != 0 {
+            return Err(Status::invalid_argument(
+                "a fleet breakpoint selects executables, not a process: use --binary PATH or --select-binary NAME",
+            ));
+        }
+        // `--binary PATH` of a fleet breakpoint is its selector: the same
+        // path on every host.
+        if !spec.binary.is_empty() {
+            if !sel.binary.is_empty() {
+                return Err(Status::invalid_argument(
+                    "--binary and --select-binary exclude each other (--binary PATH selects that path on every host)",
+                ));
+            }
+            sel.binary = std::mem::take(&mut spec.binary);
+        }
+        if sel.binary.is_empty() && sel.build_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "a fleet breakpoint needs --binary PATH, --select-binary NAME or --select-build-id ID",
+            ));
+        }
+        // The same checks as a local breakpoint, with a stand-in target.
+        BreakpointSpec {
+            binary: "/".into(),
+            ..spec.clone()
+        }
+        .to_options()
+        .map_err(Status::invalid_argument)?;
+        // An early answer from this daemon's policy; every daemon checks
+        // its own again for each executable it attaches to.
+        let as_path = if sel.binary.starts_with('/') {
+            sel.binary.clone()
+        } else if sel.binary.is_empty() {
+            "*".into()
+        } else {
+            format!("*/{}", sel.binary)
+        };
+        let owner = self
+            .policy
+            .check(
+                who,
+                &BreakpointSpec {
+                    binary: as_path,
+                    ..spec.clone()
+                },
+            )
+            .map_err(|why| {
+                eprintln!("probe daemon: refused a fleet breakpoint to {who:?}: {why}");
+                Status::permission_denied(why)
+            })?;
+        let expires = (r.expires_in_ms != 0).then(|| Duration::from_millis(r.expires_in_ms));
+        let def = BreakpointInfo {
+            spec: Some(spec),
+            selector: Some(sel),
+            owner,
+            created_ms: now_ms(),
+            expires_at_ms: expires.map_or(0, |d| now_ms() + d.as_millis() as u64),
+            fleet: true,
+            ..Default::default()
+        };
+        let id = fleet
+            .add(def.clone(), expires)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        eprintln!("probe daemon: {id}: stored in etcd");
+        fleet.settled(&id, SETTLE_TIMEOUT).await;
+        // Stored is what counts: if this daemon's own watch has not caught
+        // up (etcd trouble right after the put), say just that.
+        Ok(fleet
+            .infos()
+            .await
+            .into_iter()
+            .find(|b| b.id == id)
+            .unwrap_or(BreakpointInfo {
+                id,
+                state: "stored".into(),
+                ..def
+            }))
+    }
+
+    /// `RemoveBreakpoint` of a fleet breakpoint: deletes it from etcd (every
+    /// daemon detaches it when its watch sees the delete).
+    async fn remove_fleet(&self, fleet: &Fleet, id: &str, who: &[String]) -> Result<(), Status> {
+        let unavailable = |e: super::etcd::EtcdError| Status::unavailable(e.to_string());
+        let Some(def) = fleet.get(id).await.map_err(unavailable)? else {
+            return Err(Status::not_found(format!(
+                "no breakpoint {id} (see `probe bp ls`)"
+            )));
+        };
+        if self.policy.enforced() && !who.contains(&def.owner) {
+            return Err(Status::permission_denied(format!(
+                "{id} belongs to {:?}",
+                def.owner
+            )));
+        }
+        if !fleet.remove(id).await.map_err(unavailable)? {
+            return Err(Status::not_found(format!("no breakpoint {id}")));
+        }
+        eprintln!("probe daemon: {id}: deleted from etcd");
+        Ok(())
     }
 }
 
@@ -527,6 +655,9 @@ impl daemon_server::Daemon for Daemon {
     ) -> Result<Response<BreakpointInfo>, Status> {
         let who = identities(&req);
         let r = req.into_inner();
+        if r.fleet {
+            return self.add_fleet(r, &who).await.map(Response::new);
+        }
         let spec = r
             .spec
             .ok_or_else(|| Status::invalid_argument("no breakpoint spec"))?;
@@ -549,6 +680,15 @@ impl daemon_server::Daemon for Daemon {
     ) -> Result<Response<RemoveReply>, Status> {
         let who = identities(&req);
         let id = req.into_inner().id;
+        if let Some(fleet) = self.fleet.clone() {
+            let local = self.lock().bps.contains_key(&id);
+            if !local && (fleet.knows(&id) || id.starts_with("fleet-")) {
+                return self
+                    .remove_fleet(&fleet, &id, &who)
+                    .await
+                    .map(|()| Response::new(RemoveReply {}));
+            }
+        }
         // Under a policy, a client removes only what it added.
         let owner = self.lock().bps.get(&id).map(|b| b.owner.clone());
         if let Some(owner) = owner.filter(|o| self.policy.enforced() && !who.contains(o)) {
@@ -569,7 +709,11 @@ impl daemon_server::Daemon for Daemon {
         &self,
         _: Request<ListRequest>,
     ) -> Result<Response<BreakpointList>, Status> {
-        let breakpoints = self.lock().bps.values().map(Breakpoint::info).collect();
+        let mut breakpoints: Vec<BreakpointInfo> =
+            self.lock().bps.values().map(Breakpoint::info).collect();
+        if let Some(f) = &self.fleet {
+            breakpoints.extend(f.infos().await);
+        }
         Ok(Response::new(BreakpointList { breakpoints }))
     }
 
@@ -613,7 +757,16 @@ impl daemon_server::Daemon for Daemon {
 pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
-    let daemon = Daemon::restore(&opts.state_dir, opts.history, opts.policy.clone())?;
+    let mut daemon = Daemon::restore(&opts.state_dir, opts.history, opts.policy.clone())?;
+    if let Some(cfg) = opts.fleet.clone() {
+        eprintln!(
+            "probe daemon: fleet mode: etcd {} prefix {} host {:?} labels {:?}",
+            cfg.endpoints, cfg.prefix, cfg.host, cfg.labels
+        );
+        let fleet = Fleet::new(cfg, daemon.store.clone(), daemon.policy.clone())?;
+        tokio::spawn(fleet.clone().run());
+        daemon.fleet = Some(fleet);
+    }
     let reaper = daemon.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
