@@ -83,6 +83,10 @@ pub struct WorkStack {
     _pad: u32,
     /// See [`launder`].
     spill: [u32; 4],
+    /// Events this CPU has submitted (wraps); see [`wakeup_flags`].
+    ring_tick: u32,
+    /// Whether this CPU's last look found the ring past half full.
+    ring_over: u32,
     items: [Work; WORK_DEPTH],
 }
 
@@ -277,24 +281,10 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     if lc.flags & (EV_BUDGET | EV_DEPTH | EV_STEPS) != 0 {
         st.truncated += 1;
     }
-    // No wakeup per event: waking the reader from inside the uprobe costs
-    // microseconds (an irq_work, a self-IPI under virtualisation) on every
-    // hit. Userspace drains on a short timer instead. Only the event that
-    // takes the ring past half full wakes it, so a burst is drained early;
-    // waking on every event past that mark would turn a slow reader into
-    // microseconds of extra cost per hit in the target (a reader that cannot
-    // keep up must cost the target nothing: the ring fills and drops are
-    // counted).
     let ring = &EVENTS as *const RingBuf as *mut c_void;
     let len = (HDR as u32 + lc.pos) as u64;
-    // SAFETY: querying the ring's fill level has no side effects.
-    let pending = unsafe { gen::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
-    let half = (RING_BYTES / 2) as u64;
-    let flags = if pending <= half && pending + len > half {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    // SAFETY: this CPU's work-stack map value.
+    let flags = unsafe { wakeup_flags(ws, ring, len) };
     if len > SCRATCH_BYTES as u64 {
         return Err(());
     }
@@ -307,6 +297,41 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     }
     Ok(())
 }
+
+/// The ring-buffer submit flags for an event of `len` bytes.
+///
+/// No wakeup per event: waking the reader from inside the uprobe costs
+/// microseconds (an irq_work, a self-IPI under virtualisation) on every hit.
+/// Userspace drains on a short timer instead. Only the event that takes the
+/// ring past half full wakes it, so a burst is drained early; waking on
+/// every event past that mark would turn a slow reader into microseconds of
+/// extra cost per hit in the target (a reader that cannot keep up must cost
+/// the target nothing: the ring fills and drops are counted).
+///
+/// The fill level is looked at on one event in [`RING_QUERY_EVERY`] per CPU
+/// (the query is a helper call, tens of nanoseconds here): half the ring is
+/// thousands of events, so the crossing is still seen in time, once per CPU.
+#[inline(always)]
+unsafe fn wakeup_flags(ws: *mut WorkStack, ring: *mut c_void, len: u64) -> u64 {
+    let tick = (*ws).ring_tick.wrapping_add(1);
+    (*ws).ring_tick = tick;
+    if tick & (RING_QUERY_EVERY - 1) != 0 {
+        return BPF_RB_NO_WAKEUP;
+    }
+    // SAFETY: querying the ring's fill level has no side effects.
+    let pending = gen::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
+    let over = pending + len > (RING_BYTES / 2) as u64;
+    let was = (*ws).ring_over;
+    (*ws).ring_over = over as u32;
+    if over && was == 0 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// See [`wakeup_flags`]; a power of two.
+const RING_QUERY_EVERY: u32 = 32;
 
 /// Writes the header; returns it, the stack pointer and `g.stack.hi`.
 #[inline(always)]

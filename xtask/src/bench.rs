@@ -502,6 +502,8 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
         Some(c)
     };
     // Wake-ups as precise as the kernel allows (default slack is 50 µs).
+    // (Tried: SCHED_FIFO for the generator. Its short polls then starve the
+    // service on two vCPUs and every tail got worse.)
     // SAFETY: prctl on the calling thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0, 0, 0) };
     let mut conns: Vec<Conn> = (0..CONNS)
@@ -679,59 +681,68 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs.\n\n"));
         md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let loads = [Load::Paced(PACED_RATE), Load::Loop(1), Load::Loop(2)];
-        let mut base = [0.0f64; 3];
-        for c in sel.configs.iter().copied() {
-            let mut cols = vec![];
-            let mut bpf = String::from("–");
-            let mut dropped = String::from("–");
-            for (li, load) in loads.into_iter().enumerate() {
-                let secs = match (c, load) {
-                    (Config::Delve, _) => 1.0,
-                    (_, Load::Paced(_)) => 3.0,
-                    _ => 2.0,
-                };
-                let _ = loop_run(&ctx, c, load, 0.5)?; // warm-up
-                let mut v = vec![];
-                let mut drops = vec![];
-                for _ in 0..sel.reps {
-                    let (ns, log, _) = loop_run(&ctx, c, load, secs)?;
+        let nc = sel.configs.len();
+        // [config][load]: ns per call of each round; BPF ns/hit and drops.
+        let mut ns = vec![vec![vec![]; loads.len()]; nc];
+        let mut bpf = vec![String::from("–"); nc];
+        let mut dropped = vec![vec![]; nc];
+        for (li, load) in loads.into_iter().enumerate() {
+            // Configurations take turns, round after round: the machine's
+            // slow drifts (other VMs on the host) then touch all alike.
+            for round in 0..sel.reps {
+                for (ci, c) in sel.configs.iter().copied().enumerate() {
+                    let secs = match (c, load) {
+                        (Config::Delve, _) => 1.0,
+                        (_, Load::Paced(_)) => 3.0,
+                        _ => 2.0,
+                    };
+                    if round == 0 {
+                        let _ = loop_run(&ctx, c, load, 0.5)?; // warm-up
+                    }
+                    let (v, log, _) = loop_run(&ctx, c, load, secs)?;
                     if let Some(log) = log.as_deref() {
                         if let Some(b) = log
                             .lines()
                             .find_map(|x| x.trim().strip_prefix("BPF run time per hit: "))
                         {
-                            bpf = b.trim_end_matches(" ns").to_owned();
+                            bpf[ci] = b.trim_end_matches(" ns").to_owned();
                         }
-                        if let Some(k) = summary_counts(log) {
-                            drops.push(format!("{} of {}", k.dropped, k.hits));
+                        if let (Load::Paced(_), Some(k)) = (load, summary_counts(log)) {
+                            dropped[ci].push(format!("{} of {}", k.dropped, k.hits));
                         }
                     }
-                    v.push(ns);
+                    let what = match load {
+                        Load::Paced(r) => format!("paced {r}/s"),
+                        Load::Loop(g) => format!("loop, {g} goroutine(s)"),
+                    };
+                    eprintln!("  round {round}: {:<55} {what}: {v:.1} ns/call", c.name());
+                    ns[ci][li].push(v);
                 }
-                if matches!(load, Load::Paced(_)) && !drops.is_empty() {
-                    dropped = drops.join(", ");
-                }
-                let m = median(&mut v);
-                if c == Config::None {
-                    base[li] = m;
-                }
-                cols.push(m);
-                let what = match load {
-                    Load::Paced(r) => format!("paced {r}/s"),
-                    Load::Loop(g) => format!("loop, {g} goroutine(s)"),
-                };
-                eprintln!("  {:<55} {what}: {m:.1} ns/call", c.name());
             }
-            added.push((c, cols[0] - base[0]));
+        }
+        let none = sel.configs.iter().position(|c| *c == Config::None);
+        let med: Vec<Vec<f64>> = ns
+            .iter_mut()
+            .map(|per| per.iter_mut().map(|v| median(v)).collect())
+            .collect();
+        for (ci, c) in sel.configs.iter().copied().enumerate() {
+            let col = |li: usize| med[ci][li] - none.map_or(0.0, |n| med[n][li]);
+            added.push((c, col(0)));
+            let d = if dropped[ci].is_empty() {
+                "–".to_owned()
+            } else {
+                dropped[ci].join(", ")
+            };
             md.push_str(&format!(
-                "| {} | {:.1} | {:.1} | {dropped} | {:.1} | {:.1} | {:.1} | {:.1} | {bpf} |\n",
+                "| {} | {:.1} | {:.1} | {d} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
                 c.name(),
-                cols[0],
-                cols[0] - base[0],
-                cols[1],
-                cols[1] - base[1],
-                cols[2],
-                cols[2] - base[2],
+                med[ci][0],
+                col(0),
+                med[ci][1],
+                col(1),
+                med[ci][2],
+                col(2),
+                bpf[ci],
             ));
         }
         let get = |c: Config| {
