@@ -3,9 +3,8 @@
 //
 //	-mode loop: G goroutines call work() for -duration, then print
 //	  "calls N ns_per_call X".
-//	-mode rate: one goroutine calls work() -rate times a second (paced every
-//	  millisecond, open loop) for -duration, then prints "calls N
-//	  ns_per_call X", X timed over the bursts of calls only (not the sleeps).
+//	-mode rate: work() -rate times a second (bursts every millisecond) for
+//	  -duration, then "calls N ns_per_call X", timed over the bursts only.
 //	-mode http: serve GET /work?n=N on -http, calling work() once per request.
 package main
 

@@ -228,6 +228,11 @@ struct Ctx {
 }
 
 fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
+    tracer_with(ctx, c, &[])
+}
+
+/// [`tracer`], with `extra` arguments for Probe's configurations.
+fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
     let hot = ctx.hot.to_str().unwrap();
     let probe = |args: &[&str]| -> Result<Option<Tracer>> {
         let mut cmd = Command::new(&ctx.probe);
@@ -241,11 +246,7 @@ fn tracer(ctx: &Ctx, c: Config) -> Result<Option<Tracer>> {
             "10000",
         ])
         .args(args)
-        .args(
-            std::env::var("PROBE_BENCH_EXTRA")
-                .unwrap_or_default()
-                .split_whitespace(),
-        );
+        .args(extra);
         Tracer::start(cmd, "probe: attached").map(Some)
     };
     let floor = |at: &str| -> Result<Option<Tracer>> {
@@ -831,14 +832,13 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     }
 
     if sel.runs("throughput") {
-        // Capture throughput.
         crate::step("capture throughput: offered hit rates until drops start");
         md.push_str("\n### Capture throughput (`hot -mode rate`, paced calls of `main.work`; `probe attach --format json` to /dev/null)\n\n");
         md.push_str("| offered hits/s | hits | shown | dropped (ring full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n");
-        let mut last_clean = None;
-        let mut first_drop = None;
-        for rate in [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000] {
-            let r = throughput_run(&ctx, rate, 3.0)?;
+        let rates = [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000];
+        let (mut last_clean, mut first_drop) = (None, None);
+        for rate in rates {
+            let r = throughput_run(&ctx, rate, 3.0, None)?;
             eprintln!(
                 "  {rate:>7}/s offered: {} hits, {} shown, {} dropped, tracer {:.0}% CPU",
                 r.hits, r.shown, r.dropped, r.cpu_pct
@@ -859,10 +859,45 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             }
         }
         md.push_str(&format!(
-        "\nHighest offered rate with no drops: **{}**; drops start at: **{}**. Drops are counted per probe (never hidden) and cost the target nothing: the kernel side submits without waking the reader.\n",
-        last_clean.map(|r| format!("{r}/s")).unwrap_or_else(|| "none measured".into()),
-        first_drop.map(|r| format!("{r}/s")).unwrap_or_else(|| "not reached".into()),
-    ));
+            "\nHighest offered rate with no drops: **{}**; drops start at: **{}**. Drops are counted per probe (never hidden) and cost the target nothing: the kernel side submits without waking the reader.\n",
+            rate_or(last_clean, "none measured"),
+            rate_or(first_drop, "not reached"),
+        ));
+
+        // The same with every hit also exported to a real collector.
+        crate::step("capture throughput with OTLP export to a local collector");
+        let collector = Collector::start(&crate::setup_collector(root)?)?;
+        md.push_str(&format!("\n#### With OTLP export (every hit also sent as a log record over gRPC to a local `rotel` collector, exporter `blackhole`)\n\n"));
+        md.push_str("| offered hits/s | hits | shown | dropped (ring full) | exported | export dropped (queue full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let (mut last_clean, mut first_drop) = (None, None);
+        for rate in rates {
+            let r = throughput_run(&ctx, rate, 3.0, Some(&collector.endpoint))?;
+            let (sent, qdrop) = r.export.unwrap_or((0, 0));
+            eprintln!(
+                "  {rate:>7}/s offered, OTLP: {} hits, {} dropped, {sent} exported, {qdrop} export drops, tracer {:.0}% CPU",
+                r.hits, r.dropped, r.cpu_pct
+            );
+            md.push_str(&format!(
+                "| {rate} | {} | {} | {} ({:.1}%) | {sent} | {qdrop} | {:.0} | {:.0} |\n",
+                r.hits,
+                r.shown,
+                r.dropped,
+                r.drop_pct(),
+                r.cpu_pct,
+                r.rss
+            ));
+            if r.dropped == 0 && qdrop == 0 && sent == r.hits && r.hits > 0 {
+                last_clean = Some(rate);
+            } else if first_drop.is_none() {
+                first_drop = Some(rate);
+            }
+        }
+        drop(collector);
+        md.push_str(&format!(
+            "\nExporting too: highest offered rate with every hit exported: **{}**; losses start at: **{}** (counted in the summary and in the exported health metrics).\n",
+            rate_or(last_clean, "none measured"),
+            rate_or(first_drop, "not reached"),
+        ));
     }
 
     let dir = root.join("bench/results");
@@ -887,6 +922,8 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
 
 /// What one capture-throughput run saw.
 struct Throughput {
+    /// With OTLP export: hits exported, hits dropped by the export queue.
+    export: Option<(u64, u64)>,
     hits: u64,
     shown: u64,
     dropped: u64,
@@ -905,8 +942,9 @@ impl Throughput {
 }
 
 /// Offers `rate` hits a second for `secs` and reads Probe's own summary.
-fn throughput_run(ctx: &Ctx, rate: u32, secs: f64) -> Result<Throughput> {
-    let t = tracer(ctx, Config::ProbeArgs)?.context("probe")?;
+fn throughput_run(ctx: &Ctx, rate: u32, secs: f64, otlp: Option<&str>) -> Result<Throughput> {
+    let extra: Vec<&str> = otlp.map(|e| vec!["--otlp-endpoint", e]).unwrap_or_default();
+    let t = tracer_with(ctx, Config::ProbeArgs, &extra)?.context("probe")?;
     let (cpu0, _) = t.footprint();
     let started = Instant::now();
     let out = Command::new(&ctx.hot)
@@ -931,13 +969,84 @@ fn throughput_run(ctx: &Ctx, rate: u32, secs: f64) -> Result<Throughput> {
         );
     }
     let k = summary_counts(&log).with_context(|| format!("no summary from probe: {log}"))?;
+    // "OTLP export to URL: N hits and M spans sent, Q dropped (queue full), ..."
+    let export = log.lines().find(|l| l.contains("OTLP export to")).map(|l| {
+        let n = |what: &str| {
+            l.split(',')
+                .chain(l.split(':'))
+                .find_map(|part| {
+                    let w: Vec<&str> = part.split_whitespace().collect();
+                    let i = w.windows(2).position(|p| p.join(" ") == what)?;
+                    w.get(i.checked_sub(1)?)?.parse::<u64>().ok()
+                })
+                .unwrap_or(0)
+        };
+        (n("hits and"), n("dropped (queue"))
+    });
     Ok(Throughput {
+        export,
         hits: k.hits,
         shown: k.shown,
         dropped: k.dropped,
         cpu_pct: (cpu1 - cpu0) / wall * 100.0,
         rss,
     })
+}
+
+fn rate_or(r: Option<u32>, none: &str) -> String {
+    r.map(|r| format!("{r}/s")).unwrap_or_else(|| none.into())
+}
+
+/// A `rotel` OpenTelemetry collector on a free port, discarding what it
+/// receives (exporter `blackhole`): the receiving end of the export rows.
+struct Collector {
+    child: Child,
+    endpoint: String,
+}
+
+impl Collector {
+    fn start(agent: &Path) -> Result<Self> {
+        let free = || -> Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (grpc, http) = (free()?, free()?);
+        let mut child = Command::new(agent)
+            .args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc}"),
+            ])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+            .args(["--exporter", "blackhole"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the rotel collector")?;
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                bail!("the rotel collector did not listen on 127.0.0.1:{grpc}");
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                bail!("the rotel collector exited ({st})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{grpc}"),
+        })
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Counts from a probe summary line.
