@@ -1425,7 +1425,14 @@ fn a_policy_without_strings_keeps_their_contents_in_the_kernel() {
     d.env = pki.client_env(Some(alice.clone()));
     // A condition on a string would let the kernel compare the bytes for alice.
     let r = d.cli(&[
-        "bp", "add", "--binary", exe_s, "--func", PUT, "--cond", "key == \"k5\"",
+        "bp",
+        "add",
+        "--binary",
+        exe_s,
+        "--func",
+        PUT,
+        "--cond",
+        "key == \"k5\"",
     ]);
     // Refused when it is resolved against the binary (only then are the
     // types known), before anything is attached: an `invalid` breakpoint.
@@ -1438,10 +1445,23 @@ fn a_policy_without_strings_keeps_their_contents_in_the_kernel() {
     assert!(d.uprobes().is_empty());
     let bad = r.stdout.split_whitespace().next().unwrap().to_owned();
     assert!(d.cli(&["bp", "rm", &bad]).status.success());
-    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT, "--cond", "len(key) > 1"]);
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe_s,
+        "--func",
+        PUT,
+        "--cond",
+        "len(key) > 1",
+    ]);
     assert!(r.status.success(), "{}\n{}", r.stderr, d.log());
     let id_a = r.stdout.split_whitespace().next().unwrap().to_owned();
-    assert!(r.stdout.contains("strings withheld (policy)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("strings withheld (policy)"),
+        "{}",
+        r.stdout
+    );
     d.wait("alice's hits", T, || d.history(&id_a, 10).len() >= 5);
     for ev in d.history(&id_a, 5) {
         let n = n_of(&ev);
@@ -1470,7 +1490,8 @@ fn a_policy_without_strings_keeps_their_contents_in_the_kernel() {
     // table) are 8 bytes or more, and never 10.
     let alice_events = debug_chunks(&d.log());
     assert!(alice_events.len() >= 5, "{}", d.log());
-    let text_sized = |(len, want): (u64, u64)| (1..=7).contains(&want) || want == 10 || (1..=7).contains(&len);
+    let text_sized =
+        |(len, want): (u64, u64)| (1..=7).contains(&want) || want == 10 || (1..=7).contains(&len);
     for ev in &alice_events {
         assert!(
             !ev.iter().any(|&c| text_sized(c)),
@@ -1571,12 +1592,19 @@ fn a_breakpoint_over_its_cpu_budget_is_suspended_and_says_so() {
     std::thread::sleep(Duration::from_millis(500)); // what was in the ring is drained
     let (h0, s0) = {
         let b = &d.breakpoints()[0];
-        (b["hits"].as_u64().unwrap(), b["suspended_hits"].as_u64().unwrap())
+        (
+            b["hits"].as_u64().unwrap(),
+            b["suspended_hits"].as_u64().unwrap(),
+        )
     };
     d.wait("more hits counted while suspended", T, || {
         d.breakpoints()[0]["suspended_hits"].as_u64().unwrap() > s0 + 1000
     });
-    assert_eq!(d.breakpoints()[0]["hits"].as_u64().unwrap(), h0, "captured while suspended");
+    assert_eq!(
+        d.breakpoints()[0]["hits"].as_u64().unwrap(),
+        h0,
+        "captured while suspended"
+    );
     d.wait("the client to get what was captured before", T, || {
         w.events().len() as u64 == h0
     });
@@ -1602,12 +1630,30 @@ fn the_daemon_exports_every_breakpoints_hits_over_otlp_redacted() {
             ("OTEL_SERVICE_NAME", "probe-fleet-test"),
         ],
     );
-    assert!(d.log().contains("exporting every breakpoint's hits"), "{}", d.log());
-    let r = d.cli(&["bp", "add", "--binary", exe.to_str().unwrap(), "--func", PUT]);
+    assert!(
+        d.log().contains("exporting every breakpoint's hits"),
+        "{}",
+        d.log()
+    );
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe.to_str().unwrap(),
+        "--func",
+        PUT,
+    ]);
     assert!(r.status.success(), "{}", r.stderr);
     let w = Watch::start(
         &d,
-        &["--binary", exe.to_str().unwrap(), "--func", PUT, "--ttl", "10s"],
+        &[
+            "--binary",
+            exe.to_str().unwrap(),
+            "--func",
+            PUT,
+            "--ttl",
+            "10s",
+        ],
     );
     d.wait("hits of the session", T, || w.events().len() >= 2);
     let sid = d.sessions()[0]["id"].as_str().unwrap().to_owned();
@@ -1629,9 +1675,15 @@ fn the_daemon_exports_every_breakpoints_hits_over_otlp_redacted() {
         // Redacted as in every other hit the daemon hands out.
         "key:Map(@redacted:Str(key))",
     ] {
-        assert!(got.contains(want), "collector output lacks {want:?}:\n{got}");
+        assert!(
+            got.contains(want),
+            "collector output lacks {want:?}:\n{got}"
+        );
     }
-    assert!(!got.contains("key:Str(k"), "a secret left the daemon:\n{got}");
+    assert!(
+        !got.contains("key:Str(k"),
+        "a secret left the daemon:\n{got}"
+    );
 }
 
 #[test]
@@ -1640,11 +1692,22 @@ fn a_watch_resumed_within_its_ttl_keeps_its_uprobes_and_events_flow() {
     let exe = dir.store_copy();
     let target = Target::spawn(&exe, &["-interval", "20ms"]);
     let d = Daemon::start(&dir.0);
-    let args = ["--binary", exe.to_str().unwrap(), "--func", PUT, "--ttl", "20s"];
+    let args = [
+        "--binary",
+        exe.to_str().unwrap(),
+        "--func",
+        PUT,
+        "--ttl",
+        "20s",
+    ];
     let mut w = Watch::start(&d, &args);
     d.wait("hits", T, || w.events().len() >= 3);
     let sid = d.sessions()[0]["id"].as_str().unwrap().to_owned();
-    assert!(w.stderr().contains(&format!("--resume {sid}")), "{}", w.stderr());
+    assert!(
+        w.stderr().contains(&format!("--resume {sid}")),
+        "{}",
+        w.stderr()
+    );
     let links = kernel_uprobe_links(d.pid());
     assert_eq!(links.len(), 1, "{links:?}");
     let last = w.events().iter().map(n_of).max().unwrap();
@@ -1657,12 +1720,22 @@ fn a_watch_resumed_within_its_ttl_keeps_its_uprobes_and_events_flow() {
     });
     // Not another client's to take (nor a made-up one).
     let r = d.cli(&["watch", "--resume", "s-0-0"]);
-    assert!(!r.status.success() && r.stderr.contains("no session s-0-0"), "{}", r.stderr);
+    assert!(
+        !r.status.success() && r.stderr.contains("no session s-0-0"),
+        "{}",
+        r.stderr
+    );
     let r = d.cli(&["watch", "--resume", &sid, "--func", PUT]);
-    assert!(!r.status.success() && r.stderr.contains("--resume"), "{}", r.stderr);
+    assert!(
+        !r.status.success() && r.stderr.contains("--resume"),
+        "{}",
+        r.stderr
+    );
 
     let w2 = Watch::start(&d, &["--resume", &sid]);
-    d.wait("hits through the resumed session", T, || w2.events().len() >= 3);
+    d.wait("hits through the resumed session", T, || {
+        w2.events().len() >= 3
+    });
     for ev in w2.events() {
         check_put(&ev, &[target.pid()]);
         assert!(n_of(&ev) > last, "an old hit replayed: {ev}");
@@ -1675,12 +1748,18 @@ fn a_watch_resumed_within_its_ttl_keeps_its_uprobes_and_events_flow() {
     let s = &d.sessions()[0];
     assert_eq!(s["id"], sid.as_str());
     assert_eq!(s["connected"], true, "{s}");
-    assert!(d.log().contains(&format!("session {sid} resumed")), "{}", d.log());
+    assert!(
+        d.log().contains(&format!("session {sid} resumed")),
+        "{}",
+        d.log()
+    );
 
     // Ctrl-C on the resumed client removes the session's breakpoint at once.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(w2.child.id() as i32, libc::SIGINT) };
-    d.wait("the breakpoint to be removed", Duration::from_secs(5), || {
-        d.uprobes().is_empty() && d.breakpoints().is_empty()
-    });
+    d.wait(
+        "the breakpoint to be removed",
+        Duration::from_secs(5),
+        || d.uprobes().is_empty() && d.breakpoints().is_empty(),
+    );
 }

@@ -242,7 +242,9 @@ struct DaemonArgs {
 fn parse_budget(s: &str) -> Result<f64, String> {
     match s.trim_end_matches('%').parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("expected a percentage of one CPU like 5 or 0.5, got {s:?}")),
+        _ => Err(format!(
+            "expected a percentage of one CPU like 5 or 0.5, got {s:?}"
+        )),
     }
 }
 

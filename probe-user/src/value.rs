@@ -65,7 +65,9 @@ pub enum Value {
     },
     /// A string or byte slice whose contents a daemon policy withheld (the
     /// kernel never read them); `len` is its length in bytes.
-    Withheld { len: u64 },
+    Withheld {
+        len: u64,
+    },
 }
 
 /// JSON key marking a value Probe could not read (Go identifiers never start with `@`).
@@ -184,9 +186,7 @@ impl Value {
             Value::Addr(a) => write!(out, "{a:#x}").unwrap(),
             Value::Cycle(a) => write!(out, "<cycle to {a:#x}>").unwrap(),
             Value::Time { text, .. } => out.push_str(text),
-            Value::Withheld { len } => {
-                write!(out, "<withheld by policy: {len} bytes>").unwrap()
-            }
+            Value::Withheld { len } => write!(out, "<withheld by policy: {len} bytes>").unwrap(),
         }
     }
 }

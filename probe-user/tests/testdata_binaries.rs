@@ -523,8 +523,16 @@ fn withheld_strings_are_not_planned_and_decode_as_withheld() {
             0,
         );
         let a = args_json(&prog, &p.plan, &bytes);
-        assert_eq!(a["key"], json!({"@withheld": "strings", "@len": 3}), "go{v}");
-        assert_eq!(a["val"], json!({"@withheld": "strings", "@len": 3}), "go{v}");
+        assert_eq!(
+            a["key"],
+            json!({"@withheld": "strings", "@len": 3}),
+            "go{v}"
+        );
+        assert_eq!(
+            a["val"],
+            json!({"@withheld": "strings", "@len": 3}),
+            "go{v}"
+        );
         assert_eq!(
             a["s"]["name"],
             json!({"@withheld": "strings", "@len": 10}),

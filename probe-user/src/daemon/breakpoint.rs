@@ -415,10 +415,12 @@ impl Runner {
         ));
         // Exported hits are redacted like the stored ones.
         let redact = self.redact.clone();
-        let mut rd = Renderer::new(&resolved, Format::Json, self.exporter.as_deref())
-            .for_export(attrs, Box::new(move |v| {
+        let mut rd = Renderer::new(&resolved, Format::Json, self.exporter.as_deref()).for_export(
+            attrs,
+            Box::new(move |v| {
                 redact.hit(v);
-            }));
+            }),
+        );
         let mut suspended = false;
         let mut checked = Instant::now();
         let mut why = "removed".to_owned();

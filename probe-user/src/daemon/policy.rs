@@ -579,7 +579,14 @@ mod tests {
         assert_eq!(r.matches("apiKey"), Some("key"));
         // Several words in one redact entry: adjacent or run together.
         let r = Redactor::new(vec!["api_key".into(), "sessionid".into()]);
-        for m in ["apiKey", "ApiKey", "apikey", "X-API-KEY", "sessionID", "session_id"] {
+        for m in [
+            "apiKey",
+            "ApiKey",
+            "apikey",
+            "X-API-KEY",
+            "sessionID",
+            "session_id",
+        ] {
             assert!(r.matches(m).is_some(), "{m}");
         }
         for m in ["key", "api", "apiKeyboard", "session"] {

@@ -230,7 +230,9 @@ impl Daemon {
         })?;
         self.policy.narrow(&owner, &mut spec);
         if spec.cpu_budget.is_nan() || spec.cpu_budget < 0.0 {
-            return Err(Status::invalid_argument("--cpu-budget must be a positive percentage"));
+            return Err(Status::invalid_argument(
+                "--cpu-budget must be a positive percentage",
+            ));
         }
         let id = {
             let mut t = self.lock();
@@ -467,10 +469,7 @@ impl Daemon {
                 .get_mut(&open.resume)
                 .ok_or_else(|| format!("no session {} (expired?)", open.resume))?;
             if s.who != who {
-                return Err(format!(
-                    "session {} belongs to another client",
-                    open.resume
-                ));
+                return Err(format!("session {} belongs to another client", open.resume));
             }
             if let Some(old) = s.out.as_ref().filter(|o| !o.is_closed()) {
                 // Its old stream may be a half-dead connection: this client
