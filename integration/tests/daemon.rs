@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use probe_integration::{finish, go_versions, probe_bin, testdata, Run, Target};
+use probe_integration::{finish, go_versions, probe_bin, testdata, Collector, Run, Target};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -63,9 +63,15 @@ impl Daemon {
 
     /// A daemon with these extra arguments; its address is read from its log.
     fn start_with(dir: &Path, args: &[&str]) -> Self {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// A daemon with these extra arguments and environment variables.
+    fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(probe_bin())
             .arg("daemon")
             .args(args)
+            .envs(env.iter().copied())
             .arg("--state-dir")
             .arg(dir.join("state"))
             .stdin(Stdio::null())
@@ -246,10 +252,11 @@ fn check_put(ev: &Value, pids: &[u32]) {
     assert_eq!(ev["args"]["s"]["name"], "main-store", "{ev}");
 }
 
-/// A `probe watch` client whose stdout lines are collected.
+/// A `probe watch` client whose stdout lines and stderr are collected.
 struct Watch {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Watch {
@@ -257,7 +264,7 @@ impl Watch {
         let args: Vec<&str> = ["watch"].iter().chain(args).copied().collect();
         let mut child = d
             .command(&args)
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start probe watch");
         let lines = Arc::new(Mutex::new(vec![]));
@@ -267,7 +274,25 @@ impl Watch {
                 l.lock().unwrap().push(line);
             }
         });
-        Watch { child, lines }
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (err, e) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("probe watch: {line}");
+                let mut e = e.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        Watch {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     fn events(&self) -> Vec<Value> {
@@ -1314,4 +1339,427 @@ fn late_and_restarted_daemons_apply_what_etcd_holds_and_an_etcd_outage_detaches_
     });
     a.wait("early detached", T, || a.uprobes().is_empty());
     drop(target);
+}
+
+// ---------------------------------------------------------------------------
+// Capture policy (no strings), CPU budget, OTLP export, session resume.
+// ---------------------------------------------------------------------------
+
+/// The bpf link ids of the uprobes process `pid` holds: a link detached and
+/// attached again gets a new id.
+fn kernel_uprobe_links(pid: u32) -> Vec<u64> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(info) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()))
+        };
+        if field("event_type:").as_deref() == Some("uprobe") {
+            out.push(field("link_id:").and_then(|v| v.parse().ok()).unwrap_or(0));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The memory chunks of every event the daemon described
+/// (`PROBE_DEBUG_EVENTS`): (captured length, full length the read was
+/// for) per chunk. Only string reads have a full length.
+fn debug_chunks(log: &str) -> Vec<Vec<(u64, u64)>> {
+    log.lines()
+        .filter_map(|l| l.split("chunks=[").nth(1))
+        .map(|c| {
+            c.trim_end_matches(']')
+                .split_whitespace()
+                .filter_map(|ch| {
+                    let (_, rest) = ch.split_once('+')?;
+                    let (len, want) = rest.split_once('/')?;
+                    Some((len.parse().ok()?, want.parse().ok()?))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_policy_without_strings_keeps_their_contents_in_the_kernel() {
+    let dir = Dir::new("nostrings");
+    let exe = dir.store_copy();
+    let exe_s = exe.to_str().unwrap();
+    let _target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let pki = Pki::new(&dir.0);
+    let (cert, key) = pki.issue("daemon", "probe daemon", &["localhost", "127.0.0.1"]);
+    let alice = pki.issue("alice", "alice", &[]);
+    let bob = pki.issue("bob", "bob", &[]);
+    let policy = dir.0.join("policy.json");
+    // No redaction here: what hides alice's strings must be the policy.
+    let p = serde_json::json!({
+        "identities": { "alice": { "strings": false }, "bob": {} },
+        "redact": []
+    });
+    std::fs::write(&policy, p.to_string()).unwrap();
+    let mut d = Daemon::start_env(
+        &dir.0,
+        &[
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--tls-client-ca",
+            dir.0.join("ca.pem").to_str().unwrap(),
+        ],
+        // Every event's memory chunks, as the kernel sent them, in the log.
+        &[("PROBE_DEBUG_EVENTS", "1")],
+    );
+
+    d.env = pki.client_env(Some(alice.clone()));
+    // A condition on a string would let the kernel compare the bytes for alice.
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe_s,
+        "--func",
+        PUT,
+        "--cond",
+        "key == \"k5\"",
+    ]);
+    // Refused when it is resolved against the binary (only then are the
+    // types known), before anything is attached: an `invalid` breakpoint.
+    assert!(
+        !r.status.success() && r.stdout.contains("withholds strings"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(d.uprobes().is_empty());
+    let bad = r.stdout.split_whitespace().next().unwrap().to_owned();
+    assert!(d.cli(&["bp", "rm", &bad]).status.success());
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe_s,
+        "--func",
+        PUT,
+        "--cond",
+        "len(key) > 1",
+    ]);
+    assert!(r.status.success(), "{}\n{}", r.stderr, d.log());
+    let id_a = r.stdout.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        r.stdout.contains("strings withheld (policy)"),
+        "{}",
+        r.stdout
+    );
+    d.wait("alice's hits", T, || d.history(&id_a, 10).len() >= 5);
+    for ev in d.history(&id_a, 5) {
+        let n = n_of(&ev);
+        let len = format!("k{n}").len();
+        assert_eq!(
+            ev["args"]["key"],
+            serde_json::json!({"@withheld": "strings", "@len": len}),
+            "{ev}"
+        );
+        assert_eq!(
+            ev["args"]["val"],
+            serde_json::json!({"@withheld": "strings", "@len": 3}),
+            "{ev}"
+        );
+        assert_eq!(
+            ev["args"]["s"]["name"],
+            serde_json::json!({"@withheld": "strings", "@len": 10}),
+            "{ev}"
+        );
+        assert_eq!(ev["args"]["s"]["shard"], 7, "{ev}");
+        assert_eq!(ev["args"]["ttl"], n * 1_000_000_000, "{ev}");
+    }
+    // In the kernel: so far only alice's breakpoint exists, and none of its
+    // events carries a read of key ("k<N>", 2 to 5 bytes here), val (3
+    // bytes) or s.name (10 bytes); the other reads (the Store, its map's
+    // table) are 8 bytes or more, and never 10.
+    let alice_events = debug_chunks(&d.log());
+    assert!(alice_events.len() >= 5, "{}", d.log());
+    let text_sized =
+        |(len, want): (u64, u64)| (1..=7).contains(&want) || want == 10 || (1..=7).contains(&len);
+    for ev in &alice_events {
+        assert!(
+            !ev.iter().any(|&c| text_sized(c)),
+            "a string was read for alice: {ev:?}"
+        );
+    }
+    let listed = d.breakpoints();
+    assert_eq!(listed[0]["strings"], false, "{listed:?}");
+
+    // bob, on the same process, sees the text.
+    d.env = pki.client_env(Some(bob));
+    let r = d.cli(&["bp", "add", "--binary", exe_s, "--func", PUT]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let id_b = r.stdout.split_whitespace().next().unwrap().to_owned();
+    assert!(!r.stdout.contains("withheld"), "{}", r.stdout);
+    d.wait("bob's hits", T, || d.history(&id_b, 10).len() >= 3);
+    for ev in d.history(&id_b, 3) {
+        let n = n_of(&ev);
+        assert_eq!(ev["args"]["key"], format!("k{n}"), "{ev}");
+        assert_eq!(ev["args"]["s"]["name"], "main-store", "{ev}");
+        assert_eq!(
+            ev["args"]["val"],
+            serde_json::json!([n % 256, (n + 1) % 256, (n + 2) % 256]),
+            "{ev}"
+        );
+    }
+    // The check above does see strings: bob's events read them.
+    let all = debug_chunks(&d.log());
+    assert!(
+        all[alice_events.len()..]
+            .iter()
+            .any(|ev| ev.iter().any(|&(len, want)| want == 10 && len == 10)
+                && ev.iter().any(|&(len, _)| len == 3)),
+        "bob's events read Store.name (10 bytes) and val (3) in the kernel"
+    );
+    // Alice's hits stay withheld meanwhile.
+    let ev = &d.history(&id_a, 1)[0];
+    assert_eq!(ev["args"]["key"]["@withheld"], "strings", "{ev}");
+}
+
+#[test]
+fn a_breakpoint_over_its_cpu_budget_is_suspended_and_says_so() {
+    let dir = Dir::new("budget");
+    let v = go_versions().last().unwrap().clone();
+    // 10 000 calls of main.hot a second, for as long as the test needs.
+    let mut hot = Command::new(testdata(&v, "calls"))
+        .args(["-mode", "rate", "-count", "100000000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let hot = Kill(&mut hot);
+    let pid = hot.0.id().to_string();
+    // A tiny budget: any real use of the CPU is over it.
+    let d = Daemon::start_with(
+        &dir.0,
+        &[
+            "--listen",
+            &format!("unix:{}", dir.0.join("probe.sock").display()),
+            "--cpu-budget",
+            "0.01",
+        ],
+    );
+    // A client cannot ask for more than the daemon allows.
+    let w = Watch::start(
+        &d,
+        &["--pid", &pid, "--func", "main.hot", "--cpu-budget", "50"],
+    );
+    d.wait("the breakpoint to be suspended", T, || {
+        d.breakpoints()
+            .first()
+            .is_some_and(|b| b["state"] == "suspended")
+    });
+    let b = &d.breakpoints()[0];
+    assert_eq!(b["error_kind"], "cpu_budget", "{b}");
+    let why = b["error"].as_str().unwrap();
+    assert!(why.contains("CPU budget of 0.01%"), "{why}");
+    assert!(d.log().contains("suspended"), "{}", d.log());
+    // The watching client is told, and keeps its session.
+    d.wait("probe watch to say it is suspended", T, || {
+        w.stderr().contains("suspended (cpu_budget)")
+    });
+    let text = d.cli(&["bp", "ls"]);
+    assert!(
+        text.stdout.contains("suspended") && text.stdout.contains("suspended_hits="),
+        "{}",
+        text.stdout
+    );
+    // Suspended: still attached in the kernel, which counts the hits and
+    // captures none of them.
+    assert_eq!(d.uprobes().len(), 1, "{}", d.log());
+    std::thread::sleep(Duration::from_millis(500)); // what was in the ring is drained
+    let (h0, s0) = {
+        let b = &d.breakpoints()[0];
+        (
+            b["hits"].as_u64().unwrap(),
+            b["suspended_hits"].as_u64().unwrap(),
+        )
+    };
+    d.wait("more hits counted while suspended", T, || {
+        d.breakpoints()[0]["suspended_hits"].as_u64().unwrap() > s0 + 1000
+    });
+    assert_eq!(
+        d.breakpoints()[0]["hits"].as_u64().unwrap(),
+        h0,
+        "captured while suspended"
+    );
+    d.wait("the client to get what was captured before", T, || {
+        w.events().len() as u64 == h0
+    });
+    drop(hot);
+}
+
+#[test]
+fn the_daemon_exports_every_breakpoints_hits_over_otlp_redacted() {
+    let dir = Dir::new("otlp");
+    let exe = dir.store_copy();
+    let _target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let col = Collector::start(free_port(), free_port(), "daemon");
+    // The OpenTelemetry environment variables, as `probe attach` honours them.
+    let endpoint = format!("http://127.0.0.1:{}", col.grpc);
+    let d = Daemon::start_env(
+        &dir.0,
+        &[
+            "--listen",
+            &format!("unix:{}", dir.0.join("probe.sock").display()),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "probe-fleet-test"),
+        ],
+    );
+    assert!(
+        d.log().contains("exporting every breakpoint's hits"),
+        "{}",
+        d.log()
+    );
+    let r = d.cli(&[
+        "bp",
+        "add",
+        "--binary",
+        exe.to_str().unwrap(),
+        "--func",
+        PUT,
+    ]);
+    assert!(r.status.success(), "{}", r.stderr);
+    let w = Watch::start(
+        &d,
+        &[
+            "--binary",
+            exe.to_str().unwrap(),
+            "--func",
+            PUT,
+            "--ttl",
+            "10s",
+        ],
+    );
+    d.wait("hits of the session", T, || w.events().len() >= 2);
+    let sid = d.sessions()[0]["id"].as_str().unwrap().to_owned();
+    let got = col.wait_for(&format!("-> probe.session.id: Str({sid})"));
+    let got = if got.contains("-> probe.breakpoint.id: Str(bp-1)") {
+        got
+    } else {
+        col.wait_for("-> probe.breakpoint.id: Str(bp-1)")
+    };
+    for want in [
+        "EventName: probe.hit",
+        "-> service.name: Str(probe-fleet-test)",
+        "-> telemetry.sdk.name: Str(probe)",
+        "-> probe.breakpoint.id: Str(bp-2)",
+        "-> probe.owner: Str(local)",
+        "-> code.function.name: Str(main.(*Store).Put)",
+        &format!("-> process.executable.path: Str({})", exe.display()),
+        "name:Str(main-store)",
+        // Redacted as in every other hit the daemon hands out.
+        "key:Map(@redacted:Str(key))",
+    ] {
+        assert!(
+            got.contains(want),
+            "collector output lacks {want:?}:\n{got}"
+        );
+    }
+    assert!(
+        !got.contains("key:Str(k"),
+        "a secret left the daemon:\n{got}"
+    );
+}
+
+#[test]
+fn a_watch_resumed_within_its_ttl_keeps_its_uprobes_and_events_flow() {
+    let dir = Dir::new("resume");
+    let exe = dir.store_copy();
+    let target = Target::spawn(&exe, &["-interval", "20ms"]);
+    let d = Daemon::start(&dir.0);
+    let args = [
+        "--binary",
+        exe.to_str().unwrap(),
+        "--func",
+        PUT,
+        "--ttl",
+        "20s",
+    ];
+    let mut w = Watch::start(&d, &args);
+    d.wait("hits", T, || w.events().len() >= 3);
+    let sid = d.sessions()[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        w.stderr().contains(&format!("--resume {sid}")),
+        "{}",
+        w.stderr()
+    );
+    let links = kernel_uprobe_links(d.pid());
+    assert_eq!(links.len(), 1, "{links:?}");
+    let last = w.events().iter().map(n_of).max().unwrap();
+
+    // The client dies; another takes the session over within the TTL.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    d.wait("the session to be seen as disconnected", T, || {
+        d.sessions()[0]["connected"] == false
+    });
+    // Not another client's to take (nor a made-up one).
+    let r = d.cli(&["watch", "--resume", "s-0-0"]);
+    assert!(
+        !r.status.success() && r.stderr.contains("no session s-0-0"),
+        "{}",
+        r.stderr
+    );
+    let r = d.cli(&["watch", "--resume", &sid, "--func", PUT]);
+    assert!(
+        !r.status.success() && r.stderr.contains("--resume"),
+        "{}",
+        r.stderr
+    );
+
+    let w2 = Watch::start(&d, &["--resume", &sid]);
+    d.wait("hits through the resumed session", T, || {
+        w2.events().len() >= 3
+    });
+    for ev in w2.events() {
+        check_put(&ev, &[target.pid()]);
+        assert!(n_of(&ev) > last, "an old hit replayed: {ev}");
+    }
+    assert!(w2.stderr().contains("resumed"), "{}", w2.stderr());
+    assert!(w2.stderr().contains("bp-1 attached"), "{}", w2.stderr());
+    // The same uprobe, never detached and attached again, and one breakpoint.
+    assert_eq!(kernel_uprobe_links(d.pid()), links, "{}", d.log());
+    assert_eq!(d.breakpoints().len(), 1);
+    let s = &d.sessions()[0];
+    assert_eq!(s["id"], sid.as_str());
+    assert_eq!(s["connected"], true, "{s}");
+    assert!(
+        d.log().contains(&format!("session {sid} resumed")),
+        "{}",
+        d.log()
+    );
+
+    // Ctrl-C on the resumed client removes the session's breakpoint at once.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w2.child.id() as i32, libc::SIGINT) };
+    d.wait(
+        "the breakpoint to be removed",
+        Duration::from_secs(5),
+        || d.uprobes().is_empty() && d.breakpoints().is_empty(),
+    );
 }

@@ -5,134 +5,15 @@
 //! tracer's memory, and export recovers when it comes back.
 
 use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use probe_integration::{finish, go_versions, probe, probe_bin, testdata, Target};
+use probe_integration::{
+    finish, free_port, go_versions, probe, probe_bin, testdata, Collector, Target,
+};
 
 const T: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running rotel collector printing what it receives into a file.
-struct Collector {
-    child: Child,
-    out: PathBuf,
-    grpc: u16,
-    http: u16,
-}
-
-impl Collector {
-    /// Starts rotel; retries while the ports are still held by a previous
-    /// collector's connections (TIME_WAIT after a restart on the same ports).
-    fn start(grpc: u16, http: u16, tag: &str) -> Self {
-        for attempt in 0.. {
-            match Self::try_start(grpc, http, tag) {
-                Ok(c) => return c,
-                Err(text) if text.contains("Address already in use") && attempt < 60 => {
-                    std::thread::sleep(Duration::from_millis(500))
-                }
-                Err(text) => panic!("rotel did not start: {text}"),
-            }
-        }
-        unreachable!()
-    }
-
-    fn try_start(grpc: u16, http: u16, tag: &str) -> Result<Self, String> {
-        let bin = std::env::var_os("PROBE_ROTEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../target/tools/rotel/lib/python3.11/site-packages/rotel/rotel-agent")
-            });
-        assert!(
-            bin.exists(),
-            "{} missing: run `cargo xtask setup`",
-            bin.display()
-        );
-        let out =
-            std::env::temp_dir().join(format!("probe-rotel-{}-{tag}.log", std::process::id()));
-        let file = std::fs::File::create(&out).unwrap();
-        let child = Command::new(bin)
-            .args([
-                "start",
-                "--otlp-grpc-endpoint",
-                &format!("127.0.0.1:{grpc}"),
-                "--otlp-http-endpoint",
-                &format!("127.0.0.1:{http}"),
-            ])
-            .args([
-                "--exporter",
-                "blackhole",
-                "--debug-log",
-                "logs",
-                "--debug-log",
-                "traces",
-                "--debug-log",
-                "metrics",
-            ])
-            .args(["--debug-log-verbosity", "detailed"])
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start rotel");
-        let mut c = Self {
-            child,
-            out,
-            grpc,
-            http,
-        };
-        let start = Instant::now();
-        while !c.text().contains("Starting Rotel")
-            || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err()
-        {
-            if start.elapsed() > Duration::from_secs(20)
-                || matches!(c.child.try_wait(), Ok(Some(_)))
-            {
-                return Err(c.text()); // dropping `c` kills it and removes its log
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(c)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.out).unwrap_or_default()).into_owned()
-    }
-
-    /// Waits until the collector has printed `needle`.
-    fn wait_for(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let t = self.text();
-            if t.contains(needle) {
-                return t;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "collector never got {needle:?}:\n{t}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.out);
-    }
-}
 
 #[test]
 fn hits_spans_and_metrics_arrive_structured_over_grpc_and_http() {

@@ -37,6 +37,11 @@ pub struct Tables {
     pub rtypes: Vec<(u64, u32)>,
     /// Types whose descriptors did not fit in [`MAX_DESCS`].
     pub overflowed: usize,
+    /// Leave the contents of strings and byte slices out of every plan (a
+    /// daemon policy's "no strings"): no descriptor or root leads the
+    /// kernel to them, so those bytes are never read. Set before the first
+    /// type is added ([`Limits::strings`]).
+    pub withhold_strings: bool,
 }
 
 impl Default for Tables {
@@ -58,6 +63,7 @@ impl Tables {
             plain: HashMap::new(),
             rtypes: vec![],
             overflowed: 0,
+            withhold_strings: false,
         }
     }
 
@@ -129,7 +135,9 @@ impl Tables {
             stride: 0,
         };
         match &t.kind {
+            Kind::String if self.withhold_strings => {}
             Kind::String => out.push(one(desc::STRING, TID_BYTES, 0)),
+            Kind::Slice { elem } if self.withhold_strings && is_byte(d, *elem) => {}
             Kind::Slice { elem } => {
                 let e = self.tid(d, *elem);
                 out.push(one(desc::SLICE, e, 0));
@@ -313,6 +321,12 @@ impl Tables {
     }
 }
 
+/// Is `ty` a byte (`[]byte` holds text as often as `string` does)?
+pub fn is_byte(d: &DebugInfo, ty: TypeId) -> bool {
+    let t = d.underlying(ty);
+    matches!(t.kind, Kind::Uint) && t.size == 1
+}
+
 /// Is `ty` stored directly in an interface's data word? (Go's
 /// `isdirectiface`: pointer-shaped types, and structs/arrays of one of them.)
 pub fn is_direct_iface(d: &DebugInfo, ty: TypeId) -> bool {
@@ -371,6 +385,9 @@ pub struct Limits {
     pub max_string: u32,
     pub max_elems: u32,
     pub max_bytes: u32,
+    /// Capture the contents of strings and byte slices (`false`: a daemon
+    /// policy withholds them; their lengths are still shown).
+    pub strings: bool,
 }
 
 impl Default for Limits {
@@ -380,6 +397,7 @@ impl Default for Limits {
             max_string: 256,
             max_elems: 64,
             max_bytes: 8192,
+            strings: true,
         }
     }
 }

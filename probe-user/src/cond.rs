@@ -375,6 +375,44 @@ impl Condition {
         }
     }
 
+    /// The first part of the condition that looks into the contents of a
+    /// string (a comparison with a string, an index into a string or a
+    /// map), as source text; `None` when it only needs lengths and
+    /// non-string values. A daemon policy that withholds strings refuses
+    /// such conditions: the kernel would compare the bytes, and the result
+    /// would tell them.
+    pub fn reads_strings(&self, d: &DebugInfo, vars: &[ParamPlan]) -> Option<String> {
+        fn walk(e: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Option<String> {
+            let ty = |x: &Expr| check(x, d, vars).ok();
+            match &e.kind {
+                ExprKind::Binary(op, l, r) => {
+                    if !matches!(*op, "&&" | "||")
+                        && (ty(l) == Some(Ty::Str) || ty(r) == Some(Ty::Str))
+                    {
+                        return Some(render(e));
+                    }
+                    walk(l, d, vars).or_else(|| walk(r, d, vars))
+                }
+                ExprKind::Index(x, i) => {
+                    let into_text = match ty(x) {
+                        Some(Ty::Str) => true,
+                        Some(Ty::Go(t)) => matches!(d.underlying(t).kind, Kind::Map { .. }),
+                        _ => false,
+                    };
+                    if into_text {
+                        return Some(render(e));
+                    }
+                    walk(x, d, vars).or_else(|| walk(i, d, vars))
+                }
+                ExprKind::Unary(_, x) | ExprKind::Field(x, _) => walk(x, d, vars),
+                // len() needs only the length word, which is shown anyway.
+                ExprKind::Len(_) => None,
+                _ => None,
+            }
+        }
+        walk(&self.expr, d, vars)
+    }
+
     /// The top-level `&&` terms the kernel can check, as filters, and the
     /// source text of those it cannot (evaluated in userspace — the whole
     /// condition is always evaluated there too).
@@ -681,7 +719,7 @@ fn eval(e: &Expr, vars: &[(String, Value)]) -> Result<V, String> {
                 Value::List { len, .. } | Value::Map { len, .. } | Value::Chan { len, .. } => {
                     V::Int(*len as i128)
                 }
-                Value::Str { len, .. } => V::Int(*len as i128),
+                Value::Str { len, .. } | Value::Withheld { len } => V::Int(*len as i128),
                 _ => return Err("len of this value".into()),
             },
             _ => return Err("len of this value".into()),

@@ -157,7 +157,12 @@ pub fn decode_vars(
     ev: &RawEvent,
     locals: bool,
 ) -> Vec<(String, Value)> {
-    let dec = Decoder { d, rtypes, ev };
+    let dec = Decoder {
+        d,
+        rtypes,
+        ev,
+        withhold_strings: !plan.limits.strings,
+    };
     plan.params
         .iter()
         .filter(|p| p.local == locals)
@@ -188,6 +193,8 @@ struct Decoder<'a> {
     d: &'a DebugInfo,
     rtypes: &'a HashMap<u64, TypeId>,
     ev: &'a RawEvent<'a>,
+    /// The plan left string and byte-slice contents in the kernel (policy).
+    withhold_strings: bool,
 }
 
 fn u64_at(b: &[u8], off: u64) -> Option<u64> {
@@ -297,6 +304,9 @@ impl Decoder<'_> {
                         truncated: false,
                     };
                 }
+                if self.withhold_strings {
+                    return Value::Withheld { len };
+                }
                 match self.ev.memory_at(ptr) {
                     Some((data, _)) => {
                         let n = (data.len() as u64).min(len) as usize;
@@ -313,6 +323,9 @@ impl Decoder<'_> {
                 let (ptr, len) = (u64_at(b, 0).unwrap_or(0), u64_at(b, 8).unwrap_or(0));
                 if ptr == 0 {
                     return Value::Nil;
+                }
+                if self.withhold_strings && crate::capture::is_byte(self.d, *elem) {
+                    return Value::Withheld { len };
                 }
                 self.elements(*elem, ptr, len, path, nest)
             }

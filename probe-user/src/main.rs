@@ -75,11 +75,18 @@ by signal N), or 3 for a --pid/--binary target; 1 on an error.")]
   probe daemon                                        # unix:/run/probe/probe.sock, state in /var/lib/probe
   probe daemon --listen tcp:127.0.0.1:7070 --state-dir /tmp/probe-state
   probe daemon --etcd http://etcd-1:2379 --label env=prod --label zone=eu-1   # a fleet member
+  probe daemon --cpu-budget 5 --otlp-endpoint http://otel-collector:4317
 
 Breakpoints added with `probe bp add` are stored and attached again when the
 daemon restarts (to every process running the binary by then). Those of a
 `probe watch` session are detached when the client has not been heard from
 for the session's TTL. SIGINT/SIGTERM detach everything and exit.
+
+A breakpoint whose probes use more than --cpu-budget percent of a CPU is
+suspended (hits counted, not captured; `probe bp ls` says so). With
+--otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT), every breakpoint's hits
+are also exported, redacted, with probe.breakpoint.id, probe.session.id and
+probe.owner attributes.
 
 Fleet mode (--etcd): the daemon also applies every breakpoint stored under
 --etcd-prefix whose selector matches it (`probe bp add --fleet` on any
@@ -96,6 +103,7 @@ unreachable, what is applied stays applied; the daemon reconnects by itself.")]
   probe watch --binary /srv/api --func main.handler
   probe watch --pid 4242 --func 'main.(*Store).Put' --cond 'key == \"k7\"' --max-hits 1
   probe watch --daemon tcp:10.0.0.5:7070 --binary /srv/api --line api.go:88 --capture args,locals
+  probe watch --resume s-4242-7      # take over a session whose client went away, within its TTL
 
 Prints one JSON line per hit, as `probe attach --format json` does.")]
     Watch(Box<WatchArgs>),
@@ -177,7 +185,9 @@ struct DaemonArgs {
     /// every client may probe everything.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Names of values to redact in hits (case-insensitive substrings)
+    /// Names of values to redact in hits, matched as words of the name
+    /// (`key` hides apiKey, api_key, X-Api-Key, not monkey or keyboard); a
+    /// word with `*` is a glob over the whole name (`*key*`: substrings)
     /// [default: the policy's "redact", else password,token,secret,key,authorization].
     #[arg(long, value_name = "WORDS", value_delimiter = ',')]
     redact: Option<Vec<String>>,
@@ -208,6 +218,34 @@ struct DaemonArgs {
     /// This daemon's name in the fleet's status keys [default: the host name].
     #[arg(long, value_name = "NAME", requires = "etcd")]
     host_name: Option<String>,
+    /// Suspend a breakpoint when its BPF program uses more than this
+    /// percentage of one CPU (measured in windows, as `probe attach
+    /// --cpu-budget`); its hits are then counted, not captured, and `probe bp
+    /// ls` says so. Per breakpoint; clients may ask for less, not more.
+    #[arg(long, value_name = "PERCENT", default_value_t = probe::daemon::breakpoint::DEFAULT_CPU_BUDGET,
+          value_parser = parse_budget)]
+    cpu_budget: f64,
+    /// Also export every breakpoint's hits to this OpenTelemetry collector
+    /// (OTLP), with the breakpoint id, session and owner as attributes
+    /// [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP transport [default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
+    #[arg(long, value_enum)]
+    otlp_protocol: Option<probe::otlp::Protocol>,
+    /// service.name of exported telemetry [default: $OTEL_SERVICE_NAME, else probe-daemon].
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
+}
+
+/// A CPU budget: a positive percentage.
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "expected a percentage of one CPU like 5 or 0.5, got {s:?}"
+        )),
+    }
 }
 
 /// `key=value`.
@@ -244,6 +282,10 @@ is removed (`probe bp rm fleet-N` on any daemon) or expires.
         /// Detach and forget it after this long (e.g. 10m, 2h).
         #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
+        /// Suspend it when its probes use more than this percentage of one
+        /// CPU [default and maximum: the daemon's --cpu-budget].
+        #[arg(long, value_name = "PERCENT", value_parser = parse_budget)]
+        cpu_budget: Option<f64>,
         #[command(flatten)]
         fleet: FleetArgs,
     },
@@ -305,6 +347,15 @@ struct WatchArgs {
     /// Stop after printing this many events.
     #[arg(long, value_name = "N")]
     max_hits: Option<u64>,
+    /// Suspend the breakpoint when its probes use more than this percentage
+    /// of one CPU [default and maximum: the daemon's --cpu-budget].
+    #[arg(long, value_name = "PERCENT", value_parser = parse_budget)]
+    cpu_budget: Option<f64>,
+    /// Take over session ID (printed by an earlier `probe watch`, listed by
+    /// `probe sessions`) within its TTL: its breakpoints stay attached and
+    /// their hits flow here; no breakpoint flags then.
+    #[arg(long, value_name = "SESSION")]
+    resume: Option<String>,
 }
 
 impl BreakpointArgs {
@@ -336,12 +387,23 @@ impl BreakpointArgs {
             max_elems: self.max_elems,
             max_bytes: self.max_bytes,
             pid_start: 0, // the daemon reads it
+            withhold_strings: false,
+            cpu_budget: 0.0,
         }
+    }
+
+    /// At least one thing to probe.
+    fn check_probes(&self) -> anyhow::Result<()> {
+        if self.funcs.is_empty() && self.lines.is_empty() && self.addrs.is_empty() {
+            anyhow::bail!("say what to probe: --func SYMBOL, --line FILE:LINE or --addr ADDR");
+        }
+        Ok(())
     }
 
     /// A fleet breakpoint's spec: its executables come from the selector
     /// (or an absolute --binary, the same path on every host).
     fn fleet_spec(&self, sel: &Selector) -> anyhow::Result<BreakpointSpec> {
+        self.check_probes()?;
         let spec = self.spec();
         if !spec.binary.is_empty() && !spec.binary.starts_with('/') {
             anyhow::bail!(
@@ -357,6 +419,7 @@ impl BreakpointArgs {
 
     /// The daemon needs a running target (it cannot launch a command).
     fn daemon_spec(&self) -> anyhow::Result<BreakpointSpec> {
+        self.check_probes()?;
         if self.pid.is_empty() && self.binary.is_none() {
             anyhow::bail!("say what to probe: --pid PID or --binary PATH");
         }
@@ -411,7 +474,9 @@ struct BreakpointArgs {
     binary: Option<PathBuf>,
     /// Function to probe, in Go's syntax: main.handler, main.(*Store).Put,
     /// net/http.(*ServeMux).ServeHTTP. Repeatable.
-    #[arg(long = "func", short = 'f', value_name = "SYMBOL", required_unless_present_any = ["lines", "addrs"])]
+    // Required (one of --func, --line, --addr) but checked by hand:
+    // `probe watch --resume` takes none.
+    #[arg(long = "func", short = 'f', value_name = "SYMBOL")]
     funcs: Vec<String>,
     /// Probe a source line: every address where FILE:LINE begins (FILE
     /// matched as a path suffix, e.g. main.go:42 or store/main.go:42). Repeatable.
@@ -535,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Attach(a) => {
             let a = *a;
+            a.bp.check_probes()?;
             let mut pids = a.bp.pid.clone();
             pids.dedup();
             let target = match (pids.len(), &a.bp.binary, a.command.is_empty()) {
@@ -603,6 +669,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 policy,
                 tls,
                 fleet,
+                cpu_budget: d.cpu_budget,
+                otlp: probe::otlp::Config::from_flags_and_env(d.otlp_endpoint, d.otlp_protocol),
+                service_name: d.service_name,
             };
             // Breakpoints run on threads of their own; the API needs little.
             tokio::runtime::Builder::new_multi_thread()
@@ -617,12 +686,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bp,
             expires,
             fleet,
+            cpu_budget,
         }) => {
             let selector = fleet.selector();
-            let spec = match &selector {
+            let mut spec = match &selector {
                 Some(sel) => bp.fleet_spec(sel)?,
                 None => bp.daemon_spec()?,
             };
+            spec.cpu_budget = cpu_budget.unwrap_or(0.0);
             client(client::bp_add(&daemon.connect(), spec, expires, selector))
         }
         Command::Bp(BpCommand::Rm { daemon, ids }) => {
@@ -632,8 +703,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client(client::bp_ls(&daemon.connect(), json))
         }
         Command::Watch(w) => {
-            let spec = w.bp.daemon_spec()?;
-            client(client::watch(&w.daemon.connect(), spec, w.ttl, w.max_hits))
+            let spec = match &w.resume {
+                None => {
+                    let mut spec = w.bp.daemon_spec()?;
+                    spec.cpu_budget = w.cpu_budget.unwrap_or(0.0);
+                    Some(spec)
+                }
+                Some(_) => {
+                    let b = &w.bp;
+                    if !(b.funcs.is_empty()
+                        && b.lines.is_empty()
+                        && b.addrs.is_empty()
+                        && b.pid.is_empty()
+                        && b.binary.is_none())
+                    {
+                        anyhow::bail!("--resume takes over a session's breakpoints as they are: give no --func/--line/--addr/--pid/--binary with it");
+                    }
+                    None
+                }
+            };
+            client(client::watch(
+                &w.daemon.connect(),
+                spec,
+                w.resume.clone(),
+                w.ttl,
+                w.max_hits,
+            ))
         }
         Command::Sessions { daemon, json } => client(client::sessions(&daemon.connect(), json)),
         Command::History { daemon, bp, limit } => {

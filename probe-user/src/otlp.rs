@@ -233,6 +233,19 @@ impl Exporter {
         }
     }
 
+    /// Waits (at most `timeout`) until the queue is empty and one batch
+    /// period has passed, so what was queued has been sent; for a shared
+    /// exporter (the daemon's) that cannot be [`Exporter::shutdown`].
+    pub async fn flush(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            while self.tx.capacity() < self.tx.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        })
+        .await;
+    }
+
     /// Flushes what is queued (waiting at most `timeout`) and stops.
     pub async fn shutdown(self, timeout: Duration) {
         drop(self.tx);

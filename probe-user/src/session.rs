@@ -256,7 +256,9 @@ pub fn probe_params(
         },
         flags,
         max_bytes: l.max_bytes,
-        max_string: l.max_string,
+        // Withheld strings: no plan leads to them (see `Tables`); a zero
+        // cap besides, should any string read remain.
+        max_string: if l.strings { l.max_string } else { 0 },
         max_elems: l.max_elems,
         max_depth: l.max_depth,
         n_roots: p.plan.roots.len().min(MAX_ROOTS) as u32,
@@ -476,6 +478,8 @@ impl Resolved {
                 eprintln!("probe: note: {} has no {m}", target.display.display());
             }
         }
+        // Before any type is planned: the tables decide what the kernel walks.
+        program.tables.withhold_strings = !opts.limits.strings;
         if let Some(f) = &program.debug_file {
             eprintln!(
                 "probe: note: DWARF read from the separate debug-info file {}",
@@ -529,6 +533,14 @@ impl Resolved {
                         width = e.col
                     )
                 })?;
+                if !opts.limits.strings {
+                    if let Some(part) = c.reads_strings(&program.debug, &p.plan.params) {
+                        anyhow::bail!(
+                            "--cond for {}: {part} looks into a string, and the policy withholds strings from this client (len() of a string is allowed)",
+                            p.spec
+                        );
+                    }
+                }
                 let (f, rest) = c.pushdown(&program.debug, &p.plan.params);
                 filters[i] = f;
                 user_terms[i] = rest;
@@ -904,7 +916,16 @@ pub struct Renderer<'a> {
     span_seq: u64,
     /// `PROBE_DEBUG_EVENTS` is set: describe every raw event on stderr.
     debug: bool,
+    /// Attributes added to every exported record (the daemon's breakpoint,
+    /// session and owner).
+    export_attrs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+    /// Applied to a hit's values before they are exported (the daemon's
+    /// redaction); the record's body is then built from them too.
+    export_filter: Option<ExportFilter<'a>>,
 }
+
+/// A change made to a hit's JSON before it is exported.
+pub type ExportFilter<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
 
 impl<'a> Renderer<'a> {
     /// A renderer for `r`'s probes (loaded, so runtime types are known).
@@ -941,7 +962,21 @@ impl<'a> Renderer<'a> {
             bytes: vec![0; n],
             span_seq: 0,
             debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
+            export_attrs: vec![],
+            export_filter: None,
         }
+    }
+
+    /// Exported records also carry `attrs`, and their values go through
+    /// `filter` first.
+    pub fn for_export(
+        mut self,
+        attrs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+        filter: ExportFilter<'a>,
+    ) -> Self {
+        self.export_attrs = attrs;
+        self.export_filter = Some(filter);
+        self
     }
 }
 
@@ -1013,7 +1048,11 @@ impl Renderer<'_> {
         }
         self.bytes[id] += bytes.len() as u64;
         if let Some(x) = self.exporter {
-            self.export(x, &hit, &hit.to_json());
+            let mut json = hit.to_json();
+            if let Some(f) = &self.export_filter {
+                f(&mut json);
+            }
+            self.export(x, &hit, &json);
         }
         let line = match self.format {
             Format::Json => {
@@ -1045,6 +1084,7 @@ impl Renderer<'_> {
         if let Some(g) = hit.goid {
             attrs.push(kv("go.goroutine.id", int_value(g as i64)));
         }
+        attrs.extend(self.export_attrs.iter().cloned());
         for key in [
             "args",
             "locals",
@@ -1063,7 +1103,18 @@ impl Renderer<'_> {
         } else {
             "probe.hit"
         };
-        let body = hit.pretty().lines().next().unwrap_or_default().to_owned();
+        let body = if self.export_filter.is_some() {
+            // The pretty line shows values as captured: build the body from
+            // the filtered ones instead.
+            let vals = json
+                .get("returns")
+                .or_else(|| json.get("args"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            format!("{} {vals}", p.function.name)
+        } else {
+            hit.pretty().lines().next().unwrap_or_default().to_owned()
+        };
         let time = hit.time_ns.max(0) as u64;
         x.offer(crate::otlp::Item::Log(crate::otlp::log_record(
             event, time, body, attrs,
@@ -1081,12 +1132,13 @@ impl Renderer<'_> {
                 .map(|v| v.to_string())
                 .next();
             self.span_seq += 1;
-            let span_attrs = vec![
+            let mut span_attrs = vec![
                 kv("code.function.name", str_value(&p.function.name)),
                 kv("thread.id", int_value(hit.tid as i64)),
                 kv("go.goroutine.id", int_value(hit.goid.unwrap_or(0) as i64)),
                 kv("probe.id", str_value(&p.spec)),
             ];
+            span_attrs.extend(self.export_attrs.iter().cloned());
             let ids = crate::otlp::ids(time ^ self.span_seq.rotate_left(32));
             x.offer(crate::otlp::Item::Span(crate::otlp::span(
                 &p.function.name,
@@ -1193,12 +1245,10 @@ fn service_default(path: &std::path::Path) -> String {
         .unwrap_or_else(|| "unknown_service".into())
 }
 
-/// Resource attributes describing the traced process and Probe itself.
-fn resource(
-    target: &Target,
-    program: &Program,
-) -> Vec<(String, opentelemetry_proto::tonic::common::v1::AnyValue)> {
-    use crate::otlp::{int_value, str_value};
+/// Resource attributes describing Probe itself and its host (the daemon's
+/// whole resource; `probe attach` adds the traced process).
+pub fn probe_resource() -> Vec<(String, opentelemetry_proto::tonic::common::v1::AnyValue)> {
+    use crate::otlp::str_value;
     let mut host = [0u8; 256];
     // SAFETY: buffer and length match.
     let host = if unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0 {
@@ -1207,11 +1257,7 @@ fn resource(
     } else {
         String::new()
     };
-    let mut r = vec![
-        (
-            "process.executable.path".to_owned(),
-            str_value(&target.display.to_string_lossy()),
-        ),
+    vec![
         ("host.name".to_owned(), str_value(&host)),
         ("telemetry.sdk.name".to_owned(), str_value("probe")),
         ("telemetry.sdk.language".to_owned(), str_value("rust")),
@@ -1219,7 +1265,20 @@ fn resource(
             "telemetry.sdk.version".to_owned(),
             str_value(env!("CARGO_PKG_VERSION")),
         ),
-    ];
+    ]
+}
+
+/// Resource attributes describing the traced process and Probe itself.
+fn resource(
+    target: &Target,
+    program: &Program,
+) -> Vec<(String, opentelemetry_proto::tonic::common::v1::AnyValue)> {
+    use crate::otlp::{int_value, str_value};
+    let mut r = vec![(
+        "process.executable.path".to_owned(),
+        str_value(&target.display.to_string_lossy()),
+    )];
+    r.extend(probe_resource());
     if let Some(pid) = target.pid {
         r.push(("process.pid".to_owned(), int_value(pid as i64)));
     }

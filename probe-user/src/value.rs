@@ -63,6 +63,11 @@ pub enum Value {
         fields: Box<Value>,
         text: String,
     },
+    /// A string or byte slice whose contents a daemon policy withheld (the
+    /// kernel never read them); `len` is its length in bytes.
+    Withheld {
+        len: u64,
+    },
 }
 
 /// JSON key marking a value Probe could not read (Go identifiers never start with `@`).
@@ -71,6 +76,8 @@ pub const UNAVAILABLE_KEY: &str = "@unavailable";
 pub const TRUNCATED_KEY: &str = "@truncated";
 /// JSON key marking a pointer back to a value already shown (its address).
 pub const CYCLE_KEY: &str = "@cycle";
+/// JSON key marking contents withheld by policy: `{"@withheld": "strings", "@len": N}`.
+pub const WITHHELD_KEY: &str = "@withheld";
 
 impl Value {
     /// The JSON contract as a tree (see the README's "JSON events"
@@ -179,6 +186,7 @@ impl Value {
             Value::Addr(a) => write!(out, "{a:#x}").unwrap(),
             Value::Cycle(a) => write!(out, "<cycle to {a:#x}>").unwrap(),
             Value::Time { text, .. } => out.push_str(text),
+            Value::Withheld { len } => write!(out, "<withheld by policy: {len} bytes>").unwrap(),
         }
     }
 }
@@ -284,6 +292,12 @@ impl Serialize for Value {
                 m.end()
             }
             Value::Time { fields, .. } => fields.serialize(s),
+            Value::Withheld { len } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry(WITHHELD_KEY, "strings")?;
+                m.serialize_entry("@len", len)?;
+                m.end()
+            }
         }
     }
 }

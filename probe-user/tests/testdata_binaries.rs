@@ -473,3 +473,71 @@ fn runtime_types_fit_the_kernel_tables() {
         );
     }
 }
+
+/// A daemon policy's "no strings": no root or descriptor leads the kernel to
+/// string or byte-slice contents, and the decoder says they were withheld
+/// (with their lengths) even when bytes happen to be at their addresses.
+#[test]
+fn withheld_strings_are_not_planned_and_decode_as_withheld() {
+    for v in GO_VERSIONS {
+        let mut prog = Program::open(&testdata(v, "store")).unwrap();
+        prog.tables.withhold_strings = true;
+        let limits = probe::capture::Limits {
+            strings: false,
+            ..Default::default()
+        };
+        let p = prog.resolve("main.(*Store).Put", limits).unwrap().remove(0);
+        // Only s (a pointer): key (a string) and val (a []byte) are not walked.
+        let kinds: Vec<u8> = p.plan.roots.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [desc::PTR], "go{v}: {:?}", p.plan.roots);
+        // Nor is Store.name, inside what s points to.
+        for t in &prog.tables.types {
+            for d in &t.descs[..t.n_descs as usize] {
+                assert_ne!(d.kind, desc::STRING, "go{v}: a string descriptor");
+            }
+        }
+        let store = prog.debug.type_by_name("main.Store").unwrap();
+        let size = prog.debug.ty(store).size as usize;
+        let mut st = vec![0u8; size];
+        let name = field(&mut prog, "main.Store", "name");
+        st[name..name + 8].copy_from_slice(&0x5000u64.to_le_bytes());
+        st[name + 8..name + 16].copy_from_slice(&10u64.to_le_bytes());
+        let regs = [
+            (reg::RAX, 0x1000),
+            (reg::RBX, 0x2000),
+            (reg::RCX, 3),
+            (reg::RDI, 0x3000),
+            (reg::RSI, 3),
+            (reg::R8, 8),
+            (reg::R9, 5),
+        ];
+        // Even were the bytes there, they are not shown.
+        let bytes = event(
+            &regs,
+            &[
+                (0x1000, &st, 0),
+                (0x2000, b"k42", 3),
+                (0x3000, &[1, 2, 3], 0),
+                (0x5000, b"main-store", 10),
+            ],
+            0,
+        );
+        let a = args_json(&prog, &p.plan, &bytes);
+        assert_eq!(
+            a["key"],
+            json!({"@withheld": "strings", "@len": 3}),
+            "go{v}"
+        );
+        assert_eq!(
+            a["val"],
+            json!({"@withheld": "strings", "@len": 3}),
+            "go{v}"
+        );
+        assert_eq!(
+            a["s"]["name"],
+            json!({"@withheld": "strings", "@len": 10}),
+            "go{v}"
+        );
+        assert_eq!(a["ttl"], 5, "go{v}");
+    }
+}

@@ -10,7 +10,11 @@
 //! flag; the thread drops its `Kernel`, which detaches every uprobe.
 //!
 //! The per-event pipeline (ring buffer → decode → condition → JSON `Hit`)
-//! is `probe attach`'s own: [`Resolved`] and [`Renderer`].
+//! is `probe attach`'s own: [`Resolved`] and [`Renderer`]; so is the CPU
+//! budget (the kernel's BPF run-time statistics sampled in windows, see
+//! [`crate::kernel::Kernel::sample_cpu`]): a breakpoint whose program uses
+//! more than its budget is suspended in the kernel (its hits counted, not
+//! captured) and says so in its state, until it is removed.
 
 use std::{
     sync::{
@@ -28,6 +32,7 @@ use super::{
     proto::{BreakpointInfo, BreakpointSpec, Event},
     store::Store,
 };
+use crate::otlp::{kv, str_value, Exporter};
 use crate::{
     capture::Limits,
     output::Format,
@@ -39,13 +44,47 @@ use crate::{
 /// falls further behind loses the oldest and is told how many.
 const EVENT_BUFFER: usize = 1024;
 
+/// The daemon's CPU budget per breakpoint when `--cpu-budget` is not given:
+/// percent of one CPU its BPF program may use (as `probe attach`'s default).
+pub const DEFAULT_CPU_BUDGET: f64 = 20.0;
+
+/// What every breakpoint of a daemon shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Arc<Store>,
+    /// Applied to every hit before it is published, stored or exported.
+    pub redact: Redactor,
+    /// `--cpu-budget`: each breakpoint's default, and the most a client may ask for.
+    pub cpu_budget: f64,
+    /// `--otlp-endpoint`: every hit is also exported.
+    pub exporter: Option<Arc<Exporter>>,
+}
+
+impl Shared {
+    /// A spec's own budget if it asks for less than the daemon's, else the daemon's.
+    pub fn budget_for(&self, spec: &BreakpointSpec) -> f64 {
+        if spec.cpu_budget > 0.0 {
+            spec.cpu_budget.min(self.cpu_budget)
+        } else {
+            self.cpu_budget
+        }
+    }
+}
+
 /// Where a breakpoint is in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum State {
     /// Being resolved and attached.
     Pending,
     /// `probes` probes attached to `target`.
     Attached { probes: u32, target: String },
+    /// Attached, but over its CPU budget: the kernel counts its hits and
+    /// captures nothing (`why` says how much it used).
+    Suspended {
+        probes: u32,
+        target: String,
+        why: String,
+    },
     /// It could not be attached; nothing of it is in the kernel.
     Error { kind: &'static str, message: String },
     /// It was attached and is no more (its process exited, or it was removed).
@@ -65,6 +104,8 @@ pub struct Breakpoint {
     pub owner: String,
     pub state: watch::Receiver<State>,
     pub hits: Arc<AtomicU64>,
+    /// Hits the kernel counted while it was suspended (CPU budget).
+    pub suspended_hits: Arc<AtomicU64>,
     /// Every shown hit, for the sessions following this breakpoint.
     pub events: broadcast::Sender<Arc<Event>>,
     stop: Arc<AtomicBool>,
@@ -116,13 +157,18 @@ impl BreakpointSpec {
                 max_elems: or(self.max_elems, d.max_elems),
                 max_bytes: or(self.max_bytes, d.max_bytes)
                     .clamp(64, probe_common::DATA_BYTES as u32),
+                strings: !self.withhold_strings,
             },
             returns: self.returns,
             stack: self.stack,
             rate: (self.rate != 0).then_some(self.rate),
             cond: (!self.cond.is_empty()).then(|| self.cond.clone()),
             dry_run: false,
-            cpu_budget: 100.0,
+            cpu_budget: if self.cpu_budget > 0.0 {
+                self.cpu_budget
+            } else {
+                DEFAULT_CPU_BUDGET
+            },
             otlp: None,
             service_name: None,
             // The daemon's own priority is its operator's business.
@@ -143,12 +189,22 @@ impl BreakpointSpec {
         }
         s
     }
+
+    /// What a policy or the client took away from the capture, for `bp ls`.
+    pub fn restrictions(&self) -> Vec<&'static str> {
+        let mut r = vec![];
+        if self.withhold_strings {
+            r.push("strings withheld");
+        }
+        r
+    }
 }
 
 impl Breakpoint {
     /// Starts resolving and attaching `info.spec` in a thread of its own;
-    /// its hits are redacted by `redact` before anyone sees or stores them.
-    pub fn start(info: BreakpointInfo, store: Arc<Store>, redact: Redactor) -> Self {
+    /// its hits are redacted by `shared.redact` before anyone sees, stores
+    /// or exports them.
+    pub fn start(info: BreakpointInfo, shared: &Shared) -> Self {
         let BreakpointInfo {
             id,
             spec,
@@ -164,6 +220,14 @@ impl Breakpoint {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
+        let suspended_hits = Arc::new(AtomicU64::new(0));
+        let mut export_attrs = vec![kv("probe.breakpoint.id", str_value(&id))];
+        if let Some(s) = &session {
+            export_attrs.push(kv("probe.session.id", str_value(s)));
+        }
+        if !owner.is_empty() {
+            export_attrs.push(kv("probe.owner", str_value(&owner)));
+        }
         let run = Runner {
             id: id.clone(),
             spec: spec.clone(),
@@ -171,8 +235,12 @@ impl Breakpoint {
             events: events.clone(),
             stop: stop.clone(),
             hits: hits.clone(),
-            store,
-            redact,
+            suspended_hits: suspended_hits.clone(),
+            budget: shared.budget_for(&spec),
+            store: shared.store.clone(),
+            redact: shared.redact.clone(),
+            exporter: shared.exporter.clone(),
+            export_attrs,
         };
         let thread = std::thread::Builder::new()
             .name(format!("probe-{id}"))
@@ -187,6 +255,7 @@ impl Breakpoint {
             owner,
             state,
             hits,
+            suspended_hits,
             events,
             stop,
             thread,
@@ -201,6 +270,7 @@ impl Breakpoint {
             session: self.session.clone().unwrap_or_default(),
             expires_at_ms: self.expires_at_ms,
             hits: self.hits.load(Ordering::Relaxed),
+            suspended_hits: self.suspended_hits.load(Ordering::Relaxed),
             created_ms: self.created_ms,
             owner: self.owner.clone(),
             ..Default::default()
@@ -211,6 +281,17 @@ impl Breakpoint {
                 i.state = "attached".into();
                 i.probes = *probes;
                 i.target = target.clone();
+            }
+            State::Suspended {
+                probes,
+                target,
+                why,
+            } => {
+                i.state = "suspended".into();
+                i.probes = *probes;
+                i.target = target.clone();
+                i.error_kind = "cpu_budget".into();
+                i.error = why.clone();
             }
             State::Error { kind, message } => {
                 i.state = "error".into();
@@ -254,8 +335,14 @@ struct Runner {
     events: broadcast::Sender<Arc<Event>>,
     stop: Arc<AtomicBool>,
     hits: Arc<AtomicU64>,
+    suspended_hits: Arc<AtomicU64>,
+    /// Percent of one CPU.
+    budget: f64,
     store: Arc<Store>,
     redact: Redactor,
+    exporter: Option<Arc<Exporter>>,
+    /// Attributes of every exported record: breakpoint, session, owner.
+    export_attrs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
 }
 
 impl Runner {
@@ -316,11 +403,25 @@ impl Runner {
             self.id,
             resolved.probes.len()
         );
+        let probes = resolved.probes.len() as u32;
         self.state.send_replace(State::Attached {
-            probes: resolved.probes.len() as u32,
-            target: desc,
+            probes,
+            target: desc.clone(),
         });
-        let mut rd = Renderer::new(&resolved, Format::Json, None);
+        let mut attrs = self.export_attrs.clone();
+        attrs.push(kv(
+            "process.executable.path",
+            str_value(&target.display.to_string_lossy()),
+        ));
+        // Exported hits are redacted like the stored ones.
+        let redact = self.redact.clone();
+        let mut rd = Renderer::new(&resolved, Format::Json, self.exporter.as_deref()).for_export(
+            attrs,
+            Box::new(move |v| {
+                redact.hit(v);
+            }),
+        );
+        let mut suspended = false;
         let mut checked = Instant::now();
         let mut why = "removed".to_owned();
         // The kernel submits without waking readers (see probe-ebpf): poll
@@ -349,6 +450,35 @@ impl Runner {
                 if target.exited() {
                     why = "the target process exited".into();
                     break;
+                }
+                if suspended {
+                    let n: u64 = (0..probes)
+                        .filter_map(|p| kernel.stats(p).ok())
+                        .map(|s| s.suspended)
+                        .sum();
+                    self.suspended_hits.store(n, Ordering::Relaxed);
+                } else if let Some((pct, window)) = kernel.sample_cpu() {
+                    if pct > self.budget {
+                        let why = format!(
+                            "its probes used {pct:.2}% of a CPU over {:.1}s, over its CPU budget of {}%; hits are counted, not captured, until it is removed",
+                            window.as_secs_f64(),
+                            self.budget
+                        );
+                        match kernel.set_suspended(true) {
+                            Ok(()) => {
+                                eprintln!("probe daemon: {}: suspended: {why}", self.id);
+                                suspended = true;
+                                self.state.send_replace(State::Suspended {
+                                    probes,
+                                    target: desc.clone(),
+                                    why,
+                                });
+                            }
+                            Err(e) => {
+                                eprintln!("probe daemon: {}: cannot suspend: {e}", self.id)
+                            }
+                        }
+                    }
                 }
             }
         }

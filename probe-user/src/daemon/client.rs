@@ -98,6 +98,10 @@ pub fn describe(b: &BreakpointInfo) -> String {
             "\t{} probe(s) on {}\thits={}",
             b.probes, b.target, b.hits
         )),
+        "suspended" => s.push_str(&format!(
+            "\t{} probe(s) on {}\thits={} suspended_hits={}\t{}: {}",
+            b.probes, b.target, b.hits, b.suspended_hits, b.error_kind, b.error
+        )),
         // One line per breakpoint: a multi-line message (closest matches) is folded.
         "error" | "detached" => s.push_str(&format!(
             "\t{}: {}",
@@ -105,6 +109,11 @@ pub fn describe(b: &BreakpointInfo) -> String {
             b.error.replace("\n    ", " ").replace('\n', " ")
         )),
         _ => {}
+    }
+    if let Some(r) = b.spec.as_ref().map(BreakpointSpec::restrictions) {
+        if !r.is_empty() {
+            s.push_str(&format!("\t{} (policy)", r.join(", ")));
+        }
     }
     if !b.session.is_empty() {
         s.push_str(&format!("\tsession={}", b.session));
@@ -145,6 +154,9 @@ fn info_json(b: &BreakpointInfo) -> serde_json::Value {
         "binary": spec.binary, "pid": spec.pid,
         "session": b.session, "expires_at_ms": b.expires_at_ms, "owner": b.owner,
         "error_kind": b.error_kind, "error": b.error,
+        "suspended_hits": b.suspended_hits,
+        "cpu_budget": (spec.cpu_budget > 0.0).then_some(spec.cpu_budget),
+        "strings": !spec.withhold_strings,
         "fleet": b.fleet,
         "selector": b.selector.as_ref().map(|s| json!({
             "binary": s.binary, "build_id": s.build_id, "labels": s.labels,
@@ -286,13 +298,16 @@ pub async fn history(to: &Connect, bp: Option<String>, limit: u32) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// `probe watch`: a session with one breakpoint; prints its hits (the JSON
-/// lines of `probe attach --format json`) until Ctrl-C or `max_hits`.
-/// A clean exit removes the breakpoint at once; a killed client's
-/// breakpoint is detached by the daemon after the TTL.
+/// `probe watch`: a session with one breakpoint (or, with `resume`, an
+/// existing session taken over with its breakpoints); prints its hits (the
+/// JSON lines of `probe attach --format json`) until Ctrl-C or `max_hits`.
+/// A clean exit removes the breakpoints at once; a killed client's
+/// breakpoints are detached by the daemon after the TTL, unless a `probe
+/// watch --resume` takes the session over before.
 pub async fn watch(
     to: &Connect,
-    spec: BreakpointSpec,
+    spec: Option<BreakpointSpec>,
+    resume: Option<String>,
     ttl: Duration,
     max_hits: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
@@ -302,17 +317,26 @@ pub async fn watch(
     let send = |m: client_msg::Msg| ClientMsg { msg: Some(m) };
     tx.send(send(client_msg::Msg::Open(OpenSession {
         ttl_ms: ttl.as_millis() as u64,
-        resume: String::new(),
+        resume: resume.clone().unwrap_or_default(),
     })))
     .await?;
-    tx.send(send(client_msg::Msg::Add(spec))).await?;
+    if let Some(spec) = spec {
+        tx.send(send(client_msg::Msg::Add(spec))).await?;
+    }
     let mut inbound = c
         .session(ReceiverStream::new(rx))
         .await
         .map_err(status)?
         .into_inner();
     let hb = tx.clone();
+    // A resumed session keeps its own TTL: learned from `Opened` below, so
+    // beat often enough for any TTL until then.
     let beat = (ttl / 3).max(Duration::from_millis(100));
+    let beat = if resume.is_some() {
+        beat.min(Duration::from_secs(1))
+    } else {
+        beat
+    };
     tokio::spawn(async move {
         let mut t = tokio::time::interval(beat);
         t.tick().await;
@@ -346,16 +370,30 @@ pub async fn watch(
         };
         match m.msg {
             Some(server_msg::Msg::Opened(o)) => eprintln!(
-                "probe: session {} (TTL {:.1}s)",
+                "probe: session {} {}(TTL {:.1}s; `probe watch --resume {}` takes it over within the TTL)",
                 o.id,
-                o.ttl_ms as f64 / 1000.0
+                if resume.is_some() { "resumed " } else { "" },
+                o.ttl_ms as f64 / 1000.0,
+                o.id
             ),
             Some(server_msg::Msg::Breakpoint(b)) => {
-                bps.push(b.id.clone());
+                if !bps.contains(&b.id) {
+                    bps.push(b.id.clone());
+                }
+                if let Some(r) = b.spec.as_ref().map(BreakpointSpec::restrictions) {
+                    if !r.is_empty() {
+                        eprintln!("probe: {}: {} by the daemon's policy", b.id, r.join(", "));
+                    }
+                }
                 match b.state.as_str() {
                     "attached" => eprintln!(
                         "probe: {} attached {} probe(s) to {}; Ctrl-C to stop",
                         b.id, b.probes, b.target
+                    ),
+                    // Still attached: it may be removed, nothing else to do.
+                    "suspended" => eprintln!(
+                        "probe: {} suspended ({}): {}",
+                        b.id, b.error_kind, b.error
                     ),
                     _ => {
                         eprintln!("probe: {} {}: {}: {}", b.id, b.state, b.error_kind, b.error);

@@ -50,12 +50,12 @@ use std::{
 use prost::Message;
 
 use super::{
-    breakpoint::{now_ms, Breakpoint, State},
+    breakpoint::{now_ms, Breakpoint, Shared, State},
     etcd::{pb, Etcd, EtcdError},
     policy::{glob, Policy},
     proto::{BreakpointInfo, BreakpointSpec, HostStatus, Selector},
     server::MAX_BREAKPOINTS,
-    store::{valid_id, Store},
+    store::valid_id,
 };
 
 /// How often running processes are scanned for new matching executables.
@@ -148,6 +148,7 @@ impl Entry {
             return st;
         }
         let (mut attached, mut pending, mut targets, mut errors) = (0, 0, vec![], vec![]);
+        let mut suspended = 0;
         for i in &self.instances {
             st.hits += i.bp.hits.load(std::sync::atomic::Ordering::Relaxed);
             match &*i.bp.state.borrow() {
@@ -155,6 +156,16 @@ impl Entry {
                     attached += 1;
                     st.probes += probes;
                     targets.push(target.clone());
+                }
+                State::Suspended {
+                    probes,
+                    target,
+                    why,
+                } => {
+                    suspended += 1;
+                    st.probes += probes;
+                    targets.push(target.clone());
+                    errors.push(("cpu_budget", why.clone()));
                 }
                 State::Pending => pending += 1,
                 State::Error { kind, message } => errors.push((*kind, message.clone())),
@@ -167,6 +178,8 @@ impl Entry {
         st.target = targets.join("; ");
         st.state = if attached > 0 {
             "attached"
+        } else if suspended > 0 {
+            "suspended"
         } else if pending > 0 {
             "pending"
         } else if !errors.is_empty() {
@@ -312,7 +325,7 @@ type FileStamp = (u64, u64, i64);
 pub struct Fleet {
     pub cfg: FleetConfig,
     pub etcd: Etcd,
-    store: Arc<Store>,
+    shared: Shared,
     policy: Arc<Policy>,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Build ids per executable, with the file they were read from.
@@ -322,14 +335,14 @@ pub struct Fleet {
 impl Fleet {
     pub fn new(
         cfg: FleetConfig,
-        store: Arc<Store>,
+        shared: Shared,
         policy: Arc<Policy>,
     ) -> Result<Arc<Self>, EtcdError> {
         let etcd = Etcd::new(&cfg.endpoints)?;
         Ok(Arc::new(Fleet {
             cfg,
             etcd,
-            store,
+            shared,
             policy,
             entries: Mutex::default(),
             build_ids: Mutex::default(),
@@ -392,7 +405,7 @@ impl Fleet {
             if e.instances.iter().any(|i| i.exe == exe) || e.refused.contains_key(&exe) {
                 continue;
             }
-            let spec = BreakpointSpec {
+            let mut spec = BreakpointSpec {
                 binary: exe.to_string_lossy().into_owned(),
                 pid: 0,
                 pid_start: 0,
@@ -406,6 +419,7 @@ impl Fleet {
                 e.refused.insert(exe, ("policy", why));
                 continue;
             }
+            self.policy.narrow(&e.def.owner, &mut spec);
             if *total >= MAX_BREAKPOINTS {
                 e.refused.insert(
                     exe,
@@ -433,7 +447,7 @@ impl Fleet {
                 fleet: true,
                 ..Default::default()
             };
-            let bp = Breakpoint::start(info, self.store.clone(), self.policy.redact.clone());
+            let bp = Breakpoint::start(info, &self.shared);
             e.instances.push(Instance { exe, bp });
             *total += 1;
         }

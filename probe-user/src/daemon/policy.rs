@@ -9,7 +9,8 @@
 //! ```json
 //! { "identities": {
 //!     "alice": { "uids": [1000], "cgroups": ["/system.slice/api.service"],
-//!                "binaries": ["/srv/*"], "locals": false, "stack": true, "max_bytes": 1024 },
+//!                "binaries": ["/srv/*"], "locals": false, "stack": true, "max_bytes": 1024,
+//!                "strings": false },
 //!     "local": {} },
 //!   "redact": ["password", "token", "secret", "key", "authorization"] }
 //! ```
@@ -18,10 +19,21 @@
 //! identity the file does not name may probe nothing. Without a policy file
 //! every client may probe everything (the unix socket is root-only).
 //!
+//! Capture features: `"strings": false` keeps the contents of strings and
+//! byte slices in the kernel (see [`Rule::strings`]).
+//!
 //! Redaction: a value whose name (argument, local, result, struct field or
-//! map key) contains one of the `redact` words, case-insensitively, is
+//! map key) has one of the `redact` words as a *word* of its own is
 //! replaced by `{"@redacted": "<word>"}` in every hit the daemon sends or
-//! stores. The default words are above; `"redact": []` turns it off.
+//! stores (and exports). Names are split into words at `_`, `-`, `.`,
+//! spaces and camelCase humps (`apiKey`, `api_key`, `X-Api-Key`,
+//! `APIKey` → `api`, `key`), compared case-insensitively, a plural `s`
+//! allowed (`tokens`); a redact word of several words matches them
+//! adjacent or run together (`api_key` matches `apiKey`, `ApiKey` and
+//! `apikey`). So `key` hides `apiKey` and `keyID` but not `monkey` or
+//! `keyboard`. A word with `*` is a glob over the whole name instead
+//! (`*key*` brings substring matching back, `pass*` catches `passwd`).
+//! The default words are above; `"redact": []` turns it off.
 
 use std::{collections::HashMap, path::Path};
 
@@ -53,6 +65,11 @@ pub struct Rule {
     pub returns: bool,
     pub stack: bool,
     pub max_bytes: Option<u32>,
+    /// May see the contents of strings and byte slices. When not, the
+    /// identity's breakpoints are still allowed, but planned so that the
+    /// kernel never reads those bytes (lengths are still shown), and their
+    /// conditions may not look into strings.
+    pub strings: bool,
 }
 
 /// The daemon's policy.
@@ -102,6 +119,7 @@ impl Policy {
                     "returns",
                     "stack",
                     "max_bytes",
+                    "strings",
                 ]
                 .contains(&k.as_str())
                 {
@@ -159,6 +177,7 @@ impl Policy {
                     returns: flag("returns")?,
                     stack: flag("stack")?,
                     max_bytes,
+                    strings: flag("strings")?,
                 },
             );
         }
@@ -183,6 +202,17 @@ impl Policy {
     /// Is there a policy file (else everything is allowed)?
     pub fn enforced(&self) -> bool {
         self.rules.is_some()
+    }
+
+    /// Applies `owner`'s capture restrictions that narrow a breakpoint
+    /// rather than refuse it (today: no strings). Call after [`Policy::check`]
+    /// granted it, and again whenever a stored breakpoint is restored (the
+    /// policy may have changed). Only ever narrows: a client may ask for
+    /// less itself.
+    pub fn narrow(&self, owner: &str, spec: &mut BreakpointSpec) {
+        if let Some(rule) = self.rules.as_ref().and_then(|r| r.get(owner)) {
+            spec.withhold_strings |= !rule.strings;
+        }
     }
 
     /// May a client known by `identities` (its names, most specific first)
@@ -295,8 +325,54 @@ pub fn glob(pattern: &str, s: &str) -> bool {
 /// Replaces secret-like values in hits.
 #[derive(Clone, Debug, Default)]
 pub struct Redactor {
-    /// Lowercase words.
-    words: Vec<String>,
+    /// The configured words, lowercase, with how each matches.
+    words: Vec<(String, Matcher)>,
+}
+
+/// How one redact word matches a name.
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// A glob over the whole (lowercase) name.
+    Glob,
+    /// The word's own words run together (`api_key` → `apikey`): matched
+    /// against runs of adjacent words of the name, run together too.
+    Words(String),
+}
+
+/// The words of a name, lowercase: split at anything not a letter or
+/// digit, between letters and digits, and at camelCase humps (`XMLHttp`
+/// → `xml`, `http`).
+pub fn name_words(name: &str) -> Vec<String> {
+    let c: Vec<char> = name.chars().collect();
+    let mut words = vec![];
+    let mut cur = String::new();
+    for i in 0..c.len() {
+        let ch = c[i];
+        if !ch.is_alphanumeric() {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if !cur.is_empty() {
+            // `cur` is not empty: the character before is a letter or digit of it.
+            let prev = c[i - 1];
+            let hump = (prev.is_lowercase() && ch.is_uppercase())
+                // The last capital of an acronym starts the next word: "APIKey".
+                || (prev.is_uppercase()
+                    && ch.is_uppercase()
+                    && c.get(i + 1).is_some_and(|n| n.is_lowercase()))
+                || (prev.is_ascii_digit() != ch.is_ascii_digit());
+            if hump {
+                words.push(std::mem::take(&mut cur));
+            }
+        }
+        cur.extend(ch.to_lowercase());
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
 }
 
 impl Redactor {
@@ -306,19 +382,55 @@ impl Redactor {
                 .into_iter()
                 .map(|w| w.to_lowercase())
                 .filter(|w| !w.is_empty())
+                .filter_map(|w| {
+                    let m = if w.contains('*') || w.contains('?') {
+                        Matcher::Glob
+                    } else {
+                        let joined = name_words(&w).concat();
+                        if joined.is_empty() {
+                            return None;
+                        }
+                        Matcher::Words(joined)
+                    };
+                    Some((w, m))
+                })
                 .collect(),
         }
     }
 
-    fn matches(&self, name: &str) -> Option<&str> {
+    /// The redact word that `name` matches, if any.
+    pub fn matches(&self, name: &str) -> Option<&str> {
         if name.starts_with('@') {
             return None; // Probe's own markers
         }
+        if self.words.is_empty() {
+            return None;
+        }
+        let words = name_words(name);
         let lower = name.to_lowercase();
         self.words
             .iter()
-            .find(|w| lower.contains(w.as_str()))
-            .map(String::as_str)
+            .find(|(w, m)| match m {
+                Matcher::Glob => glob(w, &lower),
+                Matcher::Words(joined) => (0..words.len()).any(|i| {
+                    let mut run = String::new();
+                    for w in &words[i..] {
+                        run.push_str(w);
+                        if run.len() > joined.len() + 1 {
+                            return false;
+                        }
+                        if run == *joined
+                            || (run.len() == joined.len() + 1
+                                && run.starts_with(joined.as_str())
+                                && run.ends_with('s'))
+                        {
+                            return true;
+                        }
+                    }
+                    false
+                }),
+            })
+            .map(|(w, _)| w.as_str())
     }
 
     /// Redacts a hit (a `probe attach` JSON line); returns it unchanged when nothing matched.
@@ -329,17 +441,26 @@ impl Redactor {
         let Ok(mut v) = serde_json::from_str::<Value>(&json) else {
             return json;
         };
+        if self.hit(&mut v) {
+            v.to_string()
+        } else {
+            json
+        }
+    }
+
+    /// Redacts a hit as a JSON tree (its `args`, `locals` and `returns`);
+    /// `true` if anything was.
+    pub fn hit(&self, v: &mut Value) -> bool {
         let mut changed = false;
+        if self.words.is_empty() {
+            return false;
+        }
         for section in ["args", "locals", "returns"] {
             if let Some(vals) = v.get_mut(section) {
                 changed |= self.walk(vals);
             }
         }
-        if changed {
-            v.to_string()
-        } else {
-            json
-        }
+        changed
     }
 
     /// Redacts the named members of an object (recursively); `true` if any.
@@ -405,6 +526,77 @@ mod tests {
         assert_eq!(a["n"], 3);
         let none = Redactor::new(vec![]);
         assert_eq!(none.line(hit.to_owned()), hit);
+    }
+
+    #[test]
+    fn names_split_into_words() {
+        assert_eq!(name_words("apiKey"), ["api", "key"]);
+        assert_eq!(name_words("X-Api-Key"), ["x", "api", "key"]);
+        assert_eq!(name_words("APIKey"), ["api", "key"]);
+        assert_eq!(name_words("db.password_hash"), ["db", "password", "hash"]);
+        assert_eq!(name_words("oauth2Token"), ["oauth", "2", "token"]);
+        assert_eq!(name_words("HTTPServer"), ["http", "server"]);
+        assert_eq!(name_words("monkey"), ["monkey"]);
+        assert!(name_words("__").is_empty());
+    }
+
+    #[test]
+    fn redaction_matches_whole_words_not_substrings() {
+        let r = Policy::default().redact;
+        for secret in [
+            "key",
+            "Key",
+            "apiKey",
+            "api_key",
+            "X-Api-Key",
+            "APIKey",
+            "keyID",
+            "keys",
+            "authToken",
+            "AUTH_TOKEN",
+            "refresh.token",
+            "tokens",
+            "Password",
+            "dbPasswordHash",
+            "client_secret",
+            "Authorization",
+        ] {
+            assert!(r.matches(secret).is_some(), "{secret} must be redacted");
+        }
+        for plain in [
+            "monkey",
+            "keyboard",
+            "donkeys",
+            "tokenizer",
+            "secretary",
+            "passwordless_", // one word: "passwordless"
+            "turkey",
+            "n",
+            "@len",
+        ] {
+            assert_eq!(r.matches(plain), None, "{plain} must not be redacted");
+        }
+        assert_eq!(r.matches("apiKey"), Some("key"));
+        // Several words in one redact entry: adjacent or run together.
+        let r = Redactor::new(vec!["api_key".into(), "sessionid".into()]);
+        for m in [
+            "apiKey",
+            "ApiKey",
+            "apikey",
+            "X-API-KEY",
+            "sessionID",
+            "session_id",
+        ] {
+            assert!(r.matches(m).is_some(), "{m}");
+        }
+        for m in ["key", "api", "apiKeyboard", "session"] {
+            assert_eq!(r.matches(m), None, "{m}");
+        }
+        // A glob is matched against the whole name: substring matching on request.
+        let r = Redactor::new(vec!["*key*".into(), "pass*".into()]);
+        assert_eq!(r.matches("monkey"), Some("*key*"));
+        assert_eq!(r.matches("passwd"), Some("pass*"));
+        assert_eq!(r.matches("bypass"), None);
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub struct BreakpointSpec {
     /// stored breakpoint never lands on another process that got the pid.
     #[prost(uint64, tag = "15")]
     pub pid_start: u64,
+    /// Capture no string or byte-slice contents (their lengths only): set
+    /// by the daemon when the policy denies the owner strings.
+    #[prost(bool, tag = "16")]
+    pub withhold_strings: bool,
+    /// Suspend the breakpoint when its BPF program uses more than this
+    /// percentage of one CPU; 0: the daemon's `--cpu-budget` (which is also
+    /// the most a client may ask for).
+    #[prost(double, tag = "17")]
+    pub cpu_budget: f64,
 }
 
 /// A message from a session's client.
@@ -167,7 +176,9 @@ pub struct BreakpointInfo {
     /// Unix milliseconds; 0: no expiry.
     #[prost(uint64, tag = "4")]
     pub expires_at_ms: u64,
-    /// "pending", "attached", "error" or "detached".
+    /// "pending", "attached", "suspended" (attached, over its CPU budget:
+    /// hits are counted, not captured; `error_kind` "cpu_budget"), "error"
+    /// or "detached".
     #[prost(string, tag = "5")]
     pub state: String,
     /// Why it is in "error" or "detached": a stable kind
@@ -201,6 +212,9 @@ pub struct BreakpointInfo {
     /// (`ListBreakpoints` of a daemon with `--etcd`).
     #[prost(message, repeated, tag = "15")]
     pub hosts: Vec<HostStatus>,
+    /// Hits the kernel counted while the breakpoint was suspended.
+    #[prost(uint64, tag = "16")]
+    pub suspended_hits: u64,
 }
 
 /// Where a fleet breakpoint applies. Every set part must match; an empty

@@ -38,7 +38,7 @@ use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    breakpoint::{now_ms, Breakpoint, State},
+    breakpoint::{now_ms, Breakpoint, Shared, State},
     fleet::{Fleet, FleetConfig},
     policy::Policy,
     proto::{
@@ -71,6 +71,8 @@ struct Session {
     out: Option<Out>,
     bps: Vec<String>,
     dropped: Arc<AtomicU64>,
+    /// The client's identities: only the same client may resume it.
+    who: Vec<String>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,8 @@ struct Tables {
 pub struct Daemon {
     tables: Arc<Mutex<Tables>>,
     store: Arc<Store>,
+    /// What every breakpoint gets: store, redaction, CPU budget, exporter.
+    shared: Shared,
     policy: Arc<Policy>,
     /// With `--etcd`: the fleet breakpoints this daemon applies.
     fleet: Option<Arc<Fleet>>,
@@ -103,6 +107,14 @@ pub struct DaemonOptions {
     pub tls: Option<ServerTls>,
     /// Fleet mode: the etcd cluster and this daemon's place in it.
     pub fleet: Option<FleetConfig>,
+    /// Percent of one CPU each breakpoint's probes may use before they are
+    /// suspended (also the most a client may ask for).
+    pub cpu_budget: f64,
+    /// Export every breakpoint's hits over OTLP (resource attributes are
+    /// filled in by `serve`).
+    pub otlp: Option<crate::otlp::Config>,
+    /// `--service-name` of exported telemetry.
+    pub service_name: Option<String>,
 }
 
 fn msg(m: server_msg::Msg) -> ServerMsg {
@@ -127,12 +139,21 @@ impl Daemon {
         state_dir: &std::path::Path,
         history: usize,
         policy: Policy,
+        cpu_budget: f64,
+        exporter: Option<Arc<crate::otlp::Exporter>>,
     ) -> Result<Self, StoreError> {
         let store = Arc::new(Store::open(state_dir, history)?);
         let stored = store.load()?;
+        let shared = Shared {
+            store: store.clone(),
+            redact: policy.redact.clone(),
+            cpu_budget,
+            exporter,
+        };
         let d = Daemon {
             tables: Arc::default(),
             store,
+            shared,
             policy: Arc::new(policy),
             fleet: None,
         };
@@ -144,17 +165,17 @@ impl Daemon {
                 if b.expires_at_ms != 0 && b.expires_at_ms <= now {
                     continue;
                 }
-                let spec = b.spec.clone().unwrap_or_default();
+                let mut b = b;
+                let mut spec = b.spec.clone().unwrap_or_default();
                 eprintln!("probe daemon: restoring {} ({})", b.id, spec.describe());
                 if let Err(why) = d.policy.check(std::slice::from_ref(&b.owner), &spec) {
                     eprintln!("probe daemon: {} dropped: {why}", b.id);
                     continue;
                 }
+                d.policy.narrow(&b.owner, &mut spec);
+                b.spec = Some(spec);
                 let id = b.id.clone();
-                t.bps.insert(
-                    id,
-                    Breakpoint::start(b, d.store.clone(), d.policy.redact.clone()),
-                );
+                t.bps.insert(id, Breakpoint::start(b, &d.shared));
             }
         }
         d.persist();
@@ -207,6 +228,12 @@ impl Daemon {
             );
             Status::permission_denied(why)
         })?;
+        self.policy.narrow(&owner, &mut spec);
+        if spec.cpu_budget.is_nan() || spec.cpu_budget < 0.0 {
+            return Err(Status::invalid_argument(
+                "--cpu-budget must be a positive percentage",
+            ));
+        }
         let id = {
             let mut t = self.lock();
             if let Some(s) = session {
@@ -230,7 +257,7 @@ impl Daemon {
                 owner,
                 ..Default::default()
             };
-            let bp = Breakpoint::start(info, self.store.clone(), self.policy.redact.clone());
+            let bp = Breakpoint::start(info, &self.shared);
             t.bps.insert(id.clone(), bp);
             if let Some(s) = session.and_then(|s| t.sessions.get_mut(s)) {
                 s.bps.push(id.clone());
@@ -319,14 +346,40 @@ impl Daemon {
         }
     }
 
-    /// Sends `bp`'s events to a session's client until either goes away.
+    /// Sends `bp`'s events to a session's client until either goes away,
+    /// and its status when it is suspended or detached.
     fn forward(&self, bp_id: &str, out: Out, dropped: Arc<AtomicU64>) {
-        let Some(mut rx) = self.lock().bps.get(bp_id).map(|b| b.events.subscribe()) else {
+        let Some((mut rx, mut state)) = self
+            .lock()
+            .bps
+            .get(bp_id)
+            .map(|b| (b.events.subscribe(), b.state.clone()))
+        else {
             return;
         };
+        let (me, id) = (self.clone(), bp_id.to_owned());
         tokio::spawn(async move {
+            state.mark_unchanged();
             loop {
-                match rx.recv().await {
+                let ev = tokio::select! {
+                    ev = rx.recv() => ev,
+                    changed = state.changed() => {
+                        if changed.is_err() {
+                            break; // the breakpoint is gone
+                        }
+                        // Attached (or failed) is answered to the Add itself.
+                        let tell = matches!(
+                            *state.borrow_and_update(),
+                            State::Suspended { .. } | State::Detached { .. }
+                        );
+                        let info = me.lock().bps.get(&id).map(Breakpoint::info);
+                        if let (true, Some(info)) = (tell, info) {
+                            reply(&out, server_msg::Msg::Breakpoint(info));
+                        }
+                        continue;
+                    }
+                };
+                match ev {
                     Ok(ev) => match out.try_send(Ok(msg(server_msg::Msg::Event((*ev).clone())))) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -407,21 +460,34 @@ impl Daemon {
         &self,
         open: super::proto::OpenSession,
         out: &Out,
-    ) -> Result<(String, Arc<AtomicU64>, Duration), String> {
+        who: &[String],
+    ) -> Result<(String, Arc<AtomicU64>, Duration, Vec<BreakpointInfo>), String> {
         let mut t = self.lock();
         if !open.resume.is_empty() {
             let s = t
                 .sessions
                 .get_mut(&open.resume)
                 .ok_or_else(|| format!("no session {} (expired?)", open.resume))?;
+            if s.who != who {
+                return Err(format!("session {} belongs to another client", open.resume));
+            }
+            if let Some(old) = s.out.as_ref().filter(|o| !o.is_closed()) {
+                // Its old stream may be a half-dead connection: this client
+                // takes over, the old one is told.
+                let _ = old.try_send(Err(Status::aborted(format!(
+                    "session {} was resumed by another connection",
+                    open.resume
+                ))));
+            }
             s.out = Some(out.clone());
             s.last_seen = Instant::now();
             let (bps, dropped, ttl) = (s.bps.clone(), s.dropped.clone(), s.ttl);
+            let infos: Vec<BreakpointInfo> = bps
+                .iter()
+                .filter_map(|b| t.bps.get(b).map(Breakpoint::info))
+                .collect();
             drop(t);
-            for b in &bps {
-                self.forward(b, out.clone(), dropped.clone());
-            }
-            return Ok((open.resume, dropped, ttl));
+            return Ok((open.resume, dropped, ttl, infos));
         }
         t.next_session += 1;
         let id = format!("s-{}-{}", std::process::id(), t.next_session);
@@ -439,9 +505,10 @@ impl Daemon {
                 out: Some(out.clone()),
                 bps: vec![],
                 dropped: dropped.clone(),
+                who: who.to_vec(),
             },
         );
-        Ok((id, dropped, ttl))
+        Ok((id, dropped, ttl, vec![]))
     }
 
     /// Drives one session stream until the client goes away.
@@ -460,7 +527,8 @@ impl Daemon {
             }
             Err(_) => return,
         };
-        let (sid, dropped, ttl) = match self.open_session(first, &out) {
+        let resumed = !first.resume.is_empty();
+        let (sid, dropped, ttl, held) = match self.open_session(first, &out, &who) {
             Ok(s) => s,
             Err(e) => {
                 let _ = out.send(Err(Status::not_found(e))).await;
@@ -468,7 +536,8 @@ impl Daemon {
             }
         };
         eprintln!(
-            "probe daemon: session {sid} opened (TTL {:.1}s)",
+            "probe daemon: session {sid} {} (TTL {:.1}s)",
+            if resumed { "resumed" } else { "opened" },
             ttl.as_secs_f64()
         );
         let opened = SessionOpened {
@@ -476,6 +545,13 @@ impl Daemon {
             ttl_ms: ttl.as_millis() as u64,
         };
         let _ = out.send(Ok(msg(server_msg::Msg::Opened(opened)))).await;
+        // A resumed session: what it holds, then its hits from now on
+        // (those in between are in the history, not replayed).
+        for info in held {
+            let id = info.id.clone();
+            let _ = out.send(Ok(msg(server_msg::Msg::Breakpoint(info)))).await;
+            self.forward(&id, out.clone(), dropped.clone());
+        }
         let mut reported = 0;
         loop {
             match inbound.message().await {
@@ -499,10 +575,13 @@ impl Daemon {
                 Ok(None) | Err(_) => break,
             }
         }
-        // The TTL clock starts again now: the client may reconnect and resume.
+        // The TTL clock starts again now: the client may reconnect and resume
+        // (unless another connection has resumed it already).
         if let Some(s) = self.lock().sessions.get_mut(&sid) {
-            s.out = None;
-            s.last_seen = Instant::now();
+            if s.out.as_ref().is_none_or(|o| o.same_channel(&out)) {
+                s.out = None;
+                s.last_seen = Instant::now();
+            }
         }
         eprintln!("probe daemon: session {sid}: client disconnected; its breakpoints expire after the TTL unless it resumes");
     }
@@ -757,13 +836,33 @@ impl daemon_server::Daemon for Daemon {
 pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{signal, SignalKind};
-    let mut daemon = Daemon::restore(&opts.state_dir, opts.history, opts.policy.clone())?;
+    // One exporter for the daemon: its resource is the daemon's host; each
+    // record says which breakpoint, session, owner and process it is from.
+    let exporter = opts.otlp.clone().map(|cfg| {
+        let cfg = cfg.with_resource(
+            opts.service_name.clone(),
+            "probe-daemon",
+            crate::session::probe_resource(),
+        );
+        eprintln!(
+            "probe daemon: exporting every breakpoint's hits to {} (OTLP {:?})",
+            cfg.endpoint, cfg.protocol
+        );
+        Arc::new(crate::otlp::Exporter::start(cfg))
+    });
+    let mut daemon = Daemon::restore(
+        &opts.state_dir,
+        opts.history,
+        opts.policy.clone(),
+        opts.cpu_budget,
+        exporter.clone(),
+    )?;
     if let Some(cfg) = opts.fleet.clone() {
         eprintln!(
             "probe daemon: fleet mode: etcd {} prefix {} host {:?} labels {:?}",
             cfg.endpoints, cfg.prefix, cfg.host, cfg.labels
         );
-        let fleet = Fleet::new(cfg, daemon.store.clone(), daemon.policy.clone())?;
+        let fleet = Fleet::new(cfg, daemon.shared.clone(), daemon.policy.clone())?;
         tokio::spawn(fleet.clone().run());
         daemon.fleet = Some(fleet);
     }
@@ -859,5 +958,9 @@ pub async fn serve(opts: DaemonOptions) -> anyhow::Result<()> {
     eprintln!("probe daemon: stopping: detaching every breakpoint (they are kept in the store)");
     let d = daemon.clone();
     tokio::task::spawn_blocking(move || d.shutdown()).await?;
+    if let Some(x) = exporter {
+        // Every breakpoint has stopped: send what is still queued.
+        x.flush(Duration::from_secs(5)).await;
+    }
     Ok(())
 }
