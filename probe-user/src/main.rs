@@ -225,17 +225,8 @@ struct DaemonArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = probe::daemon::breakpoint::DEFAULT_CPU_BUDGET,
           value_parser = parse_budget)]
     cpu_budget: f64,
-    /// Also export every breakpoint's hits to this OpenTelemetry collector
-    /// (OTLP), with the breakpoint id, session and owner as attributes
-    /// [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
-    #[arg(long, value_name = "URL")]
-    otlp_endpoint: Option<String>,
-    /// OTLP transport [default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
-    #[arg(long, value_enum)]
-    otlp_protocol: Option<probe::otlp::Protocol>,
-    /// service.name of exported telemetry [default: $OTEL_SERVICE_NAME, else probe-daemon].
-    #[arg(long, value_name = "NAME")]
-    service_name: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 /// A CPU budget: a positive percentage.
@@ -454,6 +445,29 @@ enum Selftest {
     },
 }
 
+/// OpenTelemetry export: shared by `probe attach` and `probe daemon`.
+#[derive(Args, Clone)]
+struct OtlpArgs {
+    /// Also export every hit to this OpenTelemetry collector (OTLP), e.g.
+    /// http://localhost:4317; the daemon adds each hit's breakpoint id,
+    /// session and owner as attributes [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP transport [default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
+    #[arg(long, value_enum)]
+    otlp_protocol: Option<probe::otlp::Protocol>,
+    /// service.name of exported telemetry [default: $OTEL_SERVICE_NAME, else
+    /// the traced binary's name (attach) or probe-daemon (daemon)].
+    #[arg(long, value_name = "NAME")]
+    service_name: Option<String>,
+}
+
+impl OtlpArgs {
+    fn config(&self) -> Option<probe::otlp::Config> {
+        probe::otlp::Config::from_flags_and_env(self.otlp_endpoint.clone(), self.otlp_protocol)
+    }
+}
+
 /// What to probe and what to capture: shared by `probe attach`, `probe bp
 /// add` and `probe watch`.
 #[derive(Args, Clone)]
@@ -540,21 +554,12 @@ struct AttachArgs {
     #[arg(long)]
     dry_run: bool,
     /// Suspend every probe when their BPF programs use more than this
-    /// percentage of one CPU (measured over the last second); hits are then
-    /// counted, not captured.
+    /// percentage of one CPU (measured in a 200 ms window each second); hits
+    /// are then counted, not captured.
     #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
     cpu_budget: f64,
-    /// Also export every hit to this OpenTelemetry collector (OTLP), e.g.
-    /// http://localhost:4317 [default: $OTEL_EXPORTER_OTLP_ENDPOINT].
-    #[arg(long, value_name = "URL")]
-    otlp_endpoint: Option<String>,
-    /// OTLP transport [default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc].
-    #[arg(long, value_enum)]
-    otlp_protocol: Option<probe::otlp::Protocol>,
-    /// service.name of exported telemetry [default: $OTEL_SERVICE_NAME, else
-    /// the traced binary's name].
-    #[arg(long, value_name = "NAME")]
-    service_name: Option<String>,
+    #[command(flatten)]
+    otlp: OtlpArgs,
     /// Probe's own CPU priority: a nice value (-20..19; 0 keeps normal
     /// priority) or `idle` (SCHED_IDLE: Probe runs only on CPU time the
     /// traced service leaves unused). Either way the service wins contention
@@ -622,8 +627,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 duration: a.duration,
                 dry_run: a.dry_run,
                 cpu_budget: a.cpu_budget,
-                otlp: probe::otlp::Config::from_flags_and_env(a.otlp_endpoint, a.otlp_protocol),
-                service_name: a.service_name,
+                otlp: a.otlp.config(),
+                service_name: a.otlp.service_name,
                 nice: a.nice,
                 follow: a.follow,
                 debug_file: a.debug_file,
@@ -670,8 +675,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls,
                 fleet,
                 cpu_budget: d.cpu_budget,
-                otlp: probe::otlp::Config::from_flags_and_env(d.otlp_endpoint, d.otlp_protocol),
-                service_name: d.service_name,
+                otlp: d.otlp.config(),
+                service_name: d.otlp.service_name,
             };
             // Breakpoints run on threads of their own; the API needs little.
             tokio::runtime::Builder::new_multi_thread()

@@ -30,6 +30,18 @@ struct Tracer {
     log: Arc<Mutex<String>>,
 }
 
+impl Drop for Tracer {
+    /// Never left attached: an error between start and stop (or a panic)
+    /// would otherwise leave its probes on the binary for the rest of the
+    /// run, slowing every later configuration.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Tracer {
     fn start(mut cmd: Command, ready: &str) -> Result<Self> {
         let mut child = cmd
@@ -66,8 +78,11 @@ impl Tracer {
     }
 
     fn stop(mut self) -> String {
+        // SIGTERM, not SIGINT: a shell running us in the background passes
+        // SIGINT on ignored, and a tracer that ignores it would stay
+        // attached (probe and bpftrace end cleanly on either).
         // SAFETY: signalling our own child.
-        unsafe { libc_kill(self.child.id() as i32, 2) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -82,10 +97,6 @@ impl Tracer {
     }
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
 
 fn footprint(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -834,69 +845,18 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     if sel.runs("throughput") {
         crate::step("capture throughput: offered hit rates until drops start");
         md.push_str("\n### Capture throughput (`hot -mode rate`, paced calls of `main.work`; `probe attach --format json` to /dev/null)\n\n");
-        md.push_str("| offered hits/s | hits | shown | dropped (ring full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n");
-        let rates = [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000];
-        let (mut last_clean, mut first_drop) = (None, None);
-        for rate in rates {
-            let r = throughput_run(&ctx, rate, 3.0, None)?;
-            eprintln!(
-                "  {rate:>7}/s offered: {} hits, {} shown, {} dropped, tracer {:.0}% CPU",
-                r.hits, r.shown, r.dropped, r.cpu_pct
-            );
-            md.push_str(&format!(
-                "| {rate} | {} | {} | {} ({:.1}%) | {:.0} | {:.0} |\n",
-                r.hits,
-                r.shown,
-                r.dropped,
-                r.drop_pct(),
-                r.cpu_pct,
-                r.rss
-            ));
-            if r.dropped == 0 && r.hits > 0 {
-                last_clean = Some(rate);
-            } else if first_drop.is_none() {
-                first_drop = Some(rate);
-            }
-        }
+        let (clean, lossy) = throughput_table(&ctx, None, &mut md)?;
         md.push_str(&format!(
-            "\nHighest offered rate with no drops: **{}**; drops start at: **{}**. Drops are counted per probe (never hidden) and cost the target nothing: the kernel side submits without waking the reader.\n",
-            rate_or(last_clean, "none measured"),
-            rate_or(first_drop, "not reached"),
+            "\nHighest offered rate with no drops: **{clean}**; drops start at: **{lossy}**. Drops are counted per probe (never hidden) and cost the target nothing: the kernel side submits without waking the reader.\n"
         ));
-
         // The same with every hit also exported to a real collector.
         crate::step("capture throughput with OTLP export to a local collector");
         let collector = Collector::start(&crate::setup_collector(root)?)?;
-        md.push_str(&format!("\n#### With OTLP export (every hit also sent as a log record over gRPC to a local `rotel` collector, exporter `blackhole`)\n\n"));
-        md.push_str("| offered hits/s | hits | shown | dropped (ring full) | exported | export dropped (queue full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let (mut last_clean, mut first_drop) = (None, None);
-        for rate in rates {
-            let r = throughput_run(&ctx, rate, 3.0, Some(&collector.endpoint))?;
-            let (sent, qdrop) = r.export.unwrap_or((0, 0));
-            eprintln!(
-                "  {rate:>7}/s offered, OTLP: {} hits, {} dropped, {sent} exported, {qdrop} export drops, tracer {:.0}% CPU",
-                r.hits, r.dropped, r.cpu_pct
-            );
-            md.push_str(&format!(
-                "| {rate} | {} | {} | {} ({:.1}%) | {sent} | {qdrop} | {:.0} | {:.0} |\n",
-                r.hits,
-                r.shown,
-                r.dropped,
-                r.drop_pct(),
-                r.cpu_pct,
-                r.rss
-            ));
-            if r.dropped == 0 && qdrop == 0 && sent == r.hits && r.hits > 0 {
-                last_clean = Some(rate);
-            } else if first_drop.is_none() {
-                first_drop = Some(rate);
-            }
-        }
+        md.push_str("\n#### With OTLP export (every hit also sent as a log record over gRPC to a local `rotel` collector, exporter `blackhole`)\n\n");
+        let (clean, lossy) = throughput_table(&ctx, Some(&collector.endpoint), &mut md)?;
         drop(collector);
         md.push_str(&format!(
-            "\nExporting too: highest offered rate with every hit exported: **{}**; losses start at: **{}** (counted in the summary and in the exported health metrics).\n",
-            rate_or(last_clean, "none measured"),
-            rate_or(first_drop, "not reached"),
+            "\nExporting too: highest offered rate with every hit exported: **{clean}**; losses start at: **{lossy}** (counted in the summary and in the exported health metrics).\n"
         ));
     }
 
@@ -993,9 +953,48 @@ fn throughput_run(ctx: &Ctx, rate: u32, secs: f64, otlp: Option<&str>) -> Result
     })
 }
 
-fn rate_or(r: Option<u32>, none: &str) -> String {
-    r.map(|r| format!("{r}/s")).unwrap_or_else(|| none.into())
+/// One capture-throughput table (exporting to `otlp` when given): rows
+/// appended to `md`; the highest rate without loss and the first with.
+fn throughput_table(ctx: &Ctx, otlp: Option<&str>, md: &mut String) -> Result<(String, String)> {
+    if otlp.is_some() {
+        md.push_str("| offered hits/s | hits | shown | dropped (ring full) | exported | export dropped (queue full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    } else {
+        md.push_str("| offered hits/s | hits | shown | dropped (ring full) | tracer CPU % | tracer peak RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n");
+    }
+    let (mut last_clean, mut first_drop) = (None, None);
+    for rate in [25_000u32, 50_000, 100_000, 200_000, 400_000, 800_000] {
+        let r = throughput_run(ctx, rate, 3.0, otlp)?;
+        let export = match r.export {
+            Some((sent, qdrop)) if otlp.is_some() => format!(" {sent} | {qdrop} |"),
+            _ if otlp.is_some() => " 0 | 0 |".to_owned(),
+            _ => String::new(),
+        };
+        eprintln!(
+            "  {rate:>7}/s offered: {} hits, {} shown, {} dropped,{export} tracer {:.0}% CPU",
+            r.hits, r.shown, r.dropped, r.cpu_pct
+        );
+        md.push_str(&format!(
+            "| {rate} | {} | {} | {} ({:.1}%) |{export} {:.0} | {:.0} |\n",
+            r.hits,
+            r.shown,
+            r.dropped,
+            r.drop_pct(),
+            r.cpu_pct,
+            r.rss
+        ));
+        let lossless = r.dropped == 0
+            && r.hits > 0
+            && (otlp.is_none() || r.export.is_some_and(|(sent, q)| q == 0 && sent == r.hits));
+        if lossless {
+            last_clean = Some(rate);
+        } else if first_drop.is_none() {
+            first_drop = Some(rate);
+        }
+    }
+    let show = |r: Option<u32>, none: &str| r.map(|r| format!("{r}/s")).unwrap_or_else(|| none.into());
+    Ok((show(last_clean, "none measured"), show(first_drop, "not reached")))
 }
+
 
 /// A `rotel` OpenTelemetry collector on a free port, discarding what it
 /// receives (exporter `blackhole`): the receiving end of the export rows.
