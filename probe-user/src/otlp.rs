@@ -203,21 +203,41 @@ pub struct Stats {
 pub struct Exporter {
     tx: mpsc::Sender<Item>,
     pub stats: Arc<Stats>,
-    task: tokio::task::JoinHandle<()>,
+    /// Fires when the export thread has sent what was queued and ended.
+    done: tokio::sync::oneshot::Receiver<()>,
     pub endpoint: String,
 }
 
 impl Exporter {
-    /// Starts the background export task (needs a tokio runtime).
+    /// Starts the export on a thread of its own, with its own runtime:
+    /// `probe attach` drains the ring on a single-threaded runtime, and a
+    /// saturated reader never yielded to an export task sharing it (the
+    /// bench saw exports stall at 4096 records while hits kept coming).
     pub fn start(cfg: Config) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let endpoint = cfg.endpoint.clone();
-        let task = tokio::spawn(run(cfg, rx, stats.clone()));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let s = stats.clone();
+        let spawned = std::thread::Builder::new()
+            .name("probe-otlp".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(run(cfg, rx, s)),
+                    Err(e) => eprintln!("probe: OTLP export not started: {e}"),
+                }
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            eprintln!("probe: OTLP export not started: {e}");
+        }
         Self {
             tx,
             stats,
-            task,
+            done,
             endpoint,
         }
     }
@@ -249,10 +269,9 @@ impl Exporter {
     /// Flushes what is queued (waiting at most `timeout`) and stops.
     pub async fn shutdown(self, timeout: Duration) {
         drop(self.tx);
-        let mut task = self.task;
-        if tokio::time::timeout(timeout, &mut task).await.is_err() {
-            task.abort();
-        }
+        // Past the timeout the thread is abandoned (a collector that does
+        // not answer must not hold up the exit).
+        let _ = tokio::time::timeout(timeout, self.done).await;
     }
 }
 
