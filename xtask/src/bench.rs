@@ -97,7 +97,6 @@ impl Tracer {
     }
 }
 
-
 fn footprint(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = stat
@@ -602,22 +601,24 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
             }
             let s = c.stream.as_mut().unwrap();
             match s.read(&mut chunk) {
-                Ok(0) | Err(_) if f.revents & (libc::POLLHUP | libc::POLLERR) != 0 => {
-                    c.stream = None;
-                    c.busy = None;
-                }
-                Ok(0) => {
-                    c.stream = None;
-                    c.busy = None;
-                }
-                Ok(n) => {
+                Ok(n) if n > 0 => {
                     c.buf.extend_from_slice(&chunk[..n]);
                     if response_complete(&c.buf) {
                         let due = c.busy.take().unwrap();
                         lat.push(due.elapsed().as_secs_f64() * 1000.0);
                     }
                 }
-                Err(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                // Closed or broken: its request is lost (a lower achieved
+                // rate); the next request due reconnects.
+                _ => {
+                    c.stream = None;
+                    c.busy = None;
+                }
             }
         }
     }
@@ -991,10 +992,13 @@ fn throughput_table(ctx: &Ctx, otlp: Option<&str>, md: &mut String) -> Result<(S
             first_drop = Some(rate);
         }
     }
-    let show = |r: Option<u32>, none: &str| r.map(|r| format!("{r}/s")).unwrap_or_else(|| none.into());
-    Ok((show(last_clean, "none measured"), show(first_drop, "not reached")))
+    let show =
+        |r: Option<u32>, none: &str| r.map(|r| format!("{r}/s")).unwrap_or_else(|| none.into());
+    Ok((
+        show(last_clean, "none measured"),
+        show(first_drop, "not reached"),
+    ))
 }
-
 
 /// A `rotel` OpenTelemetry collector on a free port, discarding what it
 /// receives (exporter `blackhole`): the receiving end of the export rows.
