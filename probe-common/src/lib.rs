@@ -42,8 +42,72 @@ pub const WORK_DEPTH: usize = 32;
 pub const MAX_STEPS: u32 = 1024;
 /// Bytes of the goroutine stack copied from the stack pointer upwards.
 pub const STACK_BYTES: u32 = 512;
-/// Size of the ring buffer shared by all probes.
-pub const RING_BYTES: u32 = 16 << 20;
+/// Bytes of one event ring (`RINGS` map): each CPU writes its own ring, so a
+/// hit takes no lock shared with other CPUs; a power of two.
+pub const RING_BYTES: usize = 2 << 20;
+/// Most event rings one session creates; CPUs beyond share them (`cpu %
+/// rings`), which the `busy` flag of [`RingCtl`] makes safe.
+pub const MAX_RINGS: u32 = 16;
+/// Where the ring proper starts in [`EventRing::data`]: first comes the
+/// spare slot, where a hit is assembled when the ring has no room (so its
+/// condition is still evaluated and it is counted as dropped, not
+/// filtered).
+pub const RING_DATA_OFF: usize = SCRATCH_BYTES;
+/// Bytes of [`EventRing::data`]: spare slot, ring, and slack after the ring
+/// so an event that starts near its end is still contiguous (it runs into
+/// the slack instead of wrapping; the next event starts at the wrapped
+/// position, so the slack and the ring's start never hold the same bytes).
+pub const RING_AREA_BYTES: usize = SCRATCH_BYTES + RING_BYTES + SCRATCH_BYTES;
+/// Bytes the kernel's doorbell ring buffer (`DOORBELL`) has: it carries one
+/// 8-byte record whenever an event ring passes half full, to wake the reader.
+pub const DOORBELL_BYTES: u32 = 4096;
+
+/// The control block of one event ring, shared by the kernel (producer) and
+/// the reader (consumer) through the mmap of the `RINGS` map. Positions are
+/// byte counts that only grow; an event at position `p` starts at
+/// `data[RING_DATA_OFF + p % RING_BYTES]`, 8-byte aligned, and is
+/// `record_len(header.data_len)` bytes long.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RingCtl {
+    /// Where the next event goes; published by the kernel after the event's
+    /// bytes (an atomic exchange, a full barrier).
+    pub head: u64,
+    pub _pad0: [u64; 7],
+    /// Up to where the reader has consumed; written only by the reader.
+    pub tail: u64,
+    pub _pad1: [u64; 7],
+    /// 1 while a hit is writing this ring (taken with an atomic exchange): a
+    /// hit that finds it taken (preemption, or CPUs sharing a ring) counts a
+    /// drop instead of waiting.
+    pub busy: u64,
+    /// 1 once the ring passed half full and the doorbell rang; 0 again once
+    /// it is below a quarter.
+    pub over: u64,
+    pub _pad2: [u64; 6],
+}
+
+/// One value of the `RINGS` map (`BPF_F_MMAPABLE`, one per ring).
+#[repr(C)]
+pub struct EventRing {
+    pub ctl: RingCtl,
+    pub data: [u8; RING_AREA_BYTES],
+}
+
+/// Bytes an event with `data_len` bytes of chunks occupies in a ring.
+pub const fn record_len(data_len: u32) -> usize {
+    (core::mem::size_of::<EventHeader>() + data_len as usize + 7) & !7
+}
+
+/// The `CONTROL` map's one value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Control {
+    /// Non-zero while probes are suspended (CPU budget exceeded).
+    pub suspended: u32,
+    /// Event rings in `RINGS` (its `max_entries`, set at load).
+    pub rings: u32,
+}
 /// Type id 0: plain bytes (string data); size 1, no descriptors.
 pub const TID_BYTES: u32 = 0;
 
@@ -408,6 +472,14 @@ const _: () = assert!(
 const _: () =
     assert!(SCRATCH_BYTES >= core::mem::size_of::<EventHeader>() + DATA_BYTES + MAX_CHUNK + 64);
 const _: () = assert!(SCRATCH_BYTES.is_power_of_two());
+const _: () = assert!(RING_BYTES.is_power_of_two() && RING_BYTES >= 4 * SCRATCH_BYTES);
+const _: () = assert!(core::mem::size_of::<RingCtl>() == 192);
+const _: () = assert!(core::mem::size_of::<Control>() == 8);
+const _: () = assert!(
+    core::mem::size_of::<EventRing>() <= 4 << 20,
+    "array map values are limited to KMALLOC_MAX_SIZE (4 MiB on x86-64)"
+);
+const _: () = assert!(core::mem::size_of::<EventHeader>() % 8 == 0);
 
 #[cfg(feature = "user")]
 mod user {
@@ -417,4 +489,5 @@ mod user {
     unsafe impl aya::Pod for super::TypeInfo {}
     unsafe impl aya::Pod for super::RType {}
     unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::Control {}
 }

@@ -14,12 +14,20 @@
 //! The program never writes to the target and never blocks: failures are
 //! recorded in the event or counted in `STATS`.
 #![no_std]
+// The bpf target has no compare-and-swap, so `core::sync::atomic` offers no
+// `swap`; the intrinsic lowers to BPF's atomic exchange instruction.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
-use core::{ffi::c_void, ptr::addr_of_mut};
+use core::{
+    ffi::c_void,
+    intrinsics::{atomic_xchg, AtomicOrdering},
+    ptr::addr_of_mut,
+};
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated as gen},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated as gen},
     macros::{map, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
@@ -38,14 +46,28 @@ static RTYPES: HashMap<u64, RType> = HashMap::with_max_entries(MAX_RTYPES, 0);
 #[map]
 static STATS: PerCpuArray<ProbeStats> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
 
-/// The event being assembled on this CPU.
+/// An event being assembled, in place in its ring (or in the ring's spare
+/// slot when the ring has no room).
 #[repr(C)]
 pub struct Scratch {
     bytes: [u8; SCRATCH_BYTES],
 }
 
+/// The event rings (see [`RingCtl`]): `max_entries` is set at load to the
+/// number of rings; userspace maps them (`BPF_F_MMAPABLE`) and reads events
+/// in place.
+///
+/// Why not a `BPF_MAP_TYPE_RINGBUF`: its output takes a spin lock with
+/// interrupts off and copies the event; measured here that was about 170 ns
+/// of a ~450 ns hit, the largest single cost. A ring per CPU, written in
+/// place, needs neither.
 #[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+static RINGS: Array<EventRing> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Rings the reader's bell: one record, with a wakeup, when an event ring
+/// passes half full. Otherwise the reader drains on a short timer.
+#[map]
+static DOORBELL: RingBuf = RingBuf::with_byte_size(DOORBELL_BYTES, 0);
 
 const W_READ: u32 = 0;
 const W_SCAN: u32 = 1;
@@ -83,18 +105,11 @@ pub struct WorkStack {
     _pad: u32,
     /// See [`launder`].
     spill: [u32; 4],
-    /// Events this CPU has submitted (wraps); see [`wakeup_flags`].
-    ring_tick: u32,
-    /// Whether this CPU's last look found the ring past half full.
-    ring_over: u32,
     items: [Work; WORK_DEPTH],
 }
 
 #[map]
 static WORK: PerCpuArray<WorkStack> = PerCpuArray::with_max_entries(1, 0);
-
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
 /// Entry times of calls in flight, for `--returns` (LRU: a frame abandoned
 /// by a panic is eventually evicted, never leaked).
@@ -109,15 +124,15 @@ static RATE: Array<RateState> = Array::with_max_entries(MAX_PROBES, 0);
 #[map]
 static PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_PIDS, 0);
 
-/// Index 0: non-zero while probes are suspended (CPU budget exceeded).
+/// Index 0: suspension and the number of rings (see [`Control`]).
 #[map]
-static CONTROL: Array<u32> = Array::with_max_entries(1, 0);
+static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
 
 const HDR: usize = core::mem::size_of::<EventHeader>();
-/// `bpf_ringbuf_output` / `bpf_ringbuf_query` flags (include/uapi/linux/bpf.h).
-const BPF_RB_NO_WAKEUP: u64 = 1;
+/// `bpf_ringbuf_output` flag (include/uapi/linux/bpf.h).
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
-const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Map flag: userspace may mmap the map (include/uapi/linux/bpf.h).
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 const DATA_MASK: u32 = (DATA_BYTES as u32) - 1;
 /// How much of the head of `g` one read covers: goid and stack.hi live well
 /// inside it in every Go release, and a g is larger than this (see `type g`
@@ -137,7 +152,10 @@ struct LoopCtx {
     /// share of what is left when it starts, so one large argument cannot
     /// starve the others.
     root_limit: u32,
-    _pad: u32,
+    /// The ring the event is assembled in, and the event's offset in its
+    /// data (for the `bpf_loop` callback, which looks both up again).
+    ring: u32,
+    off: u32,
     sp: u64,
 }
 
@@ -196,11 +214,65 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
             return Err(());
         }
     };
-    if CONTROL.get(0).is_some_and(|c| *c != 0) {
+    let control = CONTROL.get(0).ok_or(())?;
+    if control.suspended != 0 {
         st.suspended += 1;
         return Err(());
     }
-    let sc = SCRATCH.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let n = control.rings;
+    let idx = if cpu < n || n == 0 { cpu } else { cpu % n };
+    let ring = RINGS.get_ptr_mut(idx).ok_or(())?;
+    // SAFETY: `busy` is a u64 of the ring's map value, shared with other
+    // CPUs only through atomics.
+    let busy = unsafe { addr_of_mut!((*ring).ctl.busy) };
+    if unsafe { xchg(busy, 1) } != 0 {
+        // Another hit is writing this ring (it preempted us, or we share
+        // the ring with another CPU): never wait in the target's thread.
+        st.ringbuf_drops += 1;
+        return Err(());
+    }
+    let r = capture(ctx, id, params, st, ring, idx);
+    // SAFETY: as above.
+    unsafe { xchg(busy, 0) };
+    r
+}
+
+/// Atomic exchange, a full barrier.
+#[inline(always)]
+unsafe fn xchg(p: *mut u64, v: u64) -> u64 {
+    atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(p, v)
+}
+
+/// Captures one hit into ring `idx` (whose `busy` flag we hold).
+#[inline(always)]
+fn capture(
+    ctx: &ProbeContext,
+    id: u32,
+    params: &ProbeParams,
+    st: &mut ProbeStats,
+    ring: *mut EventRing,
+    idx: u32,
+) -> Result<(), ()> {
+    // SAFETY: only the holder of `busy` writes `head`; `tail` is the
+    // reader's, read once.
+    let (head, tail) = unsafe {
+        (
+            (*ring).ctl.head,
+            core::ptr::read_volatile(addr_of_mut!((*ring).ctl.tail)),
+        )
+    };
+    // Room for the largest event, so it can be assembled in place before
+    // its size is known.
+    let room = head.wrapping_sub(tail) <= (RING_BYTES - SCRATCH_BYTES) as u64;
+    let off = if room {
+        RING_DATA_OFF as u32 + (head as u32 & (RING_BYTES as u32 - 1))
+    } else {
+        0
+    };
+    // SAFETY: map value of ring `idx`; `slot` bounds the offset.
+    let sc = unsafe { slot(ring, off) }.ok_or(())?;
     let ws = WORK.get_ptr_mut(0).ok_or(())?;
     // SAFETY: per-CPU scratch, large enough for the header (checked at compile time).
     let (hdr, sp, hi) = unsafe { fill_header(ctx, id, params, sc) };
@@ -258,7 +330,8 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
         store(addr_of_mut!((*p).read_errors), 0);
         store(addr_of_mut!((*p).steps), 0);
         store(addr_of_mut!((*p).root_limit), 0);
-        store(addr_of_mut!((*p)._pad), 0);
+        store(addr_of_mut!((*p).ring), idx);
+        store(addr_of_mut!((*p).off), off);
         store(addr_of_mut!((*p).sp), sp);
         &mut *p
     };
@@ -281,57 +354,61 @@ fn try_probe_entry(ctx: &ProbeContext) -> Result<(), ()> {
     if lc.flags & (EV_BUDGET | EV_DEPTH | EV_STEPS) != 0 {
         st.truncated += 1;
     }
-    let ring = &EVENTS as *const RingBuf as *mut c_void;
-    let len = (HDR as u32 + lc.pos) as u64;
-    // SAFETY: this CPU's work-stack map value.
-    let flags = unsafe { wakeup_flags(ws, ring, len) };
-    if len > SCRATCH_BYTES as u64 {
+    let len = HDR as u32 + lc.pos;
+    if len > SCRATCH_BYTES as u32 {
         return Err(());
     }
-    // The mask restates the bound where the verifier can see it.
-    let len = len & (SCRATCH_BYTES as u64 - 1);
-    // SAFETY: `len` bytes of the scratch value are in bounds.
-    let r = unsafe { gen::bpf_ringbuf_output(ring, sc as *mut c_void, len, flags) };
-    if r != 0 {
+    if !room {
         st.ringbuf_drops += 1;
+        return Ok(());
+    }
+    let head = head + record_len(lc.pos) as u64;
+    // SAFETY: the ring's map value; the exchange orders the event's bytes
+    // before the new head on every architecture (a full barrier).
+    unsafe {
+        xchg(addr_of_mut!((*ring).ctl.head), head);
+        ring_doorbell(ring, head.wrapping_sub(tail));
     }
     Ok(())
 }
 
-/// The ring-buffer submit flags for an event of `len` bytes.
+/// The event slot at `off` in a ring's data, if in bounds (restated here,
+/// where the verifier can see it).
+#[inline(always)]
+unsafe fn slot(ring: *mut EventRing, off: u32) -> Option<*mut Scratch> {
+    if off as usize > RING_DATA_OFF + RING_BYTES - 1 {
+        return None;
+    }
+    Some((*ring).data.as_mut_ptr().add(off as usize) as *mut Scratch)
+}
+
+/// Wakes the reader once when the ring passes half full with `used` bytes.
 ///
 /// No wakeup per event: waking the reader from inside the uprobe costs
 /// microseconds (an irq_work, a self-IPI under virtualisation) on every hit.
-/// Userspace drains on a short timer instead. Only the event that takes the
-/// ring past half full wakes it, so a burst is drained early; waking on
-/// every event past that mark would turn a slow reader into microseconds of
-/// extra cost per hit in the target (a reader that cannot keep up must cost
-/// the target nothing: the ring fills and drops are counted).
-///
-/// The fill level is looked at on one event in [`RING_QUERY_EVERY`] per CPU
-/// (the query is a helper call, tens of nanoseconds here): half the ring is
-/// thousands of events, so the crossing is still seen in time, once per CPU.
+/// Userspace drains on a short timer instead; only a burst that fills half
+/// the ring before the timer rings the doorbell. Ringing it on every event
+/// past that mark would turn a slow reader into microseconds of extra cost
+/// per hit in the target (a reader that cannot keep up must cost the target
+/// nothing: the ring fills and drops are counted).
 #[inline(always)]
-unsafe fn wakeup_flags(ws: *mut WorkStack, ring: *mut c_void, len: u64) -> u64 {
-    let tick = (*ws).ring_tick.wrapping_add(1);
-    (*ws).ring_tick = tick;
-    if tick & (RING_QUERY_EVERY - 1) != 0 {
-        return BPF_RB_NO_WAKEUP;
-    }
-    // SAFETY: querying the ring's fill level has no side effects.
-    let pending = gen::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
-    let over = pending + len > (RING_BYTES / 2) as u64;
-    let was = (*ws).ring_over;
-    (*ws).ring_over = over as u32;
-    if over && was == 0 {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+unsafe fn ring_doorbell(ring: *mut EventRing, used: u64) {
+    let over = (*ring).ctl.over;
+    if used > (RING_BYTES / 2) as u64 {
+        if over == 0 {
+            (*ring).ctl.over = 1;
+            let mut bell: u64 = 0;
+            gen::bpf_ringbuf_output(
+                &DOORBELL as *const RingBuf as *mut c_void,
+                &mut bell as *mut u64 as *mut c_void,
+                8,
+                BPF_RB_FORCE_WAKEUP,
+            );
+        }
+    } else if over != 0 && used < (RING_BYTES / 4) as u64 {
+        (*ring).ctl.over = 0;
     }
 }
-
-/// See [`wakeup_flags`]; a power of two.
-const RING_QUERY_EVERY: u32 = 32;
 
 /// Writes the header; returns it, the stack pointer and `g.stack.hi`.
 #[inline(always)]
@@ -930,11 +1007,14 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the LoopCtx on probe_entry's stack; maps are this CPU's.
     unsafe {
         let lc = &mut *(ctx as *mut LoopCtx);
-        let (Some(ws), Some(sc), Some(params)) = (
+        let (Some(ws), Some(ring), Some(params)) = (
             WORK.get_ptr_mut(0),
-            SCRATCH.get_ptr_mut(0),
+            RINGS.get_ptr_mut(lc.ring),
             PROBES.get(lc.id),
         ) else {
+            return 1;
+        };
+        let Some(sc) = slot(ring, lc.off) else {
             return 1;
         };
         let n = (*ws).len;

@@ -1,22 +1,24 @@
 //! The kernel side, from userspace: loads Probe's eBPF object (embedded at
 //! build time), writes per-probe parameters into `PROBES`, attaches the one
 //! uprobe program at every probe's file offset with the probe's index as the
-//! BPF cookie, and reads `STATS` and the `EVENTS` ring buffer.
+//! BPF cookie, and reads `STATS`; hands the event rings to [`crate::rings`].
 //!
-//! The only module that touches aya. Failures are mapped to [`Error`]s that
+//! The only module that touches aya, with `rings`. Failures are mapped to [`Error`]s that
 //! say what to do: missing privilege, verifier rejections with the log.
 
 use std::{num::NonZeroU32, path::Path};
 
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, Map, PerCpuArray, RingBuf},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         UProbe,
     },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
-use probe_common::{ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES};
+use probe_common::{
+    Control, EventRing, ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES, MAX_RINGS,
+};
 
 use crate::error::{chain, Error};
 
@@ -34,6 +36,8 @@ pub const SELFTEST_REJECT_PROGRAM: &str = "selftest_verifier_reject";
 pub struct Kernel {
     ebpf: Ebpf,
     attached: u32,
+    /// Event rings in `RINGS`.
+    rings: u32,
     /// Samples the kernel's BPF run-time statistics.
     run_time: RunTimeSampler,
 }
@@ -72,8 +76,14 @@ impl Kernel {
         if EBPF_OBJECT.is_empty() {
             return Err(Error::NoEbpfObject);
         }
+        // One ring per CPU (up to MAX_RINGS; CPUs beyond share).
+        let rings = aya::util::nr_cpus()
+            .map(|n| n as u32)
+            .unwrap_or(MAX_RINGS)
+            .clamp(1, MAX_RINGS);
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(VerifierLogLevel::default())
+            .map_max_entries("RINGS", rings)
             .load(EBPF_OBJECT)
             .map_err(|e| classify(&e, "create BPF maps"))?;
         let prog: &mut UProbe = ebpf
@@ -84,9 +94,10 @@ impl Kernel {
             .try_into()
             .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
         prog.load().map_err(|e| program_error(program, e))?;
-        Ok(Self {
+        let mut k = Self {
             ebpf,
             attached: 0,
+            rings,
             // No window yet: the first call of `sample_cpu` opens one (a
             // program nobody samples, like the benchmarks' floor, runs
             // without statistics).
@@ -96,7 +107,26 @@ impl Kernel {
                 run_time0: Default::default(),
                 unavailable: false,
             },
-        })
+        };
+        k.set_control(Control {
+            suspended: 0,
+            rings,
+        })?;
+        Ok(k)
+    }
+
+    fn set_control(&mut self, c: Control) -> Result<(), Error> {
+        let mut m: Array<_, Control> =
+            Array::try_from(self.ebpf.map_mut("CONTROL").expect("CONTROL map"))
+                .map_err(|e| Error::Kernel(format!("CONTROL map: {e}")))?;
+        m.set(0, c, 0)
+            .map_err(|e| Error::Kernel(format!("writing CONTROL: {e}")))
+    }
+
+    /// Bytes of event rings this program holds (kernel memory, also mapped
+    /// by the reader).
+    pub fn ring_bytes(&self) -> usize {
+        self.rings as usize * std::mem::size_of::<EventRing>()
     }
 
     /// Writes probe `id`'s parameters (before attaching it).
@@ -246,11 +276,10 @@ impl Kernel {
 
     /// Suspends (or resumes) every probe: hits return at once, counted.
     pub fn set_suspended(&mut self, on: bool) -> Result<(), Error> {
-        let mut c: Array<_, u32> =
-            Array::try_from(self.ebpf.map_mut("CONTROL").expect("CONTROL map"))
-                .map_err(|e| Error::Kernel(format!("CONTROL map: {e}")))?;
-        c.set(0, u32::from(on), 0)
-            .map_err(|e| Error::Kernel(format!("suspending probes: {e}")))
+        self.set_control(Control {
+            suspended: u32::from(on),
+            rings: self.rings,
+        })
     }
 
     /// Attachments made so far.
@@ -258,13 +287,17 @@ impl Kernel {
         self.attached
     }
 
-    /// Takes the event ring buffer (once).
-    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, Error> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| Error::Kernel("EVENTS map already taken".into()))?;
-        RingBuf::try_from(map).map_err(|e| Error::Kernel(format!("EVENTS map: {e}")))
+    /// Takes the event rings (once).
+    pub fn take_events(&mut self) -> Result<crate::rings::Events, Error> {
+        let taken = || Error::Kernel("event rings already taken".into());
+        let bell = self.ebpf.take_map("DOORBELL").ok_or_else(taken)?;
+        let bell =
+            RingBuf::try_from(bell).map_err(|e| Error::Kernel(format!("DOORBELL map: {e}")))?;
+        let rings = match self.ebpf.take_map("RINGS").ok_or_else(taken)? {
+            Map::Array(m) => m,
+            _ => return Err(Error::Kernel("RINGS is not an array map".into())),
+        };
+        crate::rings::Events::new(rings, self.rings, bell)
     }
 
     /// Probe `id`'s counters summed over CPUs.

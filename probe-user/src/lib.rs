@@ -2,7 +2,7 @@
 //!
 //! The pipeline, one module per noun (see docs/ARCHITECTURE.md):
 //! [`target`] → [`binary`] → [`dwarf`] → [`resolve`] (resolved probe) →
-//! [`capture`] (capture plan) → [`kernel`] (eBPF maps, uprobes, ring buffer) →
+//! [`capture`] (capture plan) → [`kernel`] (eBPF maps, uprobes) → [`rings`] (events) →
 //! [`decode`] → [`value`] → [`output`]; [`session`] runs it for `probe attach`,
 //! [`daemon`] for `probe daemon` (many breakpoints, controlled over gRPC).
 //!
@@ -23,6 +23,7 @@ pub mod output;
 pub mod pclntab;
 pub mod prologue;
 pub mod resolve;
+pub mod rings;
 pub mod session;
 pub mod target;
 pub mod value;

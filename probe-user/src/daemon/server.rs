@@ -59,7 +59,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages queued to one session's client; beyond that events are dropped
 /// and counted, so a slow client never grows the daemon's memory.
 const SESSION_QUEUE: usize = 1024;
-/// Breakpoints at once: each holds a BPF object with a 16 MiB ring buffer.
+/// Breakpoints at once: each holds a BPF object with its event rings (2 MiB
+/// per CPU, up to 16 rings).
 pub const MAX_BREAKPOINTS: usize = 64;
 
 type Out = mpsc::Sender<Result<ServerMsg, Status>>;
@@ -243,7 +244,7 @@ impl Daemon {
             }
             if t.bps.len() >= MAX_BREAKPOINTS {
                 return Err(Status::resource_exhausted(format!(
-                    "the daemon holds {MAX_BREAKPOINTS} breakpoints already (each costs a 16 MiB ring buffer); remove some first"
+                    "the daemon holds {MAX_BREAKPOINTS} breakpoints already (each holds 2 MiB of event ring per CPU); remove some first"
                 )));
             }
             let id = format!("bp-{}", t.next_bp.max(1));
