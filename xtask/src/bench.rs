@@ -372,11 +372,15 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Closed-loop maximum throughput (wrk): requests/s, p50 and p99 (ms).
-fn wrk(url: &str, secs: u32) -> Result<(f64, f64, f64)> {
-    let out = Command::new("wrk")
-        .args(["-t2", "-c16", &format!("-d{secs}s"), "--latency", url])
-        .output()
-        .context("wrk")?;
+fn wrk(url: &str, secs: u32, rt: bool) -> Result<(f64, f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c16", &format!("-d{secs}s"), "--latency", url]);
+    if rt {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only a syscall between fork and exec.
+        unsafe { cmd.pre_exec(|| realtime(false)) };
+    }
+    let out = cmd.output().context("wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let rps = text
         .lines()
@@ -421,10 +425,166 @@ struct ServiceRun {
     tracer: Option<(f64, f64)>,
 }
 
+/// One service table: `configs` in turn for `sel.reps` rounds; with `pin`,
+/// the service alone on CPU 0 and everything else on the other CPUs.
+fn service_table(
+    ctx: &Ctx,
+    sel: &Selection,
+    configs: &[Config],
+    pin: bool,
+    md: &mut String,
+) -> Result<()> {
+    md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all: Vec<usize> = (0..cpus).collect();
+    // This thread runs the load generator and spawns the tracers and wrk,
+    // which inherit its CPUs; restored on return.
+    let _restore = Affinity::set(if pin { &all[1..] } else { &all })?;
+    // Pinned, the generators (this thread, wrk) share their CPU with the
+    // tracer: real-time priority keeps the tracer from delaying them, as if
+    // it had a core of its own (its children are reset to normal
+    // scheduling, so the tracer is not real-time).
+    let _rt = if pin { Some(RealTime::set()?) } else { None };
+    let mut runs: Vec<Vec<ServiceRun>> = vec![vec![]; configs.len()];
+    let mut max_rps = 0.0;
+    for round in 0..sel.reps {
+        for (i, c) in configs.iter().copied().enumerate() {
+            let r = service_run(ctx, c, max_rps, pin)?;
+            if c == Config::None && round == 0 {
+                // The load levels for every configuration and round.
+                max_rps = r.rps;
+            }
+            eprintln!(
+                "  round {round}: {:<55} {:.0} req/s; 50%: p99 {:.2} ms",
+                c.name(),
+                r.rps,
+                r.half.2
+            );
+            runs[i].push(r);
+        }
+    }
+    for (c, rs) in configs.iter().zip(&runs) {
+        let m =
+            |f: &dyn Fn(&ServiceRun) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
+        let fp = if rs.iter().all(|r| r.tracer.is_none()) {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.2} / {:.0}",
+                m(&|r| r.tracer.map_or(0.0, |t| t.0)),
+                m(&|r| r.tracer.map_or(0.0, |t| t.1))
+            )
+        };
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.2} | {fp} |\n",
+            c.name(),
+            m(&|r| r.rps),
+            m(&|r| r.p50),
+            m(&|r| r.p99),
+            m(&|r| r.half.0),
+            m(&|r| r.half.1),
+            m(&|r| r.half.2),
+            m(&|r| r.half.3),
+            m(&|r| r.ninety.0),
+            m(&|r| r.ninety.1),
+            m(&|r| r.ninety.2),
+            m(&|r| r.ninety.3),
+            m(&|r| r.cpu),
+        ));
+    }
+    let none = configs.iter().position(|c| *c == Config::None);
+    let args = configs.iter().position(|c| *c == Config::ProbeArgs);
+    if let (Some(n), Some(a)) = (none, args) {
+        let m = |i: usize, f: fn(&ServiceRun) -> f64| {
+            median(&mut runs[i].iter().map(f).collect::<Vec<_>>())
+        };
+        md.push_str(&format!(
+            "\nAt 50% load with one probe per request (probe args against no tracing): throughput {:+.1}%, p99 {:+.1}%, p99.9 {:+.1}%; at 90% load: throughput {:+.1}%, p99 {:+.1}%.\n",
+            (m(a, |r| r.half.0) / m(n, |r| r.half.0) - 1.0) * 100.0,
+            (m(a, |r| r.half.2) / m(n, |r| r.half.2) - 1.0) * 100.0,
+            (m(a, |r| r.half.3) / m(n, |r| r.half.3) - 1.0) * 100.0,
+            (m(a, |r| r.ninety.0) / m(n, |r| r.ninety.0) - 1.0) * 100.0,
+            (m(a, |r| r.ninety.2) / m(n, |r| r.ninety.2) - 1.0) * 100.0,
+        ));
+    }
+    Ok(())
+}
+
+/// This thread's CPU affinity, set for a while: the previous set comes back
+/// on drop.
+struct Affinity(libc::cpu_set_t);
+
+impl Affinity {
+    fn set(cpus: &[usize]) -> Result<Self> {
+        // SAFETY: plain syscalls on this thread with a zeroed set.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
+                bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+            }
+            pin_to(cpus)?;
+            Ok(Self(old))
+        }
+    }
+}
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        // SAFETY: restores the set read in `set`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}
+
+/// `SCHED_FIFO` for this thread while held; children it forks start with
+/// normal scheduling (`SCHED_RESET_ON_FORK`).
+struct RealTime;
+
+impl RealTime {
+    fn set() -> Result<Self> {
+        realtime(true).context("real-time priority for the load generator")?;
+        Ok(Self)
+    }
+}
+
+impl Drop for RealTime {
+    fn drop(&mut self) {
+        let p = libc::sched_param { sched_priority: 0 };
+        // SAFETY: back to normal scheduling for this thread.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &p) };
+    }
+}
+
+/// `SCHED_FIFO` priority 1 for the calling thread (or, after fork, process);
+/// with `reset_on_fork`, its children start with normal scheduling.
+fn realtime(reset_on_fork: bool) -> std::io::Result<()> {
+    let p = libc::sched_param { sched_priority: 1 };
+    let policy = libc::SCHED_FIFO | if reset_on_fork { libc::SCHED_RESET_ON_FORK } else { 0 };
+    // SAFETY: a plain syscall.
+    if unsafe { libc::sched_setscheduler(0, policy, &p) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pins the calling thread (or, after fork, process) to `cpus`.
+fn pin_to(cpus: &[usize]) -> std::io::Result<()> {
+    // SAFETY: a zeroed set filled with valid CPU numbers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Starts the HTTP target under configuration `c` and measures it: a
 /// closed-loop maximum, then open-loop runs at 50% and 90% of `max_rps`
 /// (of this run's own maximum when `max_rps` is 0: the untraced baseline).
-fn service_run(ctx: &Ctx, c: Config, max_rps: f64) -> Result<ServiceRun> {
+fn service_run(ctx: &Ctx, c: Config, max_rps: f64, pin: bool) -> Result<ServiceRun> {
     // A port nobody holds (a fixed one may still be held by a server of
     // an earlier, interrupted run: wrk would then measure that server).
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -437,21 +597,26 @@ fn service_run(ctx: &Ctx, c: Config, max_rps: f64) -> Result<ServiceRun> {
     } else {
         tracer(ctx, c)?
     };
-    let mut server = if c == Config::Delve {
-        Command::new("dlv")
-            .args(["trace", "--check-go-version=false", "--exec"])
+    let mut cmd = if c == Config::Delve {
+        let mut d = Command::new("dlv");
+        d.args(["trace", "--check-go-version=false", "--exec"])
             .arg(&ctx.hot)
             .args(["main.work", "--", "-mode", "http", "-http", addr])
             .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?
+            .stderr(Stdio::null());
+        d
     } else {
-        Command::new(&ctx.hot)
-            .args(["-mode", "http", "-http", addr])
-            .stdout(Stdio::null())
-            .spawn()?
+        let mut h = Command::new(&ctx.hot);
+        h.args(["-mode", "http", "-http", addr]);
+        h
     };
+    cmd.stdout(Stdio::null());
+    if pin {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only a syscall between fork and exec.
+        unsafe { cmd.pre_exec(|| pin_to(&[0])) };
+    }
+    let mut server = cmd.spawn()?;
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
         if start.elapsed() > Duration::from_secs(30) {
@@ -464,7 +629,7 @@ fn service_run(ctx: &Ctx, c: Config, max_rps: f64) -> Result<ServiceRun> {
     }
     let target_pid = pid_of_listener(&server);
     let cpu0 = footprint(target_pid).0;
-    let (rps, p50, p99) = wrk(&url, 4)?;
+    let (rps, p50, p99) = wrk(&url, 4, pin)?;
     if !(rps > 0.0) {
         bail!("wrk measured no throughput under {c:?}");
     }
@@ -513,7 +678,8 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> (f64, f64, f64, f64) {
         Some(c)
     };
     // Wake-ups as precise as the kernel allows (default slack is 50 µs).
-    // (Tried: SCHED_FIFO for the generator. Its short polls then starve the
+    // (SCHED_FIFO for the generator only when pinned away from the service,
+    // see `service_table`: sharing the CPUs, its short polls starve the
     // service on two vCPUs and every tail got worse.)
     // SAFETY: prctl on the calling thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0, 0, 0) };
@@ -777,69 +943,21 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     if sel.runs("service") {
         crate::step("service overhead: the same function behind an HTTP handler");
         md.push_str("### Service overhead (`hot -mode http`, one probed call per request)\n\n");
-        md.push_str(&format!("Configurations run in turn, round after round ({} rounds; medians), so a slow drift of the machine touches all of them alike. Open-loop load at 50% and 90% of the untraced maximum, latency measured from each request's scheduled send time.\n\n", sel.reps));
-        md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
-        let mut runs: Vec<Vec<ServiceRun>> = vec![vec![]; sel.configs.len()];
-        let mut max_rps = 0.0;
-        for round in 0..sel.reps {
-            for (i, c) in sel.configs.iter().copied().enumerate() {
-                let r = service_run(&ctx, c, max_rps)?;
-                if c == Config::None && round == 0 {
-                    // The load levels for every configuration and round.
-                    max_rps = r.rps;
-                }
-                eprintln!(
-                    "  round {round}: {:<55} {:.0} req/s; 50%: p99 {:.2} ms",
-                    c.name(),
-                    r.rps,
-                    r.half.2
-                );
-                runs[i].push(r);
-            }
-        }
-        for (c, rs) in sel.configs.iter().zip(&runs) {
-            let m =
-                |f: &dyn Fn(&ServiceRun) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
-            let fp = if rs.iter().all(|r| r.tracer.is_none()) {
-                "–".to_owned()
-            } else {
-                format!(
-                    "{:.2} / {:.0}",
-                    m(&|r| r.tracer.map_or(0.0, |t| t.0)),
-                    m(&|r| r.tracer.map_or(0.0, |t| t.1))
-                )
-            };
-            md.push_str(&format!(
-                "| {} | {:.0} | {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.0}, {:.2} / {:.2} / {:.2} | {:.2} | {fp} |\n",
-                c.name(),
-                m(&|r| r.rps),
-                m(&|r| r.p50),
-                m(&|r| r.p99),
-                m(&|r| r.half.0),
-                m(&|r| r.half.1),
-                m(&|r| r.half.2),
-                m(&|r| r.half.3),
-                m(&|r| r.ninety.0),
-                m(&|r| r.ninety.1),
-                m(&|r| r.ninety.2),
-                m(&|r| r.ninety.3),
-                m(&|r| r.cpu),
-            ));
-        }
-        let none = sel.configs.iter().position(|c| *c == Config::None);
-        let args = sel.configs.iter().position(|c| *c == Config::ProbeArgs);
-        if let (Some(n), Some(a)) = (none, args) {
-            let m = |i: usize, f: fn(&ServiceRun) -> f64| {
-                median(&mut runs[i].iter().map(f).collect::<Vec<_>>())
-            };
-            md.push_str(&format!(
-                "\nAt 50% load with one probe per request (probe args against no tracing): throughput {:+.1}%, p99 {:+.1}%, p99.9 {:+.1}%; at 90% load: throughput {:+.1}%, p99 {:+.1}%.\n",
-                (m(a, |r| r.half.0) / m(n, |r| r.half.0) - 1.0) * 100.0,
-                (m(a, |r| r.half.2) / m(n, |r| r.half.2) - 1.0) * 100.0,
-                (m(a, |r| r.half.3) / m(n, |r| r.half.3) - 1.0) * 100.0,
-                (m(a, |r| r.ninety.0) / m(n, |r| r.ninety.0) - 1.0) * 100.0,
-                (m(a, |r| r.ninety.2) / m(n, |r| r.ninety.2) - 1.0) * 100.0,
-            ));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus >= 2 {
+            md.push_str(&format!("The service alone on CPU 0 (so `GOMAXPROCS` is 1); the load generator and the tracer on the other CPU{}: what a probe costs inside the service, apart from the tracer's own CPU (shown in the last column, and below with everything sharing the CPUs). Configurations run in turn, round after round ({} rounds; medians), so a slow drift of the machine touches all of them alike. Open-loop load at 50% and 90% of the untraced maximum, latency measured from each request's scheduled send time.\n\n", if cpus > 2 { "s" } else { "" }, sel.reps));
+            service_table(&ctx, sel, &sel.configs, true, &mut md)?;
+            md.push_str("\n#### Everything sharing the CPUs\n\nThe service, the load generator and the tracer on all CPUs, as on a machine with no spare core: the tracer's reader now competes with the service for CPU.\n\n");
+            let shared: Vec<Config> = sel
+                .configs
+                .iter()
+                .copied()
+                .filter(|c| matches!(c, Config::None | Config::ProbeArgs | Config::ProbeCond))
+                .collect();
+            service_table(&ctx, sel, &shared, false, &mut md)?;
+        } else {
+            md.push_str(&format!("One CPU: the service, the load generator and the tracer share it. Configurations run in turn, round after round ({} rounds; medians). Open-loop load at 50% and 90% of the untraced maximum, latency measured from each request's scheduled send time.\n\n", sel.reps));
+            service_table(&ctx, sel, &sel.configs, false, &mut md)?;
         }
     }
 
