@@ -32,15 +32,30 @@ use crate::error::Error;
 const ELEM: usize = (std::mem::size_of::<EventRing>() + 7) & !7;
 const CTL: usize = std::mem::size_of::<RingCtl>();
 
+/// Consumed bytes of a ring after which `tail` is published even in the
+/// middle of a drain (so a long drain frees space early).
+const PUBLISH_EVERY: u64 = 256 << 10;
+
 /// The event rings of one loaded program, mapped into this process.
+///
+/// `head` and `tail` live on cache lines the kernel side touches on every
+/// hit, so the reader touches them as little as it can: `head` is loaded
+/// again only when the events up to the last loaded value are consumed, and
+/// `tail` is published when a drain finds nothing more, or every
+/// [`PUBLISH_EVERY`] bytes. Each time, the line moves between CPUs, and the
+/// traced thread pays for the move on its next hit.
 pub struct Events {
     doorbell: RingBuf<MapData>,
     /// Keeps the map's fd open while mapped.
     _rings: MapData,
     base: NonNull<u8>,
     len: usize,
-    /// Our consumed position per ring (what `tail` in the ring says).
+    /// Our consumed position per ring.
     tails: Vec<u64>,
+    /// What `tail` in each ring says (what we last published).
+    published: Vec<u64>,
+    /// The last `head` loaded per ring.
+    heads: Vec<u64>,
     /// Records found malformed (never expected: the kernel side is ours);
     /// their ring was skipped to its head.
     pub corrupt: u64,
@@ -81,10 +96,15 @@ impl Events {
             base,
             len,
             tails: vec![0; n as usize],
+            published: vec![0; n as usize],
+            heads: vec![0; n as usize],
             corrupt: 0,
         };
         for i in 0..n as usize {
-            ev.tails[i] = ev.ctl(i, |c| &c.tail).load(Ordering::Relaxed);
+            let t = ev.ctl(i, |c| &c.tail).load(Ordering::Relaxed);
+            ev.tails[i] = t;
+            ev.published[i] = t;
+            ev.heads[i] = t;
         }
         Ok(ev)
     }
@@ -121,7 +141,13 @@ impl Events {
                 best = Some((t, i, off, len));
             }
         }
-        let (_, ring, off, len) = best?;
+        let Some((_, ring, off, len)) = best else {
+            // Drained: give the space back.
+            for i in 0..self.tails.len() {
+                self.publish(i);
+            }
+            return None;
+        };
         Some(Event {
             events: self,
             ring,
@@ -132,8 +158,11 @@ impl Events {
 
     /// Offset (in the mapping) and length of ring `i`'s next event.
     fn peek(&mut self, i: usize) -> Option<(usize, usize)> {
-        let head = self.ctl(i, |c| &c.head).load(Ordering::Acquire);
         let tail = self.tails[i];
+        if tail >= self.heads[i] {
+            self.heads[i] = self.ctl(i, |c| &c.head).load(Ordering::Acquire);
+        }
+        let head = self.heads[i];
         if tail >= head {
             return None;
         }
@@ -148,15 +177,19 @@ impl Events {
         {
             // Cannot happen with our kernel side; never loop on it.
             self.corrupt += 1;
-            self.consume(i, head);
+            self.tails[i] = head;
+            self.publish(i);
             return None;
         }
         Some((off, len))
     }
 
-    fn consume(&mut self, i: usize, tail: u64) {
-        self.tails[i] = tail;
-        self.ctl(i, |c| &c.tail).store(tail, Ordering::Release);
+    /// Tells the kernel side how far ring `i` is consumed.
+    fn publish(&mut self, i: usize) {
+        if self.published[i] != self.tails[i] {
+            self.published[i] = self.tails[i];
+            self.ctl(i, |c| &c.tail).store(self.tails[i], Ordering::Release);
+        }
     }
 }
 
@@ -194,7 +227,10 @@ impl std::ops::Deref for Event<'_> {
 
 impl Drop for Event<'_> {
     fn drop(&mut self) {
-        let t = self.events.tails[self.ring] + self.len as u64;
-        self.events.consume(self.ring, t);
+        let ev = &mut *self.events;
+        ev.tails[self.ring] += self.len as u64;
+        if ev.tails[self.ring] - ev.published[self.ring] >= PUBLISH_EVERY {
+            ev.publish(self.ring);
+        }
     }
 }
