@@ -60,10 +60,71 @@ impl Hit<'_> {
 
     /// Appends one line of the JSON contract and a newline to `out`,
     /// without building a tree first (the hot path of `--format json`).
-    pub fn write_json_line(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot fail, and every key is a string.
-        let _ = serde_json::to_writer(&mut *out, self);
+    /// `head` is [`json_head`] of the hit's probe: the entries that never
+    /// change between its hits, serialized once (escaping the file path
+    /// and names on every hit was the reader's largest single cost).
+    /// The bytes are those of the `Serialize` impl.
+    pub fn write_json_line(&self, head: &[u8], out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.push(b'{');
+        out.extend_from_slice(head);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "\"pid\":{},\"tid\":{},\"goid\":", self.pid, self.tid);
+        match self.goid {
+            Some(g) => {
+                let _ = write!(out, "{g}");
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"time\":\"");
+        write_rfc3339_nanos(out, self.time_ns);
+        out.push(b'"');
+        // The rest as a map of its own, `{…}`, whose `{` becomes the comma
+        // after "time" (it always has "args" or "returns").
+        let at = out.len();
+        let _ = serde_json::to_writer(&mut *out, &Tail(self));
+        out[at] = b',';
         out.push(b'\n');
+    }
+
+    /// The entries after "time", in contract order.
+    fn tail_entries<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
+        let p = self.probe;
+        match &self.returns {
+            Some(r) => {
+                m.serialize_entry("returns", &Fields(r))?;
+                m.serialize_entry("duration_ns", &self.duration_ns)?;
+            }
+            None => m.serialize_entry("args", &Fields(&self.args))?,
+        }
+        if let Some(l) = &self.locals {
+            m.serialize_entry("locals", &Fields(l))?;
+        }
+        if let Some(r) = &self.regs {
+            let regs: Vec<(String, Value)> = REG_NAMES
+                .iter()
+                .zip(r)
+                .map(|(n, v)| ((*n).to_owned(), Value::Addr(*v)))
+                .collect();
+            m.serialize_entry("regs", &Fields(&regs))?;
+        }
+        if let Some(c) = &p.inlined {
+            m.serialize_entry(
+                "inlined",
+                &Inlined {
+                    caller: &c.caller,
+                    file: &c.call_file,
+                    line: c.call_line,
+                },
+            )?;
+        }
+        if let Some(st) = &self.stack {
+            m.serialize_entry("stack", st)?;
+        }
+        if let Some(why) = &p.missing {
+            m.serialize_entry("@missing", why)?;
+        }
+        Ok(())
     }
 
     pub fn pretty(&self) -> String {
@@ -113,53 +174,54 @@ impl Hit<'_> {
 /// The JSON contract (version 1): see the README's "JSON events" section.
 impl Serialize for Hit<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let p = self.probe;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("v", &1)?;
-        m.serialize_entry("kind", p.kind)?;
-        m.serialize_entry("probe", &p.spec)?;
-        m.serialize_entry("function", &p.function.name)?;
-        m.serialize_entry("file", &p.file)?;
-        m.serialize_entry("line", &p.line)?;
-        m.serialize_entry("pc", &format!("{:#x}", p.pc))?;
+        head_entries(self.probe, &mut m)?;
         m.serialize_entry("pid", &self.pid)?;
         m.serialize_entry("tid", &self.tid)?;
         m.serialize_entry("goid", &self.goid)?;
         m.serialize_entry("time", &rfc3339_nanos(self.time_ns))?;
-        match &self.returns {
-            Some(r) => {
-                m.serialize_entry("returns", &Fields(r))?;
-                m.serialize_entry("duration_ns", &self.duration_ns)?;
-            }
-            None => m.serialize_entry("args", &Fields(&self.args))?,
+        self.tail_entries(&mut m)?;
+        m.end()
+    }
+}
+
+/// The entries that depend only on the probe, in contract order.
+fn head_entries<M: SerializeMap>(p: &ResolvedProbe, m: &mut M) -> Result<(), M::Error> {
+    m.serialize_entry("v", &1)?;
+    m.serialize_entry("kind", p.kind)?;
+    m.serialize_entry("probe", &p.spec)?;
+    m.serialize_entry("function", &p.function.name)?;
+    m.serialize_entry("file", &p.file)?;
+    m.serialize_entry("line", &p.line)?;
+    m.serialize_entry("pc", &format!("{:#x}", p.pc))
+}
+
+/// A probe's [`head_entries`] as JSON without the braces, with the comma
+/// that follows them: for [`Hit::write_json_line`].
+pub fn json_head(p: &ResolvedProbe) -> Vec<u8> {
+    struct Head<'a>(&'a ResolvedProbe);
+    impl Serialize for Head<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            head_entries(self.0, &mut m)?;
+            m.end()
         }
-        if let Some(l) = &self.locals {
-            m.serialize_entry("locals", &Fields(l))?;
-        }
-        if let Some(r) = &self.regs {
-            let regs: Vec<(String, Value)> = REG_NAMES
-                .iter()
-                .zip(r)
-                .map(|(n, v)| ((*n).to_owned(), Value::Addr(*v)))
-                .collect();
-            m.serialize_entry("regs", &Fields(&regs))?;
-        }
-        if let Some(c) = &p.inlined {
-            m.serialize_entry(
-                "inlined",
-                &Inlined {
-                    caller: &c.caller,
-                    file: &c.call_file,
-                    line: c.call_line,
-                },
-            )?;
-        }
-        if let Some(st) = &self.stack {
-            m.serialize_entry("stack", st)?;
-        }
-        if let Some(why) = &p.missing {
-            m.serialize_entry("@missing", why)?;
-        }
+    }
+    let mut v = serde_json::to_vec(&Head(p)).unwrap_or_else(|_| b"{}".to_vec());
+    // `{…}` → `…,`
+    v.remove(0);
+    v.pop();
+    v.push(b',');
+    v
+}
+
+/// [`Hit::tail_entries`] as a map of their own.
+struct Tail<'a, 'b>(&'a Hit<'b>);
+
+impl Serialize for Tail<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        self.0.tail_entries(&mut m)?;
         m.end()
     }
 }
@@ -184,17 +246,42 @@ impl Serialize for Frame {
 
 /// `2026-11-27T11:00:00.123456789Z`.
 pub fn rfc3339_nanos(ns: i128) -> String {
+    let mut v = Vec::with_capacity(30);
+    write_rfc3339_nanos(&mut v, ns);
+    String::from_utf8(v).unwrap_or_default()
+}
+
+/// [`rfc3339_nanos`], appended to `out` digit by digit (no formatter: it
+/// runs for every hit).
+fn write_rfc3339_nanos(out: &mut Vec<u8>, ns: i128) {
     let secs = ns.div_euclid(1_000_000_000) as i64;
-    let nanos = ns.rem_euclid(1_000_000_000) as u32;
+    let nanos = ns.rem_euclid(1_000_000_000) as u64;
     let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u64;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    let digits = |out: &mut Vec<u8>, v: u64, n: u32| {
+        for i in (0..n).rev() {
+            out.push(b'0' + (v / 10u64.pow(i) % 10) as u8);
+        }
+    };
+    if (0..=9999).contains(&y) {
+        digits(out, y as u64, 4);
+    } else {
+        out.extend_from_slice(format!("{y:04}").as_bytes());
+    }
+    out.push(b'-');
+    digits(out, m as u64, 2);
+    out.push(b'-');
+    digits(out, d as u64, 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, (sod % 3600) / 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, nanos, 9);
+    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -215,6 +302,51 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hot path writes the same bytes as the `Serialize` impl, with
+    /// and without the optional entries.
+    #[test]
+    fn json_line_fast_path_matches_serde() {
+        let p = ResolvedProbe::for_tests("main.handler", "/src/a \"quoted\" path.go");
+        let mut p2 = p.clone();
+        p2.missing = Some("no DWARF".into());
+        let f = |v: i64| vec![("n".to_owned(), Value::Int(v))];
+        let mut hit = Hit {
+            probe: &p,
+            pid: 42,
+            tid: 43,
+            goid: Some(7),
+            time_ns: 1_795_777_200_123_456_789,
+            args: f(1),
+            locals: None,
+            returns: None,
+            duration_ns: None,
+            stack: None,
+            regs: None,
+        };
+        let check = |hit: &Hit| {
+            let mut fast = vec![];
+            hit.write_json_line(&json_head(hit.probe), &mut fast);
+            let mut slow = serde_json::to_vec(hit).unwrap();
+            slow.push(b'\n');
+            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+        };
+        check(&hit);
+        hit.goid = None;
+        hit.locals = Some(f(2));
+        hit.returns = Some(f(3));
+        hit.duration_ns = Some(99);
+        hit.regs = Some([5; probe_common::NUM_REGS]);
+        hit.stack = Some(vec![Frame {
+            pc: 0x1234,
+            function: "main.main".into(),
+            file: "/src/main.go".into(),
+            line: 9,
+        }]);
+        check(&hit);
+        hit.probe = &p2;
+        check(&hit);
+    }
 
     #[test]
     fn rfc3339() {

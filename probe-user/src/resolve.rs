@@ -79,6 +79,22 @@ impl ResolvedProbe {
     }
 }
 
+#[cfg(test)]
+impl ResolvedProbe {
+    /// A bare function probe, for output tests.
+    pub(crate) fn for_tests(name: &str, file: &str) -> Self {
+        Self::at(
+            name,
+            "entry",
+            Function::synthetic(name, 0x40_1000, file, 10),
+            (file.to_owned(), 12),
+            (0x40_1006, 0x1006),
+            vec![],
+            ProbePlan::default(),
+        )
+    }
+}
+
 /// A target binary with its DWARF, ready to resolve probes against.
 pub struct Program {
     pub binary: Binary,

@@ -913,6 +913,8 @@ pub struct Renderer<'a> {
     error_results: Vec<Vec<String>>,
     /// Event bytes received per probe.
     bytes: Vec<u64>,
+    /// Per probe: its JSON entries that are the same in every hit.
+    json_heads: Vec<Vec<u8>>,
     span_seq: u64,
     /// `PROBE_DEBUG_EVENTS` is set: describe every raw event on stderr.
     debug: bool,
@@ -960,6 +962,7 @@ impl<'a> Renderer<'a> {
             exporter,
             error_results,
             bytes: vec![0; n],
+            json_heads: r.probes.iter().map(crate::output::json_head).collect(),
             span_seq: 0,
             debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
             export_attrs: vec![],
@@ -1057,7 +1060,8 @@ impl Renderer<'_> {
         let line = match self.format {
             Format::Json => {
                 let mut v = Vec::with_capacity(512);
-                hit.write_json_line(&mut v);
+                hit.write_json_line(&self.json_heads[id], &mut v);
+                // serde_json writes UTF-8 only.
                 String::from_utf8(v).unwrap_or_default()
             }
             Format::Pretty => hit.pretty(),
