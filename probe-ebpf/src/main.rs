@@ -274,7 +274,7 @@ fn capture(
     // SAFETY: map value of ring `idx`; `slot` bounds the offset.
     let sc = unsafe { slot(ring, off) }.ok_or(())?;
     let ws = WORK.get_ptr_mut(0).ok_or(())?;
-    // SAFETY: per-CPU scratch, large enough for the header (checked at compile time).
+    // SAFETY: the event slot, large enough for the header (checked at compile time).
     let (hdr, sp, hi) = unsafe { fill_header(ctx, id, params, sc) };
     // SAFETY: the header's registers were just written.
     if params.n_filters > 0 && !unsafe { filters_pass(params, sc, sp) } {
@@ -317,6 +317,14 @@ fn capture(
             }
         }
     }
+    if !room {
+        // Dropped, after the condition and the entry/return bookkeeping
+        // (a return still pairs with an entry that was dropped), before the
+        // capture: a reader that falls behind must not cost the target a
+        // walk whose event nobody will see.
+        st.ringbuf_drops += 1;
+        return Ok(());
+    }
 
     // Field by field: a struct literal's zeroes become a `memset` call.
     let mut lc_mem = core::mem::MaybeUninit::<LoopCtx>::uninit();
@@ -357,10 +365,6 @@ fn capture(
     let len = HDR as u32 + lc.pos;
     if len > SCRATCH_BYTES as u32 {
         return Err(());
-    }
-    if !room {
-        st.ringbuf_drops += 1;
-        return Ok(());
     }
     let head = head + record_len(lc.pos) as u64;
     // SAFETY: the ring's map value; the exchange orders the event's bytes

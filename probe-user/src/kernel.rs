@@ -3,8 +3,9 @@
 //! uprobe program at every probe's file offset with the probe's index as the
 //! BPF cookie, and reads `STATS`; hands the event rings to [`crate::rings`].
 //!
-//! The only module that touches aya, with `rings`. Failures are mapped to [`Error`]s that
-//! say what to do: missing privilege, verifier rejections with the log.
+//! With `rings`, the only module that touches aya. Failures are mapped to
+//! [`Error`]s that say what to do: missing privilege, verifier rejections
+//! with the log.
 
 use std::{num::NonZeroU32, path::Path};
 
@@ -17,7 +18,7 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use probe_common::{
-    Control, EventRing, ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES, MAX_RINGS,
+    Control, ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES, MAX_RINGS,
 };
 
 use crate::error::{chain, Error};
@@ -123,11 +124,6 @@ impl Kernel {
             .map_err(|e| Error::Kernel(format!("writing CONTROL: {e}")))
     }
 
-    /// Bytes of event rings this program holds (kernel memory, also mapped
-    /// by the reader).
-    pub fn ring_bytes(&self) -> usize {
-        self.rings as usize * std::mem::size_of::<EventRing>()
-    }
 
     /// Writes probe `id`'s parameters (before attaching it).
     pub fn configure(&mut self, id: u32, params: &ProbeParams) -> Result<(), Error> {

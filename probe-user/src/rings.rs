@@ -129,14 +129,9 @@ impl Events {
         while self.doorbell.next().is_some() {}
         let mut best: Option<(u64, usize, usize, usize)> = None;
         for i in 0..self.tails.len() {
-            let Some((off, len)) = self.peek(i) else {
+            let Some((t, off, len)) = self.peek(i) else {
                 continue;
             };
-            // SAFETY: `peek` checked the header lies within the ring.
-            let t = unsafe {
-                std::ptr::read_unaligned(self.base.as_ptr().add(off) as *const EventHeader)
-            }
-            .ktime_ns;
             if best.is_none_or(|b| t < b.0) {
                 best = Some((t, i, off, len));
             }
@@ -156,8 +151,9 @@ impl Events {
         })
     }
 
-    /// Offset (in the mapping) and length of ring `i`'s next event.
-    fn peek(&mut self, i: usize) -> Option<(usize, usize)> {
+    /// Timestamp, offset (in the mapping) and length of ring `i`'s next
+    /// event.
+    fn peek(&mut self, i: usize) -> Option<(u64, usize, usize)> {
         let tail = self.tails[i];
         if tail >= self.heads[i] {
             self.heads[i] = self.ctl(i, |c| &c.head).load(Ordering::Acquire);
@@ -181,7 +177,7 @@ impl Events {
             self.publish(i);
             return None;
         }
-        Some((off, len))
+        Some((h.ktime_ns, off, len))
     }
 
     /// Tells the kernel side how far ring `i` is consumed.

@@ -776,6 +776,12 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         }
     }
     let _ = out.flush();
+    let corrupt = ring.get_ref().corrupt;
+    if corrupt > 0 {
+        eprintln!(
+            "probe: {corrupt} malformed event records skipped (a bug in probe: please report it)"
+        );
+    }
 
     let mut summaries = vec![];
     for (id, p) in probes.iter().enumerate() {

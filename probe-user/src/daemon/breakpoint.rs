@@ -483,6 +483,12 @@ impl Runner {
             }
         }
         drop(rd);
+        if ring.corrupt > 0 {
+            eprintln!(
+                "probe daemon: {}: {} malformed event records skipped (a bug in probe: please report it)",
+                self.id, ring.corrupt
+            );
+        }
         drop(ring);
         drop(kernel); // detaches every uprobe
         eprintln!("probe daemon: {}: detached ({why})", self.id);
