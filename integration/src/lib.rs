@@ -72,11 +72,28 @@ impl PrivateCopy {
 
     /// Starts the copy (or whatever is at its path now) with `args`, output discarded.
     pub fn start(&self, args: &[&str]) -> Child {
-        Command::new(&self.bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the private copy")
+        spawn_fresh(Command::new(&self.bin).args(args).stdout(Stdio::null()))
+    }
+}
+
+/// Spawns a program whose file this test process has just written.
+///
+/// Retries "text file busy": while `std::fs::copy` holds the new file open
+/// for writing, a process another test thread forks at that moment
+/// inherits the descriptor until it execs (close-on-exec closes it only
+/// then), and exec of the file fails with ETXTBSY meanwhile.
+pub fn spawn_fresh(cmd: &mut Command) -> Child {
+    let start = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        }
     }
 }
 
@@ -100,26 +117,12 @@ impl Target {
 
     /// Starts a `store` program at `exe` (e.g. a private copy), waiting for its first tick.
     pub fn spawn(exe: &std::path::Path, args: &[&str]) -> Self {
-        // A freshly copied executable can be briefly "busy": a child another
-        // test thread forks meanwhile inherits the copy's write descriptor
-        // until its own exec.
-        let start = Instant::now();
-        let mut child = loop {
-            match Command::new(exe)
+        let mut child = spawn_fresh(
+            Command::new(exe)
                 .args(args)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-            {
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
-                        && start.elapsed() < Duration::from_secs(5) =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                r => break r.expect("start store"),
-            }
-        };
+                .stderr(Stdio::inherit()),
+        );
         let ticks = Arc::new(Mutex::new(vec![]));
         let out = child.stdout.take().unwrap();
         let t = ticks.clone();

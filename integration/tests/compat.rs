@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use probe_integration::{go_versions, probe, testdata, PrivateCopy};
+use probe_integration::{go_versions, probe, spawn_fresh, testdata, PrivateCopy};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -140,11 +140,11 @@ fn deleted_binary_and_other_mount_namespace() {
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("store");
     std::fs::copy(testdata(&v, "store"), &copy).unwrap();
-    let mut child = std::process::Command::new(&copy)
-        .args(["-interval", "5ms"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_fresh(
+        std::process::Command::new(&copy)
+            .args(["-interval", "5ms"])
+            .stdout(std::process::Stdio::null()),
+    );
     std::thread::sleep(Duration::from_millis(300));
     std::fs::remove_file(&copy).unwrap();
     let run = probe(

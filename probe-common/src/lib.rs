@@ -71,13 +71,14 @@ pub const DOORBELL_BYTES: u32 = 4096;
 #[derive(Clone, Copy, Debug)]
 pub struct RingCtl {
     /// Where the next event goes; published by the kernel after the event's
-    /// bytes (an atomic exchange, a full barrier).
+    /// bytes (a store-release).
     pub head: u64,
     pub _pad0: [u64; 7],
     /// Up to where the reader has consumed; written only by the reader.
     pub tail: u64,
     pub _pad1: [u64; 7],
-    /// 1 while a hit is writing this ring (taken with an atomic exchange): a
+    /// 1 while a hit is writing this ring (taken with an atomic exchange,
+    /// given back with a store-release): a
     /// hit that finds it taken (preemption, or CPUs sharing a ring) counts a
     /// drop instead of waiting.
     pub busy: u64,

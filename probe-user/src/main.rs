@@ -554,7 +554,7 @@ struct AttachArgs {
     #[arg(long)]
     dry_run: bool,
     /// Suspend every probe when their BPF programs use more than this
-    /// percentage of one CPU (measured in a 200 ms window each second); hits
+    /// percentage of one CPU (measured in a 200 ms window every 5 s); hits
     /// are then counted, not captured.
     #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
     cpu_budget: f64,

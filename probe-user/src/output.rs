@@ -329,7 +329,10 @@ mod tests {
             hit.write_json_line(&json_head(hit.probe), &mut fast);
             let mut slow = serde_json::to_vec(hit).unwrap();
             slow.push(b'\n');
-            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(slow).unwrap()
+            );
         };
         check(&hit);
         hit.goid = None;

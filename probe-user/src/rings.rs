@@ -4,8 +4,8 @@
 //! the event is dropped.
 //!
 //! Each ring has one producer at a time (the hit holding its `busy` flag)
-//! and one consumer (this reader). The kernel publishes `head` with an
-//! atomic exchange after writing the event's bytes; we load it with
+//! and one consumer (this reader). The kernel publishes `head` with a
+//! store-release after writing the event's bytes; we load it with
 //! acquire ordering, read, and store `tail` with release ordering, so the
 //! kernel never overwrites bytes we have not finished with.
 //!
@@ -165,9 +165,8 @@ impl Events {
         let off = i * ELEM + CTL + RING_DATA_OFF + (tail as usize & (RING_BYTES - 1));
         // SAFETY: the header is within the ring's data (the ring is
         // followed by slack of SCRATCH_BYTES, more than a header).
-        let h = unsafe {
-            std::ptr::read_unaligned(self.base.as_ptr().add(off) as *const EventHeader)
-        };
+        let h =
+            unsafe { std::ptr::read_unaligned(self.base.as_ptr().add(off) as *const EventHeader) };
         let len = record_len(h.data_len);
         if h.magic != EVENT_MAGIC || h.data_len as usize > SCRATCH_BYTES || tail + len as u64 > head
         {
@@ -184,7 +183,8 @@ impl Events {
     fn publish(&mut self, i: usize) {
         if self.published[i] != self.tails[i] {
             self.published[i] = self.tails[i];
-            self.ctl(i, |c| &c.tail).store(self.tails[i], Ordering::Release);
+            self.ctl(i, |c| &c.tail)
+                .store(self.tails[i], Ordering::Release);
         }
     }
 }
