@@ -128,6 +128,14 @@ impl Hit<'_> {
     }
 
     pub fn pretty(&self) -> String {
+        let mut s = self.headline();
+        s.push('\n');
+        self.pretty_values(&mut s);
+        s
+    }
+
+    /// The first line of [`Hit::pretty`] (no newline): when, where, who.
+    pub fn headline(&self) -> String {
         let (f, p) = (&self.probe.function, self.probe);
         let file = p.file.rsplit('/').next().unwrap_or(&p.file);
         let t = rfc3339_nanos(self.time_ns);
@@ -145,10 +153,14 @@ impl Hit<'_> {
             Some(d) => format!(" after {}", crate::value::go_duration(d as i64)),
             None => String::new(),
         };
-        let mut s = format!(
-            "{clock} {}{what}{took} {file}:{} pid={} tid={} goroutine={goid}\n",
+        format!(
+            "{clock} {}{what}{took} {file}:{} pid={} tid={} goroutine={goid}",
             f.name, p.line, self.pid, self.tid
-        );
+        )
+    }
+
+    /// The lines of [`Hit::pretty`] after the first.
+    fn pretty_values(&self, s: &mut String) {
         for (k, v) in self.returns.as_ref().unwrap_or(&self.args) {
             s.push_str(&format!("    {k} = {}\n", v.pretty()));
         }
@@ -167,7 +179,6 @@ impl Hit<'_> {
             let file = fr.file.rsplit('/').next().unwrap_or(&fr.file);
             s.push_str(&format!("      at {} {file}:{}\n", fr.function, fr.line));
         }
-        s
     }
 }
 

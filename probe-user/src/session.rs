@@ -702,6 +702,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                         }
                     }
                 }
+                rd.flush_export();
                 if out.flush().is_err() {
                     broken_pipe = true;
                 }
@@ -774,6 +775,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                 let _ = out.write_all(line.as_bytes());
             }
         }
+        rd.flush_export();
     }
     let _ = out.flush();
     let corrupt = ring.get_ref().corrupt;
@@ -921,6 +923,8 @@ pub struct Renderer<'a> {
     bytes: Vec<u64>,
     /// Per probe: its JSON entries that are the same in every hit.
     json_heads: Vec<Vec<u8>>,
+    /// Per probe: its exported attributes that are the same in every hit.
+    export_heads: Vec<Vec<opentelemetry_proto::tonic::common::v1::KeyValue>>,
     span_seq: u64,
     /// `PROBE_DEBUG_EVENTS` is set: describe every raw event on stderr.
     debug: bool,
@@ -930,7 +934,14 @@ pub struct Renderer<'a> {
     /// Applied to a hit's values before they are exported (the daemon's
     /// redaction); the record's body is then built from them too.
     export_filter: Option<ExportFilter<'a>>,
+    /// Records built and not yet offered: offered together by
+    /// [`Renderer::flush_export`] (at the end of each drain), or when
+    /// [`EXPORT_BATCH`] accumulate.
+    export_buf: Vec<crate::otlp::Item>,
 }
+
+/// Records a renderer offers to the exporter at once, at most.
+const EXPORT_BATCH: usize = 256;
 
 /// A change made to a hit's JSON before it is exported.
 pub type ExportFilter<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
@@ -969,10 +980,21 @@ impl<'a> Renderer<'a> {
             error_results,
             bytes: vec![0; n],
             json_heads: r.probes.iter().map(crate::output::json_head).collect(),
+            export_heads: r.probes.iter().map(export_head).collect(),
             span_seq: 0,
             debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
             export_attrs: vec![],
             export_filter: None,
+            export_buf: vec![],
+        }
+    }
+
+    /// Offers the records built since the last call to the exporter.
+    pub fn flush_export(&mut self) {
+        if let Some(x) = self.exporter {
+            if !self.export_buf.is_empty() {
+                x.offer_all(std::mem::take(&mut self.export_buf));
+            }
         }
     }
 
@@ -1056,12 +1078,15 @@ impl Renderer<'_> {
                 (h.entry_ktime != 0).then(|| h.ktime_ns.saturating_sub(h.entry_ktime));
         }
         self.bytes[id] += bytes.len() as u64;
-        if let Some(x) = self.exporter {
+        if self.exporter.is_some() {
             let mut json = hit.to_json();
             if let Some(f) = &self.export_filter {
                 f(&mut json);
             }
-            self.export(x, &hit, &json);
+            self.export(&hit, &json);
+            if self.export_buf.len() >= EXPORT_BATCH {
+                self.flush_export();
+            }
         }
         let line = match self.format {
             Format::Json => {
@@ -1078,19 +1103,18 @@ impl Renderer<'_> {
     /// The hit as an OTLP log record (and, for a paired return, a span),
     /// with semantic-convention attributes and the values as structured
     /// `AnyValue`s.
-    fn export(&mut self, x: &crate::otlp::Exporter, hit: &Hit, json: &serde_json::Value) {
+    fn export(&mut self, hit: &Hit, json: &serde_json::Value) {
         use crate::otlp::{any_from_json, int_value, kv, str_value};
         let p = hit.probe;
-        let mut attrs = vec![
-            kv("code.function.name", str_value(&p.function.name)),
-            kv("code.file.path", str_value(&p.file)),
-            kv("code.line.number", int_value(p.line as i64)),
-            kv("thread.id", int_value(hit.tid as i64)),
-            kv("process.pid", int_value(hit.pid as i64)),
-            kv("probe.id", str_value(&p.spec)),
-            kv("probe.kind", str_value(p.kind)),
-            kv("probe.pc", str_value(&format!("{:#x}", p.pc))),
-        ];
+        let idx = self
+            .probes
+            .iter()
+            .position(|q| std::ptr::eq(q, p))
+            .unwrap_or(0);
+        let mut attrs = Vec::with_capacity(self.export_heads[idx].len() + 12);
+        attrs.extend(self.export_heads[idx].iter().cloned());
+        attrs.push(kv("thread.id", int_value(hit.tid as i64)));
+        attrs.push(kv("process.pid", int_value(hit.pid as i64)));
         if let Some(g) = hit.goid {
             attrs.push(kv("go.goroutine.id", int_value(g as i64)));
         }
@@ -1123,19 +1147,14 @@ impl Renderer<'_> {
                 .unwrap_or_default();
             format!("{} {vals}", p.function.name)
         } else {
-            hit.pretty().lines().next().unwrap_or_default().to_owned()
+            hit.headline()
         };
         let time = hit.time_ns.max(0) as u64;
-        x.offer(crate::otlp::Item::Log(crate::otlp::log_record(
-            event, time, body, attrs,
-        )));
+        self.export_buf
+            .push(crate::otlp::Item::Log(crate::otlp::log_record(
+                event, time, body, attrs,
+            )));
         if let (Some(returns), Some(d)) = (json.get("returns"), hit.duration_ns) {
-            let id = p as *const ResolvedProbe as usize;
-            let idx = self
-                .probes
-                .iter()
-                .position(|q| q as *const ResolvedProbe as usize == id)
-                .unwrap_or(0);
             let error = self.error_results[idx]
                 .iter()
                 .filter_map(|n| returns.get(n).filter(|v| !v.is_null()))
@@ -1150,16 +1169,31 @@ impl Renderer<'_> {
             ];
             span_attrs.extend(self.export_attrs.iter().cloned());
             let ids = crate::otlp::ids(time ^ self.span_seq.rotate_left(32));
-            x.offer(crate::otlp::Item::Span(crate::otlp::span(
-                &p.function.name,
-                time.saturating_sub(d),
-                time,
-                error,
-                span_attrs,
-                ids,
-            )));
+            self.export_buf
+                .push(crate::otlp::Item::Span(crate::otlp::span(
+                    &p.function.name,
+                    time.saturating_sub(d),
+                    time,
+                    error,
+                    span_attrs,
+                    ids,
+                )));
         }
     }
+}
+
+/// A probe's exported attributes that are the same in every hit (built
+/// once: formatting them per record was a visible part of the reader's CPU).
+fn export_head(p: &ResolvedProbe) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+    use crate::otlp::{int_value, kv, str_value};
+    vec![
+        kv("code.function.name", str_value(&p.function.name)),
+        kv("code.file.path", str_value(&p.file)),
+        kv("code.line.number", int_value(p.line as i64)),
+        kv("probe.id", str_value(&p.spec)),
+        kv("probe.kind", str_value(p.kind)),
+        kv("probe.pc", str_value(&format!("{:#x}", p.pc))),
+    ]
 }
 
 /// Probe's own health counters, per probe (export drops are for all probes).

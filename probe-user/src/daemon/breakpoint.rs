@@ -445,6 +445,7 @@ impl Runner {
                     json: line,
                 }));
             }
+            rd.flush_export();
             if checked.elapsed() >= Duration::from_millis(200) {
                 checked = Instant::now();
                 if target.exited() {
