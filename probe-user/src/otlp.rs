@@ -37,7 +37,7 @@ use prost::Message;
 use tokio::{io::AsyncReadExt, io::AsyncWriteExt, sync::mpsc};
 
 /// Records (logs and spans) queued for export at most.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 8192;
 /// Records per request.
 const BATCH: usize = 512;
 

@@ -53,9 +53,11 @@ pub struct Frame {
 }
 
 impl Hit<'_> {
-    /// One line of the JSON contract (version 1), as a tree.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    /// The entries after "time" (values, stack, duration, …) as a JSON
+    /// object: what an export needs, without the per-probe head and the
+    /// timestamp it carries elsewhere.
+    pub fn tail_json(&self) -> serde_json::Value {
+        serde_json::to_value(Tail(self)).unwrap_or(serde_json::Value::Null)
     }
 
     /// Appends one line of the JSON contract and a newline to `out`,

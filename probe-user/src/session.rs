@@ -1079,7 +1079,7 @@ impl Renderer<'_> {
         }
         self.bytes[id] += bytes.len() as u64;
         if self.exporter.is_some() {
-            let mut json = hit.to_json();
+            let mut json = hit.tail_json();
             if let Some(f) = &self.export_filter {
                 f(&mut json);
             }
