@@ -1083,7 +1083,7 @@ impl Renderer<'_> {
             if let Some(f) = &self.export_filter {
                 f(&mut json);
             }
-            self.export(&hit, &json);
+            self.export(id, &hit, &json);
             if self.export_buf.len() >= EXPORT_BATCH {
                 self.flush_export();
             }
@@ -1100,17 +1100,12 @@ impl Renderer<'_> {
         Some((id, line))
     }
 
-    /// The hit as an OTLP log record (and, for a paired return, a span),
-    /// with semantic-convention attributes and the values as structured
-    /// `AnyValue`s.
-    fn export(&mut self, hit: &Hit, json: &serde_json::Value) {
+    /// The hit of probe `idx` as an OTLP log record (and, for a paired
+    /// return, a span), with semantic-convention attributes and the values
+    /// as structured `AnyValue`s.
+    fn export(&mut self, idx: usize, hit: &Hit, json: &serde_json::Value) {
         use crate::otlp::{any_from_json, int_value, kv, str_value};
         let p = hit.probe;
-        let idx = self
-            .probes
-            .iter()
-            .position(|q| std::ptr::eq(q, p))
-            .unwrap_or(0);
         let mut attrs = Vec::with_capacity(self.export_heads[idx].len() + 12);
         attrs.extend(self.export_heads[idx].iter().cloned());
         attrs.push(kv("thread.id", int_value(hit.tid as i64)));

@@ -367,8 +367,7 @@ fn loop_run(
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    quantile(v, 0.5)
 }
 
 /// Closed-loop maximum throughput (wrk): requests/s, p50 and p99 (ms).
@@ -825,11 +824,7 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> OpenLoop {
         p50: quantile(&mut lat, 0.5),
         p99: quantile(&mut lat, 0.99),
         p999: quantile(&mut lat, 0.999),
-        p99w: if per_window.is_empty() {
-            f64::NAN
-        } else {
-            median(&mut per_window)
-        },
+        p99w: quantile(&mut per_window, 0.5),
     }
 }
 
