@@ -197,6 +197,47 @@ fn every_basic_kind_is_decoded_including_stack_arguments() {
 }
 
 #[test]
+fn stack_window_shows_the_raw_stack_at_the_hit() {
+    let v = &go_versions()[0];
+    let target = Target::store(v, &["-interval", "10ms"]);
+    let pid = target.pid().to_string();
+    let run = probe(
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--func",
+            "main.kinds",
+            "--stack",
+            "2",
+            "--stack-window",
+            "64",
+            "--format",
+            "json",
+            "--max-hits",
+            "3",
+        ],
+        T,
+    );
+    assert!(run.status.success(), "go{v}: {}", run.stderr);
+    assert_eq!(run.events.len(), 3, "{}", run.stdout);
+    for ev in &run.events {
+        let w = &ev["stack_window"];
+        let hex = w["bytes"].as_str().unwrap_or_else(|| panic!("no window: {ev}"));
+        assert_eq!(hex.len(), 128, "64 bytes asked for: {ev}");
+        let word = |i: usize| u64::from_str_radix(&hex[i * 16..i * 16 + 16], 16).unwrap().swap_bytes();
+        let sp = w["sp"].as_str().and_then(|s| s.strip_prefix("0x")).unwrap();
+        assert!(u64::from_str_radix(sp, 16).unwrap() > 0, "{ev}");
+        // At the entry the return address is on top, then the arguments
+        // Go's ABI passes on the stack (j and k: the integer registers ran out).
+        let ret = ev["stack"][1]["pc"].as_str().unwrap();
+        assert_eq!(format!("{:#x}", word(0)), ret, "{ev}");
+        assert_eq!(word(1) as i64, ev["args"]["j"].as_i64().unwrap(), "{ev}");
+        assert_eq!(word(2) as i64, ev["args"]["k"].as_i64().unwrap(), "{ev}");
+    }
+}
+
+#[test]
 fn launched_command_is_traced_from_its_first_call() {
     let v = go_versions().pop().unwrap();
     let store = testdata(&v, "store");

@@ -553,6 +553,12 @@ struct AttachArgs {
     /// locations, capture plan, where the condition runs); attach nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also capture and show the top BYTES of the goroutine's stack at each
+    /// hit (from SP, up to 512; fewer at the top of the stack), raw: spilled
+    /// values, saved registers and return addresses as they were.
+    #[arg(long, value_name = "BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=probe_common::STACK_BYTES as i64))]
+    stack_window: u32,
     /// Suspend every probe when their BPF programs use more than this
     /// percentage of one CPU (measured in a 200 ms window every 5 s); hits
     /// are then counted, not captured.
@@ -626,6 +632,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_hits: a.max_hits,
                 duration: a.duration,
                 dry_run: a.dry_run,
+                stack_window: a.stack_window,
                 cpu_budget: a.cpu_budget,
                 otlp: a.otlp.config(),
                 service_name: a.otlp.service_name,

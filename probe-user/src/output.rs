@@ -35,6 +35,8 @@ pub struct Hit<'a> {
     pub stack: Option<Vec<Frame>>,
     /// Raw registers (address probes without DWARF), DWARF-numbered.
     pub regs: Option<[u64; probe_common::NUM_REGS]>,
+    /// `--stack-window`: the stack pointer and the bytes captured from it.
+    pub stack_window: Option<(u64, Vec<u8>)>,
 }
 
 /// Register names in DWARF x86-64 numbering.
@@ -123,6 +125,15 @@ impl Hit<'_> {
         if let Some(st) = &self.stack {
             m.serialize_entry("stack", st)?;
         }
+        if let Some((sp, bytes)) = &self.stack_window {
+            m.serialize_entry(
+                "stack_window",
+                &StackWindow {
+                    sp: format!("{sp:#x}"),
+                    bytes: hex(bytes),
+                },
+            )?;
+        }
         if let Some(why) = &p.missing {
             m.serialize_entry("@missing", why)?;
         }
@@ -181,7 +192,40 @@ impl Hit<'_> {
             let file = fr.file.rsplit('/').next().unwrap_or(&fr.file);
             s.push_str(&format!("      at {} {file}:{}\n", fr.function, fr.line));
         }
+        if let Some((sp, bytes)) = &self.stack_window {
+            // As 8-byte little-endian words, four to a line: pointers and
+            // return addresses read as they do in a debugger.
+            s.push_str(&format!("    stack at sp={sp:#x}, {} bytes:\n", bytes.len()));
+            for (i, row) in bytes.chunks(32).enumerate() {
+                let words: Vec<String> = row
+                    .chunks(8)
+                    .map(|w| {
+                        let mut b = [0u8; 8];
+                        b[..w.len()].copy_from_slice(w);
+                        format!("{:016x}", u64::from_le_bytes(b))
+                    })
+                    .collect();
+                s.push_str(&format!("      +{:#05x}  {}\n", i * 32, words.join(" ")));
+            }
+        }
     }
+}
+
+/// `--stack-window` in the JSON contract: `{"sp": "0x…", "bytes": "hex"}`.
+#[derive(Serialize)]
+struct StackWindow {
+    sp: String,
+    bytes: String,
+}
+
+/// Lowercase hex, two digits per byte.
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
 }
 
 /// The JSON contract (version 1): see the README's "JSON events" section.
@@ -336,6 +380,7 @@ mod tests {
             duration_ns: None,
             stack: None,
             regs: None,
+            stack_window: None,
         };
         let check = |hit: &Hit| {
             let mut fast = vec![];
@@ -359,9 +404,19 @@ mod tests {
             file: "/src/main.go".into(),
             line: 9,
         }]);
+        hit.stack_window = Some((0xc000_0347_40, vec![0x68, 0x21, 0x61, 0, 0, 0, 0, 0, 0xff]));
         check(&hit);
         hit.probe = &p2;
         check(&hit);
+        let v = serde_json::to_value(&hit).unwrap();
+        assert_eq!(v["stack_window"]["sp"], "0xc000034740");
+        assert_eq!(v["stack_window"]["bytes"], "6821610000000000ff");
+        // Pretty: little-endian words (a short last one padded).
+        assert!(
+            hit.pretty().contains("+0x000  0000000000612168 00000000000000ff\n"),
+            "{}",
+            hit.pretty()
+        );
     }
 
     #[test]

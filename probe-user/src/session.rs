@@ -52,6 +52,9 @@ pub struct AttachOptions {
     pub returns: bool,
     /// `--stack N`: return addresses to record per hit.
     pub stack: u32,
+    /// `--stack-window BYTES`: raw bytes of the goroutine stack from SP to
+    /// capture and show per hit (0: only what a variable needs, unshown).
+    pub stack_window: u32,
     /// `--rate N/s` per probe.
     pub rate: Option<u32>,
     /// `--cond EXPR` for every entry and line probe.
@@ -252,7 +255,7 @@ pub fn probe_params(
         stack_bytes: if p.plan.needs_stack_window {
             STACK_BYTES
         } else {
-            0
+            opts.stack_window.min(STACK_BYTES)
         },
         flags,
         max_bytes: l.max_bytes,
@@ -605,7 +608,8 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                 &r.program,
                 &r.conds,
                 &r.filters,
-                &r.user_terms
+                &r.user_terms,
+                opts.stack_window,
             )
         );
         return Ok(Summary {
@@ -674,7 +678,8 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shown = vec![0u64; probes.len()];
     let mut suspended = false;
-    let mut rd = Renderer::new(&resolved, opts.format, exporter.as_ref());
+    let mut rd =
+        Renderer::new(&resolved, opts.format, exporter.as_ref()).stack_window(opts.stack_window);
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut total = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -928,6 +933,8 @@ pub struct Renderer<'a> {
     span_seq: u64,
     /// `PROBE_DEBUG_EVENTS` is set: describe every raw event on stderr.
     debug: bool,
+    /// `--stack-window`: bytes of raw stack shown per hit (0: none).
+    stack_window: u32,
     /// Attributes added to every exported record (the daemon's breakpoint,
     /// session and owner).
     export_attrs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
@@ -983,10 +990,18 @@ impl<'a> Renderer<'a> {
             export_heads: r.probes.iter().map(export_head).collect(),
             span_seq: 0,
             debug: std::env::var_os("PROBE_DEBUG_EVENTS").is_some(),
+            stack_window: 0,
             export_attrs: vec![],
             export_filter: None,
             export_buf: vec![],
         }
+    }
+
+    /// Shows the first `bytes` of each hit's copied stack window
+    /// (`--stack-window`).
+    pub fn stack_window(mut self, bytes: u32) -> Self {
+        self.stack_window = bytes;
+        self
     }
 
     /// Offers the records built since the last call to the exporter.
@@ -1064,6 +1079,13 @@ impl Renderer<'_> {
             regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then_some(h.regs),
             returns: None,
             duration_ns: None,
+            stack_window: (self.stack_window > 0).then(|| {
+                // The window may be shorter: the kernel stops at the top of
+                // the goroutine's stack (`g.stack.hi`), or the read failed.
+                let sp = ev.sp();
+                let b = ev.memory_at(sp).map_or(&[][..], |(b, _)| b);
+                (sp, b[..b.len().min(self.stack_window as usize)].to_vec())
+            }),
             stack: (!ev.stack.is_empty()).then(|| {
                 symbolize(
                     program,
@@ -1338,6 +1360,7 @@ fn dry_run(
     conds: &[Option<Condition>],
     filters: &[Vec<(probe_common::Filter, String)>],
     user_terms: &[Vec<String>],
+    window: u32,
 ) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -1388,6 +1411,18 @@ fn dry_run(
             l.max_elems,
             l.max_bytes
         );
+        match (p.plan.needs_stack_window, window) {
+            (true, 0) => {
+                let _ = writeln!(s, "  stack window: {STACK_BYTES} B copied (a variable lives there)");
+            }
+            (true, w) => {
+                let _ = writeln!(s, "  stack window: {STACK_BYTES} B copied (a variable lives there), {w} B shown");
+            }
+            (false, 0) => {}
+            (false, w) => {
+                let _ = writeln!(s, "  stack window: {w} B copied and shown");
+            }
+        }
         if let Some(c) = &conds[i] {
             let _ = writeln!(s, "  condition {}", c.src);
             let kt: Vec<&str> = filters[i].iter().map(|(_, t)| t.as_str()).collect();

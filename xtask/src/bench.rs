@@ -120,6 +120,9 @@ fn footprint(pid: u32) -> (f64, f64) {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
     None,
+    /// Untraced again, in the service tables only: the A/A control, how far
+    /// two runs of the same thing differ on this machine.
+    NoneAgain,
     FloorFirstByte,
     FloorEmulated,
     ProbeFirstByte,
@@ -135,6 +138,7 @@ impl Config {
     fn key(self) -> &'static str {
         match self {
             Config::None => "none",
+            Config::NoneAgain => "none-again",
             Config::FloorFirstByte => "floor-first-byte",
             Config::FloorEmulated => "floor",
             Config::ProbeFirstByte => "first-byte",
@@ -149,6 +153,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::None => "no tracing",
+            Config::NoneAgain => "no tracing, again (A/A control)",
             Config::FloorFirstByte => "empty BPF program, first byte (single-stepped cmp)",
             Config::FloorEmulated => "empty BPF program, after stack check (emulated push)",
             Config::ProbeFirstByte => "probe args, first byte",
@@ -254,6 +259,10 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
             "json",
             "--cpu-budget",
             "10000",
+            // What the per-hit goal names: arguments, the goroutine id and
+            // a 256-byte stack window.
+            "--stack-window",
+            "256",
         ])
         .args(args)
         .args(extra);
@@ -265,7 +274,7 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         Tracer::start(cmd, "empty program attached").map(Some)
     };
     match c {
-        Config::None | Config::Delve => Ok(None),
+        Config::None | Config::NoneAgain | Config::Delve => Ok(None),
         Config::FloorFirstByte => floor("main.work"),
         Config::FloorEmulated => floor("main.work+0x6"),
         Config::ProbeFirstByte => probe(&["--addr", "main.work"]),
@@ -458,14 +467,14 @@ fn service_table(
     // scheduling, so the tracer is not real-time).
     let _rt = if pin { Some(RealTime::set()?) } else { None };
     let mut runs: Vec<Vec<ServiceRun>> = vec![vec![]; configs.len()];
-    let mut max_rps = 0.0;
+    // The load levels for every configuration and round: one closed-loop
+    // maximum can be off by a third on these machines, and every open-loop
+    // run is at a fraction of it.
+    let max_rps = calibrate(ctx, pin)?;
+    eprintln!("  untraced maximum (median of 3 closed-loop runs): {max_rps:.0} req/s");
     for round in 0..sel.reps {
         for (i, c) in configs.iter().copied().enumerate() {
             let r = service_run(ctx, c, max_rps, pin)?;
-            if c == Config::None && round == 0 {
-                // The load levels for every configuration and round.
-                max_rps = r.rps;
-            }
             eprintln!(
                 "  round {round}: {:<55} {:.0} req/s; 50%: p99 {:.2} ms, windowed {:.2} ms",
                 c.name(),
@@ -505,23 +514,84 @@ fn service_table(
             m(&|r| r.cpu),
         ));
     }
-    let none = configs.iter().position(|c| *c == Config::None);
-    let args = configs.iter().position(|c| *c == Config::ProbeArgs);
-    if let (Some(n), Some(a)) = (none, args) {
-        let m = |i: usize, f: fn(&ServiceRun) -> f64| {
-            median(&mut runs[i].iter().map(f).collect::<Vec<_>>())
+    let at = |k: Config| configs.iter().position(|c| *c == k);
+    if let (Some(n), Some(a)) = (at(Config::None), at(Config::ProbeArgs)) {
+        // Each round's ratio to the untraced run of the same round (they ran
+        // minutes apart, not hours), then the median over rounds.
+        let ratio = |i: usize, f: fn(&ServiceRun) -> f64| {
+            let mut v: Vec<f64> = runs[i]
+                .iter()
+                .zip(&runs[n])
+                .map(|(x, base)| (f(x) / f(base) - 1.0) * 100.0)
+                .collect();
+            median(&mut v)
         };
         md.push_str(&format!(
-            "\nAt 50% load with one probe per request (probe args against no tracing): throughput {:+.1}%, p99 {:+.1}% (windowed p99 {:+.1}%), p99.9 {:+.1}%; at 90% load: throughput {:+.1}%, p99 {:+.1}%.\n",
-            (m(a, |r| r.half.rps) / m(n, |r| r.half.rps) - 1.0) * 100.0,
-            (m(a, |r| r.half.p99) / m(n, |r| r.half.p99) - 1.0) * 100.0,
-            (m(a, |r| r.half.p99w) / m(n, |r| r.half.p99w) - 1.0) * 100.0,
-            (m(a, |r| r.half.p999) / m(n, |r| r.half.p999) - 1.0) * 100.0,
-            (m(a, |r| r.ninety.rps) / m(n, |r| r.ninety.rps) - 1.0) * 100.0,
-            (m(a, |r| r.ninety.p99) / m(n, |r| r.ninety.p99) - 1.0) * 100.0,
+            "\nAt 50% load with one probe per request (probe args against no tracing, median of the rounds' ratios): throughput {:+.1}%, p99 {:+.1}% (windowed p99 {:+.1}%), p99.9 {:+.1}%; at 90% load: throughput {:+.1}%, p99 {:+.1}%.",
+            ratio(a, |r| r.half.rps),
+            ratio(a, |r| r.half.p99),
+            ratio(a, |r| r.half.p99w),
+            ratio(a, |r| r.half.p999),
+            ratio(a, |r| r.ninety.rps),
+            ratio(a, |r| r.ninety.p99),
         ));
+        if let Some(aa) = at(Config::NoneAgain) {
+            let spread = |f: fn(&ServiceRun) -> f64| {
+                let v: Vec<f64> = runs[aa]
+                    .iter()
+                    .zip(&runs[n])
+                    .map(|(x, base)| (f(x) / f(base) - 1.0) * 100.0)
+                    .collect();
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (ratio(aa, f), lo, hi)
+            };
+            let (p, plo, phi) = spread(|r| r.half.p99);
+            let (w, wlo, whi) = spread(|r| r.half.p99w);
+            md.push_str(&format!(
+                " The A/A control (no tracing against no tracing, same rounds): p99 {p:+.1}% (rounds {plo:+.0}% to {phi:+.0}%), windowed p99 {w:+.1}% (rounds {wlo:+.0}% to {whi:+.0}%): differences smaller than that are not resolved by this run."
+            ));
+        }
+        md.push('\n');
     }
     Ok(())
+}
+
+/// The untraced service's closed-loop maximum: the median of three `wrk`
+/// runs against one server.
+fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string();
+    let mut cmd = Command::new(&ctx.hot);
+    cmd.args(["-mode", "http", "-http", &addr])
+        .stdout(Stdio::null());
+    if pin {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only a syscall between fork and exec.
+        unsafe { cmd.pre_exec(|| pin_to(&[0])) };
+    }
+    let mut server = cmd.spawn()?;
+    let start = Instant::now();
+    while TcpStream::connect(&addr).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = server.kill();
+            bail!("the HTTP target did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://{addr}/work?n=1");
+    let mut rps = vec![];
+    for _ in 0..3 {
+        rps.push(wrk(&url, 4, pin)?.0);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let m = median(&mut rps);
+    if !(m > 0.0) {
+        bail!("wrk measured no throughput against the untraced service");
+    }
+    Ok(m)
 }
 
 /// This thread's CPU affinity, set for a while: the previous set comes back
@@ -896,7 +966,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     let mut added = vec![];
     if sel.runs("per-hit") {
         crate::step("per-hit cost: a probed function called paced and in a tight loop");
-        md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs.\n\n"));
+        md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs. Probe's configurations capture, with the arguments (`n int, key string`: the string's bytes read from its memory), the goroutine id and a 256-byte stack window (`--stack-window 256`), the workload of the per-hit goal.\n\n"));
         md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let loads = [Load::Paced(PACED_RATE), Load::Loop(1), Load::Loop(2)];
         let nc = sel.configs.len();
@@ -982,21 +1052,32 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     if sel.runs("service") {
         crate::step("service overhead: the same function behind an HTTP handler");
         md.push_str("### Service overhead (`hot -mode http`, one probed call per request)\n\n");
+        // The A/A control runs right after the untraced configuration.
+        let service_configs: Vec<Config> = sel
+            .configs
+            .iter()
+            .flat_map(|&c| {
+                if c == Config::None {
+                    vec![c, Config::NoneAgain]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpus >= 2 {
-            md.push_str(&format!("The service alone on CPU 0 (so `GOMAXPROCS` is 1); the load generator and the tracer on the other CPU{}: what a probe costs inside the service, apart from the tracer's own CPU (shown in the last column, and below with everything sharing the CPUs). Configurations run in turn, round after round ({} rounds; medians), so a slow drift of the machine touches all of them alike. Open-loop load at 50% (10 s) and 90% (5 s) of the untraced maximum, latency measured from each request's scheduled send time; the windowed p99 is the median of the 50% run's per-second p99s, which a stall of the host (a few milliseconds, coming and going whatever runs) moves less than the whole run's p99.\n\n", if cpus > 2 { "s" } else { "" }, sel.reps));
-            service_table(&ctx, sel, &sel.configs, true, &mut md)?;
+            md.push_str(&format!("The service alone on CPU 0 (so `GOMAXPROCS` is 1); the load generator and the tracer on the other CPU{}: what a probe costs inside the service, apart from the tracer's own CPU (shown in the last column, and below with everything sharing the CPUs). Configurations run in turn, round after round ({} rounds; medians), so a slow drift of the machine touches all of them alike. Open-loop load at 50% (10 s) and 90% (5 s) of the untraced maximum (the median of three closed-loop runs before the rounds), latency measured from each request's scheduled send time; the windowed p99 is the median of the 50% run's per-second p99s, which a stall of the host (a few milliseconds, coming and going whatever runs) moves less than the whole run's p99. The A/A control row is the untraced service measured again in each round, right after the first: how far two runs of the same thing land apart here. Probe's configurations capture the goroutine id and a 256-byte stack window besides the arguments (`--stack-window 256`).\n\n", if cpus > 2 { "s" } else { "" }, sel.reps));
+            service_table(&ctx, sel, &service_configs, true, &mut md)?;
             md.push_str("\n#### Everything sharing the CPUs\n\nThe service, the load generator and the tracer on all CPUs, as on a machine with no spare core: the tracer's reader now competes with the service for CPU.\n\n");
-            let shared: Vec<Config> = sel
-                .configs
+            let shared: Vec<Config> = service_configs
                 .iter()
                 .copied()
-                .filter(|c| matches!(c, Config::None | Config::ProbeArgs | Config::ProbeCond))
+                .filter(|c| matches!(c, Config::None | Config::NoneAgain | Config::ProbeArgs | Config::ProbeCond))
                 .collect();
             service_table(&ctx, sel, &shared, false, &mut md)?;
         } else {
-            md.push_str(&format!("One CPU: the service, the load generator and the tracer share it. Configurations run in turn, round after round ({} rounds; medians). Open-loop load at 50% and 90% of the untraced maximum, latency measured from each request's scheduled send time.\n\n", sel.reps));
-            service_table(&ctx, sel, &sel.configs, false, &mut md)?;
+            md.push_str(&format!("One CPU: the service, the load generator and the tracer share it. Configurations run in turn, round after round ({} rounds; medians). Open-loop load at 50% and 90% of the untraced maximum (the median of three closed-loop runs before the rounds), latency measured from each request's scheduled send time.\n\n", sel.reps));
+            service_table(&ctx, sel, &service_configs, false, &mut md)?;
         }
     }
 

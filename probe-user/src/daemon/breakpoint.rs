@@ -161,6 +161,7 @@ impl BreakpointSpec {
             },
             returns: self.returns,
             stack: self.stack,
+            stack_window: 0,
             rate: (self.rate != 0).then_some(self.rate),
             cond: (!self.cond.is_empty()).then(|| self.cond.clone()),
             dry_run: false,
