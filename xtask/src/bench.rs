@@ -557,9 +557,29 @@ fn service_table(
     Ok(())
 }
 
+/// Waits until the HTTP target `server` accepts connections on `addr`.
+fn wait_listening(addr: &str, server: &mut std::process::Child) -> Result<()> {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the HTTP target did not start");
+        }
+        if let Ok(Some(st)) = server.try_wait() {
+            bail!("the HTTP target exited ({st})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// The untraced service's closed-loop maximum: the median of three `wrk`
 /// runs against one server.
 fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
+    // The builds just before leave dirty pages whose writeback competes
+    // with the first runs; flush them first.
+    // SAFETY: a plain syscall.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_secs(2));
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string();
@@ -572,13 +592,9 @@ fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
         unsafe { cmd.pre_exec(|| pin_to(&[0])) };
     }
     let mut server = cmd.spawn()?;
-    let start = Instant::now();
-    while TcpStream::connect(&addr).is_err() {
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = server.kill();
-            bail!("the HTTP target did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = wait_listening(&addr, &mut server) {
+        let _ = server.kill();
+        return Err(e.context("untraced, measuring its maximum"));
     }
     let url = format!("http://{addr}/work?n=1");
     let mut rps = vec![];
@@ -588,7 +604,7 @@ fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
     let _ = server.kill();
     let _ = server.wait();
     let m = median(&mut rps);
-    if !(m > 0.0) {
+    if m.is_nan() || m <= 0.0 {
         bail!("wrk measured no throughput against the untraced service");
     }
     Ok(m)
@@ -706,20 +722,11 @@ fn service_run(ctx: &Ctx, c: Config, max_rps: f64, pin: bool) -> Result<ServiceR
         unsafe { cmd.pre_exec(|| pin_to(&[0])) };
     }
     let mut server = cmd.spawn()?;
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("the HTTP target did not start under {c:?}");
-        }
-        if let Ok(Some(st)) = server.try_wait() {
-            bail!("the HTTP target exited ({st}) under {c:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(addr, &mut server).with_context(|| format!("under {c:?}"))?;
     let target_pid = pid_of_listener(&server);
     let cpu0 = footprint(target_pid).0;
     let (rps, p50, p99) = wrk(&url, 4, pin)?;
-    if !(rps > 0.0) {
+    if rps.is_nan() || rps <= 0.0 {
         bail!("wrk measured no throughput under {c:?}");
     }
     let max_rps = if max_rps > 0.0 { max_rps } else { rps };
