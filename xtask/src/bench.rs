@@ -518,14 +518,14 @@ fn service_table(
     if let (Some(n), Some(a)) = (at(Config::None), at(Config::ProbeArgs)) {
         // Each round's ratio to the untraced run of the same round (they ran
         // minutes apart, not hours), then the median over rounds.
-        let ratio = |i: usize, f: fn(&ServiceRun) -> f64| {
-            let mut v: Vec<f64> = runs[i]
+        let changes = |i: usize, f: fn(&ServiceRun) -> f64| -> Vec<f64> {
+            runs[i]
                 .iter()
                 .zip(&runs[n])
                 .map(|(x, base)| (f(x) / f(base) - 1.0) * 100.0)
-                .collect();
-            median(&mut v)
+                .collect()
         };
+        let ratio = |i: usize, f: fn(&ServiceRun) -> f64| median(&mut changes(i, f));
         md.push_str(&format!(
             "\nAt 50% load with one probe per request (probe args against no tracing, median of the rounds' ratios): throughput {:+.1}%, p99 {:+.1}% (windowed p99 {:+.1}%), p99.9 {:+.1}%; at 90% load: throughput {:+.1}%, p99 {:+.1}%.",
             ratio(a, |r| r.half.rps),
@@ -537,14 +537,10 @@ fn service_table(
         ));
         if let Some(aa) = at(Config::NoneAgain) {
             let spread = |f: fn(&ServiceRun) -> f64| {
-                let v: Vec<f64> = runs[aa]
-                    .iter()
-                    .zip(&runs[n])
-                    .map(|(x, base)| (f(x) / f(base) - 1.0) * 100.0)
-                    .collect();
+                let mut v = changes(aa, f);
                 let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                (ratio(aa, f), lo, hi)
+                (median(&mut v), lo, hi)
             };
             let (p, plo, phi) = spread(|r| r.half.p99);
             let (w, wlo, whi) = spread(|r| r.half.p99w);
