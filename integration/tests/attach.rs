@@ -223,9 +223,15 @@ fn stack_window_shows_the_raw_stack_at_the_hit() {
     assert_eq!(run.events.len(), 3, "{}", run.stdout);
     for ev in &run.events {
         let w = &ev["stack_window"];
-        let hex = w["bytes"].as_str().unwrap_or_else(|| panic!("no window: {ev}"));
+        let hex = w["bytes"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no window: {ev}"));
         assert_eq!(hex.len(), 128, "64 bytes asked for: {ev}");
-        let word = |i: usize| u64::from_str_radix(&hex[i * 16..i * 16 + 16], 16).unwrap().swap_bytes();
+        let word = |i: usize| {
+            u64::from_str_radix(&hex[i * 16..i * 16 + 16], 16)
+                .unwrap()
+                .swap_bytes()
+        };
         let sp = w["sp"].as_str().and_then(|s| s.strip_prefix("0x")).unwrap();
         assert!(u64::from_str_radix(sp, 16).unwrap() > 0, "{ev}");
         // At the entry the return address is on top, then the arguments

@@ -94,6 +94,27 @@ fn every_kind_matches_golden_on_every_go_version() {
     }
 }
 
+/// A Go ≤1.23 map caught while it grows still holds some of its entries in
+/// `oldbuckets`: every one of them is shown, none twice. `growing` is
+/// called with 45, 46, …, 60 entries; growth runs over a few of those calls.
+#[test]
+fn a_map_caught_while_growing_shows_every_entry() {
+    for v in go_versions() {
+        let by = run_values(&v, &[], &["main.growing"], 32);
+        let hits = &by["main.growing"];
+        assert_eq!(hits.len(), 32, "go{v}");
+        for (i, ev) in hits.iter().enumerate() {
+            let (n, size) = (i / 16, 45 + i % 16);
+            let m = ev["args"]["m"]
+                .as_object()
+                .unwrap_or_else(|| panic!("go{v} hit {i}: {ev}"));
+            let want: serde_json::Map<String, Value> =
+                (0..size).map(|k| (k.to_string(), json!(k + n))).collect();
+            assert_eq!(m, &want, "go{v} hit {i} (N={n}, {size} entries): {ev}");
+        }
+    }
+}
+
 #[test]
 fn kinds_spelled_out() {
     // The golden files pin everything; this spells out what they must show,

@@ -178,6 +178,11 @@ pub mod desc {
     /// Swiss map directory: `w0` = dirPtr, word at `aux` = dirLen. dirLen 0:
     /// one group of `target`; else `dirLen` table pointers of `target2`.
     pub const SWISS_DIR: u8 = 8;
+    /// A growing hmap's old buckets (Go ≤1.23): `w0` = `oldbuckets`, the
+    /// byte at `aux` = B, the byte at `target2` (an offset here, not a type)
+    /// = the map's flags. `1 << (B - 1)` of `target`, or `1 << B` on a
+    /// same-size grow (runtime/map.go `hashGrow`). Nil when not growing.
+    pub const OLD_BUCKETS: u8 = 9;
 }
 
 /// A pointer-carrying word inside a value of some type.
@@ -480,7 +485,7 @@ const _: () = assert!(
     core::mem::size_of::<EventRing>() <= 4 << 20,
     "array map values are limited to KMALLOC_MAX_SIZE (4 MiB on x86-64)"
 );
-const _: () = assert!(core::mem::size_of::<EventHeader>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<EventHeader>().is_multiple_of(8));
 
 #[cfg(feature = "user")]
 mod user {

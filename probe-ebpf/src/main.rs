@@ -29,7 +29,9 @@ use core::{
 };
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated as gen},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, generated as gen,
+    },
     macros::{map, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
@@ -730,6 +732,10 @@ unsafe fn store<T>(dst: *mut T, v: T) {
     core::ptr::write_volatile(dst, v);
 }
 
+/// hmap flag: the map is growing into buckets of the same size
+/// (runtime/map.go `sameSizeGrow`).
+const SAME_SIZE_GROW: u64 = 8;
+
 /// Loads the u64 at data offset `off` of the event being built.
 #[inline(always)]
 unsafe fn data_u64(sc: *mut Scratch, off: u32) -> u64 {
@@ -814,6 +820,19 @@ unsafe fn child(
         }
         desc::ARRAY_POW2 => {
             let b = w1 & 0xff;
+            let n = if b > 30 { 1u64 << 30 } else { 1u64 << b };
+            Some(mk(w0, cap(n, params.max_elems), target, 0))
+        }
+        desc::OLD_BUCKETS => {
+            // Buckets not yet evacuated still hold their entries here
+            // (runtime/map.go `evacuate`); evacuated ones are marked per
+            // slot and the decoder skips them.
+            let b = w1 & 0xff;
+            let b = if (w1 >> 8) & SAME_SIZE_GROW != 0 || b == 0 {
+                b
+            } else {
+                b - 1
+            };
             let n = if b > 30 { 1u64 << 30 } else { 1u64 << b };
             Some(mk(w0, cap(n, params.max_elems), target, 0))
         }
@@ -1095,6 +1114,11 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
                 let w1 = match d.kind {
                     desc::ARRAY_POW2 | desc::ARRAY_MASK | desc::SWISS_DIR => {
                         data_u64(sc, base + d.aux)
+                    }
+                    // B in the low byte, the map's flags in the next.
+                    desc::OLD_BUCKETS => {
+                        (data_u64(sc, base + d.aux) & 0xff)
+                            | ((data_u64(sc, base + d.target2) & 0xff) << 8)
                     }
                     _ => data_u64(sc, base + d.offset + 8),
                 };

@@ -250,6 +250,21 @@ impl Tables {
                     kind: desc::ARRAY_POW2,
                     ..base
                 });
+                // A growing map keeps the entries of buckets not evacuated
+                // yet in `oldbuckets` (growth is incremental: each write
+                // moves one or two buckets, runtime/map.go `growWork`).
+                if let (Some(old), Some(flags)) =
+                    (field(fields, "oldbuckets"), field(fields, "flags"))
+                {
+                    descs.push(Desc {
+                        offset: old.offset as u32,
+                        aux: b.offset as u32,
+                        target: bt,
+                        target2: flags.offset as u32,
+                        kind: desc::OLD_BUCKETS,
+                        ..base
+                    });
+                }
             }
         } else if let (Some(dir), Some(len)) = (field(fields, "dirPtr"), field(fields, "dirLen")) {
             // map<K,V> (Swiss): dirLen 0 → dirPtr is one group; else a

@@ -526,18 +526,36 @@ impl Decoder<'_> {
             let Kind::Pointer { pointee: Some(bt) } = self.d.underlying(buckets.ty).kind else {
                 return Value::Unavailable("unknown map layout".into());
             };
-            let base = u64_at(hb, buckets.offset).unwrap_or(0);
             let bsize = self.d.underlying(bt).size;
-            for i in 0..(1u64 << b).min(1 << 16) {
-                let mut at = base.wrapping_add(i * bsize);
-                for _ in 0..64 {
-                    if at == 0 || entries.len() as u64 >= len {
-                        break;
-                    }
-                    let Some(bucket) = self.ev.read(at, bsize) else {
-                        break;
+            let mut arrays = vec![(u64_at(hb, buckets.offset).unwrap_or(0), 1u64 << b)];
+            // Growing: buckets not evacuated yet still hold their entries in
+            // `oldbuckets` (half as many, or as many on a same-size grow);
+            // evacuated slots are marked below minTopHash and skipped, so
+            // no entry is seen twice (runtime/map.go `evacuate`).
+            if let (Some(old), Some(fl)) = (f("oldbuckets"), f("flags")) {
+                let old = u64_at(hb, old.offset).unwrap_or(0);
+                let same_size = hb.get(fl.offset as usize).is_some_and(|x| x & 8 != 0);
+                if old != 0 {
+                    let n = if same_size || b == 0 {
+                        1u64 << b
+                    } else {
+                        1u64 << (b - 1)
                     };
-                    at = self.bucket_entries(bt, bucket, &mut entries, path, nest);
+                    arrays.push((old, n));
+                }
+            }
+            for (base, n) in arrays {
+                for i in 0..n.min(1 << 16) {
+                    let mut at = base.wrapping_add(i * bsize);
+                    for _ in 0..64 {
+                        if at == 0 || entries.len() as u64 >= len {
+                            break;
+                        }
+                        let Some(bucket) = self.ev.read(at, bsize) else {
+                            break;
+                        };
+                        at = self.bucket_entries(bt, bucket, &mut entries, path, nest);
+                    }
                 }
             }
         } else if let (Some(used), Some(dir), Some(dlen)) = (f("used"), f("dirPtr"), f("dirLen")) {

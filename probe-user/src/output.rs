@@ -195,7 +195,10 @@ impl Hit<'_> {
         if let Some((sp, bytes)) = &self.stack_window {
             // As 8-byte little-endian words, four to a line: pointers and
             // return addresses read as they do in a debugger.
-            s.push_str(&format!("    stack at sp={sp:#x}, {} bytes:\n", bytes.len()));
+            s.push_str(&format!(
+                "    stack at sp={sp:#x}, {} bytes:\n",
+                bytes.len()
+            ));
             for (i, row) in bytes.chunks(32).enumerate() {
                 let words: Vec<String> = row
                     .chunks(8)
@@ -416,7 +419,8 @@ mod tests {
         assert_eq!(v["stack_window"]["bytes"], "6821610000000000ff");
         // Pretty: little-endian words (a short last one padded).
         assert!(
-            hit.pretty().contains("+0x000  0000000000612168 00000000000000ff\n"),
+            hit.pretty()
+                .contains("+0x000  0000000000612168 00000000000000ff\n"),
             "{}",
             hit.pretty()
         );

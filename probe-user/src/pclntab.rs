@@ -589,8 +589,8 @@ fn find_moduledata(file: &object::File<'_>, pclntab: u64) -> Option<ModuleData> 
                 }
                 // `rodata` then `gofunc` somewhere in words 36..48.
                 let gofunc = (36..47)
-                    .filter(|&i| w(i) == ro_start)
-                    .last()
+                    .rev()
+                    .find(|&i| w(i) == ro_start)
                     .map(|i| w(i + 1))
                     .filter(|g| read_only.iter().any(|r| (r.0..r.1).contains(g)));
                 return Some(ModuleData {

@@ -1413,10 +1413,16 @@ fn dry_run(
         );
         match (p.plan.needs_stack_window, window) {
             (true, 0) => {
-                let _ = writeln!(s, "  stack window: {STACK_BYTES} B copied (a variable lives there)");
+                let _ = writeln!(
+                    s,
+                    "  stack window: {STACK_BYTES} B copied (a variable lives there)"
+                );
             }
             (true, w) => {
-                let _ = writeln!(s, "  stack window: {STACK_BYTES} B copied (a variable lives there), {w} B shown");
+                let _ = writeln!(
+                    s,
+                    "  stack window: {STACK_BYTES} B copied (a variable lives there), {w} B shown"
+                );
             }
             (false, 0) => {}
             (false, w) => {

@@ -142,6 +142,16 @@ type State struct {
 //go:noinline
 func snapshot(s *State) int { return s.Gen }
 
+// growing(N, size): m = {i: i + N for i < size}, for size 45..60 in turn,
+// called after each insert. Go ≤1.23 maps grow incrementally (each write
+// moves one or two old buckets): going from 8 buckets to 16 starts at the
+// 49th (Go 1.21) or 53rd (1.22, 1.23) insert and takes a few more, so some
+// of these calls see entries still in oldbuckets. Swiss tables (Go ≥1.24)
+// grow at once.
+//
+//go:noinline
+func growing(m map[int]int) int { return len(m) }
+
 func double(x int) int { return 2 * x }
 
 // Max is generic: instantiated with int and string.
@@ -208,6 +218,14 @@ func step(n int, bigSlice []int64, st *State) {
 
 	Max(n, n+1)
 	Max("a"+strconv.Itoa(n), "b")
+
+	gm := make(map[int]int)
+	for i := 0; i < 60; i++ {
+		gm[i] = i + n
+		if i+1 >= 45 {
+			growing(gm)
+		}
+	}
 }
 
 func main() {

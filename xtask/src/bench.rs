@@ -1075,7 +1075,12 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             let shared: Vec<Config> = service_configs
                 .iter()
                 .copied()
-                .filter(|c| matches!(c, Config::None | Config::NoneAgain | Config::ProbeArgs | Config::ProbeCond))
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Config::None | Config::NoneAgain | Config::ProbeArgs | Config::ProbeCond
+                    )
+                })
                 .collect();
             service_table(&ctx, sel, &shared, false, &mut md)?;
         } else {
