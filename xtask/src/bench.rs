@@ -20,6 +20,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod toggle;
+
 /// Go release the benchmark target is built with: Debian's Delve (1.20)
 /// still reads its binaries.
 const GO: &str = "1.21.13";
@@ -192,7 +194,7 @@ pub struct Selection {
     partial: bool,
 }
 
-const SECTIONS: [&str; 3] = ["per-hit", "service", "throughput"];
+const SECTIONS: [&str; 4] = ["per-hit", "service", "toggle", "throughput"];
 
 impl Selection {
     pub fn new(only: Vec<String>, configs: Vec<String>, reps: usize) -> Result<Self> {
@@ -568,14 +570,9 @@ fn wait_listening(addr: &str, server: &mut std::process::Child) -> Result<()> {
     Ok(())
 }
 
-/// The untraced service's closed-loop maximum: the median of three `wrk`
-/// runs against one server.
-fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
-    // The builds just before leave dirty pages whose writeback competes
-    // with the first runs; flush them first.
-    // SAFETY: a plain syscall.
-    unsafe { libc::sync() };
-    std::thread::sleep(Duration::from_secs(2));
+/// Starts the untraced HTTP target on a free port (alone on CPU 0 with
+/// `pin`) and waits until it listens: its address and process.
+fn http_target(ctx: &Ctx, pin: bool) -> Result<(String, Child)> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string();
@@ -590,8 +587,22 @@ fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
     let mut server = cmd.spawn()?;
     if let Err(e) = wait_listening(&addr, &mut server) {
         let _ = server.kill();
-        return Err(e.context("untraced, measuring its maximum"));
+        let _ = server.wait();
+        return Err(e);
     }
+    Ok((addr, server))
+}
+
+/// The untraced service's closed-loop maximum: the median of three `wrk`
+/// runs against one server.
+fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
+    // The builds just before leave dirty pages whose writeback competes
+    // with the first runs; flush them first.
+    // SAFETY: a plain syscall.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_secs(2));
+    let (addr, mut server) =
+        http_target(ctx, pin).context("untraced, measuring its maximum")?;
     let url = format!("http://{addr}/work?n=1");
     let mut rps = vec![];
     for _ in 0..3 {
@@ -755,6 +766,20 @@ fn service_run(ctx: &Ctx, c: Config, max_rps: f64, pin: bool) -> Result<ServiceR
 /// thread per connection would itself compete with the service for the
 /// two vCPUs and add its own wake-up noise to the tail it measures.
 fn open_loop(addr: &str, rate: f64, secs: f64) -> OpenLoop {
+    let start = Instant::now() + Duration::from_millis(50);
+    open_loop_from(addr, rate, secs, start, None).0
+}
+
+/// [`open_loop`] with its schedule starting at `start`, ended early when
+/// `stop` is set; also returns every completed request as (scheduled time
+/// in seconds after `start`, latency in ms).
+fn open_loop_from(
+    addr: &str,
+    rate: f64,
+    secs: f64,
+    start: Instant,
+    stop: Option<&AtomicBool>,
+) -> (OpenLoop, Vec<(f32, f32)>) {
     use std::os::fd::AsRawFd;
     const CONNS: usize = 32;
     struct Conn {
@@ -784,9 +809,9 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> OpenLoop {
         .collect();
     let total = (rate * secs) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = Instant::now() + Duration::from_millis(50);
     let deadline = start + Duration::from_secs_f64(secs + 1.0);
     let mut lat = Vec::with_capacity(total as usize);
+    let mut samples = Vec::with_capacity(total as usize);
     let mut windows: Vec<Vec<f64>> = vec![];
     let mut pending = std::collections::VecDeque::new();
     let mut k = 0u64;
@@ -820,7 +845,10 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> OpenLoop {
         let in_flight = conns.iter().any(|c| c.busy.is_some());
         // A server that falls behind leaves requests unsent at the deadline:
         // they show up as a lower achieved rate, not as a longer run.
-        if (k >= total && pending.is_empty() && !in_flight) || now > deadline {
+        if (k >= total && pending.is_empty() && !in_flight)
+            || now > deadline
+            || stop.is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             break;
         }
         let mut fds: Vec<libc::pollfd> = conns
@@ -866,7 +894,9 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> OpenLoop {
                         let due = c.busy.take().unwrap();
                         let ms = due.elapsed().as_secs_f64() * 1000.0;
                         lat.push(ms);
-                        let w = due.saturating_duration_since(start).as_secs() as usize;
+                        let at = due.saturating_duration_since(start);
+                        samples.push((at.as_secs_f32(), ms as f32));
+                        let w = at.as_secs() as usize;
                         if windows.len() <= w {
                             windows.resize_with(w + 1, Vec::new);
                         }
@@ -892,13 +922,14 @@ fn open_loop(addr: &str, rate: f64, secs: f64) -> OpenLoop {
         .filter(|w| !w.is_empty())
         .map(|w| quantile(w, 0.99))
         .collect();
-    OpenLoop {
+    let run = OpenLoop {
         rps: lat.len() as f64 / secs,
         p50: quantile(&mut lat, 0.5),
         p99: quantile(&mut lat, 0.99),
         p999: quantile(&mut lat, 0.999),
         p99w: quantile(&mut per_window, 0.5),
-    }
+    };
+    (run, samples)
 }
 
 /// The `q` quantile of `v` (sorted in place); NaN when empty.
@@ -1087,6 +1118,16 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             md.push_str(&format!("One CPU: the service, the load generator and the tracer share it. Configurations run in turn, round after round ({} rounds; medians). Open-loop load at 50% and 90% of the untraced maximum (the median of three closed-loop runs before the rounds), latency measured from each request's scheduled send time.\n\n", sel.reps));
             service_table(&ctx, sel, &service_configs, false, &mut md)?;
         }
+    }
+
+    if sel.runs("toggle") {
+        crate::step("service overhead in one process: Probe attached and detached in turn");
+        md.push_str("\n### Service overhead in one process (Probe attached and detached in turn)\n\n");
+        let mut t = toggle::run(&ctx, (sel.reps * 2).max(4), 4.0)?;
+        if t.requests() == 0 {
+            bail!("the toggled service run completed no requests");
+        }
+        md.push_str(&t.markdown());
     }
 
     if sel.runs("throughput") {

@@ -97,7 +97,7 @@ enum Cmd {
     /// `--only`/`--configs` run a subset (for experiments) and write
     /// bench/results/partial.md instead, leaving the published results alone.
     Bench {
-        /// Sections to run: per-hit, service, throughput (default: all).
+        /// Sections to run: per-hit, service, toggle, throughput (default: all).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Configurations to run: none, floor-first-byte, floor, first-byte,

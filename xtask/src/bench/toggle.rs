@@ -1,0 +1,276 @@
+//! The service's cost measured inside one process: one steady open-loop load
+//! at 50% of the untraced maximum, with Probe attached and detached in turn.
+//!
+//! Why: two runs of the same untraced service, each in its own process,
+//! land far apart here (the A/A rows of the service tables: p99 ±60%), so a
+//! 5% change in p99 cannot be resolved by comparing processes. Toggling the
+//! probe inside one process under one load removes everything that differs
+//! between processes and runs (placement, warm-up, the host's mood for the
+//! minute), and each traced window is compared with the untraced windows
+//! right before and after it. "Sham" windows follow the same schedule with
+//! no tracer: the spread of their changes is what the machine's noise
+//! alone produces, the A/A control of this design.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use super::{
+    calibrate, http_target, open_loop_from, pid_of_listener, quantile, tracer, Affinity, Config,
+    Ctx, RealTime,
+};
+
+/// What runs during a window.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Nothing attached, between the others.
+    Off,
+    /// `probe attach` on the handler's function, as in the service tables.
+    Probe,
+    /// Nothing attached, on the probe windows' schedule.
+    Sham,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Off => "untraced",
+            Kind::Sham => "untraced, sham (A/A control)",
+            Kind::Probe => "probe args (--func: after stack check)",
+        }
+    }
+}
+
+/// One measured window, in seconds after the load's start.
+struct Phase {
+    kind: Kind,
+    from: f64,
+    to: f64,
+    /// The service's CPU time in the window.
+    cpu_ns: u64,
+}
+
+/// What one window measured.
+struct Window {
+    kind: Kind,
+    reqs: usize,
+    /// Requests per second scheduled and completed in the window.
+    rps: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    /// Service CPU per request, µs.
+    cpu_us: f64,
+}
+
+/// The whole run.
+pub(super) struct Toggled {
+    rate: f64,
+    window: f64,
+    windows: Vec<Window>,
+    /// Latencies (ms) of every request, pooled per kind.
+    pooled: Vec<(Kind, Vec<f64>, f64, u64)>,
+}
+
+/// The service's CPU time so far: every thread's run time
+/// (`/proc/PID/task/*/schedstat`, nanoseconds, unlike `stat`'s ticks).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Runs `cycles` of (off, probe, off, sham) windows of `window` seconds,
+/// then a last off window, under one open-loop load.
+pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cpus >= 2;
+    let all: Vec<usize> = (0..cpus).collect();
+    // As in the service tables: the service alone on CPU 0, the load
+    // generator (this thread, real-time) and the tracer on the others.
+    let _restore = Affinity::set(if pin { &all[1..] } else { &all })?;
+    let _rt = if pin { Some(RealTime::set()?) } else { None };
+    let max_rps = calibrate(ctx, pin)?;
+    let rate = max_rps * 0.5;
+    eprintln!("  untraced maximum {max_rps:.0} req/s: load at {rate:.0} req/s");
+    let (addr, mut server) = http_target(ctx, pin)?;
+    let pid = pid_of_listener(&server);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now() + Duration::from_millis(200);
+    // Far longer than the schedule: the controller ends the load.
+    let horizon = cycles as f64 * (4.0 * window + 20.0) + 60.0;
+    let (phases, mut samples) = std::thread::scope(|s| {
+        // Spawned from a real-time thread with SCHED_RESET_ON_FORK: the
+        // controller (and the tracers it starts) run at normal priority.
+        let ctl = s.spawn(|| {
+            let r = control(ctx, pid, start, cycles, window);
+            stop.store(true, Ordering::SeqCst);
+            r
+        });
+        let (_, samples) = open_loop_from(&addr, rate, horizon, start, Some(&stop));
+        (ctl.join().expect("controller thread"), samples)
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let phases = phases?;
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut windows = vec![];
+    let mut pooled: Vec<(Kind, Vec<f64>, f64, u64)> = [Kind::Off, Kind::Sham, Kind::Probe]
+        .into_iter()
+        .map(|k| (k, vec![], 0.0, 0))
+        .collect();
+    for p in &phases {
+        let lo = samples.partition_point(|s| (s.0 as f64) < p.from);
+        let hi = samples.partition_point(|s| (s.0 as f64) < p.to);
+        let mut lat: Vec<f64> = samples[lo..hi].iter().map(|s| s.1 as f64).collect();
+        let reqs = lat.len();
+        let pool = pooled.iter_mut().find(|x| x.0 == p.kind).unwrap();
+        pool.1.extend_from_slice(&lat);
+        pool.2 += p.to - p.from;
+        pool.3 += p.cpu_ns;
+        windows.push(Window {
+            kind: p.kind,
+            reqs,
+            rps: reqs as f64 / (p.to - p.from),
+            p50: quantile(&mut lat, 0.5),
+            p90: quantile(&mut lat, 0.9),
+            p99: quantile(&mut lat, 0.99),
+            p999: quantile(&mut lat, 0.999),
+            cpu_us: p.cpu_ns as f64 / 1000.0 / reqs.max(1) as f64,
+        });
+    }
+    Ok(Toggled {
+        rate,
+        window,
+        windows,
+        pooled,
+    })
+}
+
+/// The schedule: measures each window and attaches/detaches between them.
+fn control(
+    ctx: &Ctx,
+    pid: u32,
+    start: Instant,
+    cycles: usize,
+    window: f64,
+) -> Result<Vec<Phase>> {
+    // Attaching and detaching stay out of every window (the tracer's start
+    // and the uprobes' removal settle first).
+    let settle = Duration::from_millis(300);
+    let secs = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+    let measure = |kind: Kind, phases: &mut Vec<Phase>| {
+        let (from, c0) = (Instant::now(), cpu_ns(pid));
+        std::thread::sleep(Duration::from_secs_f64(window));
+        phases.push(Phase {
+            kind,
+            from: secs(from),
+            to: secs(Instant::now()),
+            cpu_ns: cpu_ns(pid) - c0,
+        });
+    };
+    // Warm-up: connections open, the service's heap and the caches settle.
+    std::thread::sleep(
+        (start + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
+    );
+    let mut phases = vec![];
+    let mut attach = Duration::from_secs(1);
+    for cycle in 0..cycles {
+        for kind in [Kind::Probe, Kind::Sham] {
+            measure(Kind::Off, &mut phases);
+            if kind == Kind::Probe {
+                let t0 = Instant::now();
+                let t = tracer(ctx, Config::ProbeArgs)?.expect("Probe is a tracer");
+                attach = t0.elapsed();
+                std::thread::sleep(settle);
+                measure(Kind::Probe, &mut phases);
+                t.stop();
+            } else {
+                // The same gap as attaching took, so both kinds of window
+                // sit alike in the schedule.
+                std::thread::sleep(attach + settle);
+                measure(Kind::Sham, &mut phases);
+            }
+            std::thread::sleep(settle);
+        }
+        eprintln!("  cycle {} of {cycles} measured", cycle + 1);
+    }
+    measure(Kind::Off, &mut phases);
+    Ok(phases)
+}
+
+/// Per-window changes of `kind` against the mean of the untraced windows
+/// right before and after each, in percent.
+fn changes(t: &Toggled, kind: Kind, f: fn(&Window) -> f64) -> Vec<f64> {
+    let w = &t.windows;
+    (1..w.len().saturating_sub(1))
+        .filter(|&i| w[i].kind == kind && w[i - 1].kind == Kind::Off && w[i + 1].kind == Kind::Off)
+        .map(|i| (f(&w[i]) / ((f(&w[i - 1]) + f(&w[i + 1])) / 2.0) - 1.0) * 100.0)
+        .collect()
+}
+
+/// (median, lowest, highest) of `v`.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (quantile(&mut v, 0.5), lo, hi)
+}
+
+impl Toggled {
+    /// The markdown section.
+    pub(super) fn markdown(&mut self) -> String {
+        let mut md = format!(
+            "One service process under one open-loop load at {:.0} req/s (50% of the untraced maximum, the median of three closed-loop runs), the service alone on CPU 0 as above. Probe (`--func main.work`, arguments, goroutine id and a 256-byte stack window) is attached and detached in turn: windows of {:.0} s untraced, traced, untraced, and \"sham\" (untraced, on the traced windows' schedule), {} traced and {} sham windows in all. Each traced or sham window is compared with the untraced windows right before and after it; the sham windows' changes are what the machine's noise alone produces here.\n\n",
+            self.rate,
+            self.window,
+            self.windows.iter().filter(|w| w.kind == Kind::Probe).count(),
+            self.windows.iter().filter(|w| w.kind == Kind::Sham).count(),
+        );
+        md.push_str("| windows | requests | req/s | p50 / p90 / p99 / p99.9 ms (pooled) | service CPU µs per request |\n|---|---:|---:|---:|---:|\n");
+        for (kind, lat, secs, cpu) in &mut self.pooled {
+            md.push_str(&format!(
+                "| {} | {} | {:.0} | {:.3} / {:.3} / {:.2} / {:.2} | {:.2} |\n",
+                kind.name(),
+                lat.len(),
+                lat.len() as f64 / *secs,
+                quantile(lat, 0.5),
+                quantile(lat, 0.9),
+                quantile(lat, 0.99),
+                quantile(lat, 0.999),
+                *cpu as f64 / 1000.0 / lat.len().max(1) as f64,
+            ));
+        }
+        md.push_str("\nPer window, against the untraced windows right before and after it: median change (lowest to highest).\n\n| windows | req/s | p50 | p90 | p99 | p99.9 | service CPU per request |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        let stats: [fn(&Window) -> f64; 6] = [
+            |w| w.rps,
+            |w| w.p50,
+            |w| w.p90,
+            |w| w.p99,
+            |w| w.p999,
+            |w| w.cpu_us,
+        ];
+        for kind in [Kind::Sham, Kind::Probe] {
+            md.push_str(&format!("| {} |", kind.name()));
+            for f in stats {
+                let (m, lo, hi) = spread(changes(self, kind, f));
+                md.push_str(&format!(" {m:+.1}% ({lo:+.0}% to {hi:+.0}%) |"));
+            }
+            md.push('\n');
+        }
+        md
+    }
+
+    /// Requests that completed, for a sanity check.
+    pub(super) fn requests(&self) -> usize {
+        self.windows.iter().map(|w| w.reqs).sum()
+    }
+}
