@@ -72,8 +72,20 @@ pub(super) struct Toggled {
     rate: f64,
     window: f64,
     windows: Vec<Window>,
-    /// Latencies (ms) of every request, pooled per kind.
-    pooled: Vec<(Kind, Vec<f64>, f64, u64)>,
+    /// Every request's latency pooled per kind of window.
+    pooled: Vec<Pool>,
+}
+
+/// All windows of one kind together.
+struct Pool {
+    kind: Kind,
+    /// Latencies, ms.
+    lat: Vec<f64>,
+    secs: f64,
+    cpu_ns: u64,
+    /// The p99 of each whole second of these windows: a host stall moves
+    /// the seconds it falls in, their median hardly.
+    second_p99: Vec<f64>,
 }
 
 /// The service's CPU time so far: every thread's run time
@@ -124,19 +136,33 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let phases = phases?;
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut windows = vec![];
-    let mut pooled: Vec<(Kind, Vec<f64>, f64, u64)> = [Kind::Off, Kind::Sham, Kind::Probe]
+    let mut pooled: Vec<Pool> = [Kind::Off, Kind::Sham, Kind::Probe]
         .into_iter()
-        .map(|k| (k, vec![], 0.0, 0))
+        .map(|kind| Pool {
+            kind,
+            lat: vec![],
+            secs: 0.0,
+            cpu_ns: 0,
+            second_p99: vec![],
+        })
         .collect();
+    let span = |from: f64, to: f64| {
+        let lo = samples.partition_point(|s| (s.0 as f64) < from);
+        let hi = samples.partition_point(|s| (s.0 as f64) < to);
+        samples[lo..hi].iter().map(|s| s.1 as f64).collect::<Vec<f64>>()
+    };
     for p in &phases {
-        let lo = samples.partition_point(|s| (s.0 as f64) < p.from);
-        let hi = samples.partition_point(|s| (s.0 as f64) < p.to);
-        let mut lat: Vec<f64> = samples[lo..hi].iter().map(|s| s.1 as f64).collect();
+        let mut lat = span(p.from, p.to);
         let reqs = lat.len();
-        let pool = pooled.iter_mut().find(|x| x.0 == p.kind).unwrap();
-        pool.1.extend_from_slice(&lat);
-        pool.2 += p.to - p.from;
-        pool.3 += p.cpu_ns;
+        let pool = pooled.iter_mut().find(|x| x.kind == p.kind).unwrap();
+        pool.lat.extend_from_slice(&lat);
+        pool.secs += p.to - p.from;
+        pool.cpu_ns += p.cpu_ns;
+        let mut t = p.from;
+        while t + 1.0 <= p.to {
+            pool.second_p99.push(quantile(&mut span(t, t + 1.0), 0.99));
+            t += 1.0;
+        }
         windows.push(Window {
             kind: p.kind,
             reqs,
@@ -235,18 +261,23 @@ impl Toggled {
             self.windows.iter().filter(|w| w.kind == Kind::Probe).count(),
             self.windows.iter().filter(|w| w.kind == Kind::Sham).count(),
         );
-        md.push_str("| windows | requests | req/s | p50 / p90 / p99 / p99.9 ms (pooled) | service CPU µs per request |\n|---|---:|---:|---:|---:|\n");
-        for (kind, lat, secs, cpu) in &mut self.pooled {
+        md.push_str("| windows | requests | req/s | p50 / p90 / p99 / p99.9 ms (pooled) | p99 ms of each second: median (quartiles) | service CPU µs per request |\n|---|---:|---:|---:|---:|---:|\n");
+        for p in &mut self.pooled {
+            let (m, q1, q3) = (
+                quantile(&mut p.second_p99, 0.5),
+                quantile(&mut p.second_p99, 0.25),
+                quantile(&mut p.second_p99, 0.75),
+            );
             md.push_str(&format!(
-                "| {} | {} | {:.0} | {:.3} / {:.3} / {:.2} / {:.2} | {:.2} |\n",
-                kind.name(),
-                lat.len(),
-                lat.len() as f64 / *secs,
-                quantile(lat, 0.5),
-                quantile(lat, 0.9),
-                quantile(lat, 0.99),
-                quantile(lat, 0.999),
-                *cpu as f64 / 1000.0 / lat.len().max(1) as f64,
+                "| {} | {} | {:.0} | {:.3} / {:.3} / {:.2} / {:.2} | {m:.2} ({q1:.2}–{q3:.2}) | {:.2} |\n",
+                p.kind.name(),
+                p.lat.len(),
+                p.lat.len() as f64 / p.secs,
+                quantile(&mut p.lat, 0.5),
+                quantile(&mut p.lat, 0.9),
+                quantile(&mut p.lat, 0.99),
+                quantile(&mut p.lat, 0.999),
+                p.cpu_ns as f64 / 1000.0 / p.lat.len().max(1) as f64,
             ));
         }
         md.push_str("\nPer window, against the untraced windows right before and after it: median change (lowest to highest).\n\n| windows | req/s | p50 | p90 | p99 | p99.9 | service CPU per request |\n|---|---:|---:|---:|---:|---:|---:|\n");
@@ -265,6 +296,12 @@ impl Toggled {
                 md.push_str(&format!(" {m:+.1}% ({lo:+.0}% to {hi:+.0}%) |"));
             }
             md.push('\n');
+        }
+        if let Some(off) = self.pooled.iter().find(|p| p.kind == Kind::Off) {
+            md.push_str(&format!(
+                "\nUntraced at this rate the service kept its CPU {:.0}% busy (open-loop requests each pay for their own wake-ups, which the closed-loop maximum amortizes), so a few percent more CPU per request lengthens its queues by more than that.\n",
+                off.cpu_ns as f64 / 1e9 / off.secs * 100.0
+            ));
         }
         md
     }
