@@ -810,8 +810,11 @@ fn open_loop_from(
     let total = (rate * secs) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let deadline = start + Duration::from_secs_f64(secs + 1.0);
-    let mut lat = Vec::with_capacity(total as usize);
-    let mut samples = Vec::with_capacity(total as usize);
+    // Grown past this as needed (a long schedule ended by `stop` offers
+    // far more than it sends).
+    let cap = (total as usize).min(1 << 22);
+    let mut lat = Vec::with_capacity(cap);
+    let mut samples = Vec::with_capacity(cap);
     let mut windows: Vec<Vec<f64>> = vec![];
     let mut pending = std::collections::VecDeque::new();
     let mut k = 0u64;

@@ -7,9 +7,11 @@
 //! probe inside one process under one load removes everything that differs
 //! between processes and runs (placement, warm-up, the host's mood for the
 //! minute), and each traced window is compared with the untraced windows
-//! right before and after it. "Sham" windows follow the same schedule with
-//! no tracer: the spread of their changes is what the machine's noise
-//! alone produces, the A/A control of this design.
+//! right before and after it. The empty BPF program at the same
+//! instruction is toggled too: what any uprobe there costs the service.
+//! "Sham" windows follow the same schedule with no tracer: the spread of
+//! their changes is what the machine's noise alone produces, the A/A
+//! control of this design.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -19,8 +21,8 @@ use std::{
 use anyhow::Result;
 
 use super::{
-    calibrate, http_target, open_loop_from, pid_of_listener, quantile, tracer, Affinity, Config,
-    Ctx, RealTime,
+    calibrate, http_target, open_loop_from, pid_of_listener, quantile, tracer, tracer_with,
+    Affinity, Config, Ctx, RealTime,
 };
 
 /// What runs during a window.
@@ -30,6 +32,11 @@ enum Kind {
     Off,
     /// `probe attach` on the handler's function, as in the service tables.
     Probe,
+    /// The empty BPF program at the same instruction: the floor.
+    Floor,
+    /// Probe with a condition its kernel side rejects on every hit: the
+    /// uprobe and the program's filter, no event, the reader idle.
+    Filtered,
     /// Nothing attached, on the probe windows' schedule.
     Sham,
 }
@@ -40,6 +47,8 @@ impl Kind {
             Kind::Off => "untraced",
             Kind::Sham => "untraced, sham (A/A control)",
             Kind::Probe => "probe args (--func: after stack check)",
+            Kind::Floor => "empty BPF program, after stack check (emulated push)",
+            Kind::Filtered => "probe, condition false in the kernel (`n < 0`)",
         }
     }
 }
@@ -101,7 +110,7 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// Runs `cycles` of (off, probe, off, sham) windows of `window` seconds,
+/// Runs `cycles` of (off, probe, off, floor, off, sham) windows of `window` seconds,
 /// then a last off window, under one open-loop load.
 pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -118,8 +127,9 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let pid = pid_of_listener(&server);
     let stop = AtomicBool::new(false);
     let start = Instant::now() + Duration::from_millis(200);
-    // Far longer than the schedule: the controller ends the load.
-    let horizon = cycles as f64 * (4.0 * window + 20.0) + 60.0;
+    // Far longer than any schedule: the controller ends the load (a load
+    // that ended first would leave the last windows empty).
+    let horizon = 3600.0;
     let (phases, mut samples) = std::thread::scope(|s| {
         // Spawned from a real-time thread with SCHED_RESET_ON_FORK: the
         // controller (and the tracers it starts) run at normal priority.
@@ -134,9 +144,12 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let _ = server.kill();
     let _ = server.wait();
     let phases = phases?;
+    if phases.iter().any(|p| p.to > horizon) {
+        anyhow::bail!("the schedule outlasted the load ({horizon} s)");
+    }
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut windows = vec![];
-    let mut pooled: Vec<Pool> = [Kind::Off, Kind::Sham, Kind::Probe]
+    let mut pooled: Vec<Pool> = [Kind::Off, Kind::Sham, Kind::Floor, Kind::Filtered, Kind::Probe]
         .into_iter()
         .map(|kind| Pool {
             kind,
@@ -160,7 +173,10 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
         pool.cpu_ns += p.cpu_ns;
         let mut t = p.from;
         while t + 1.0 <= p.to {
-            pool.second_p99.push(quantile(&mut span(t, t + 1.0), 0.99));
+            let mut second = span(t, t + 1.0);
+            if !second.is_empty() {
+                pool.second_p99.push(quantile(&mut second, 0.99));
+            }
             t += 1.0;
         }
         windows.push(Window {
@@ -211,14 +227,19 @@ fn control(
     let mut phases = vec![];
     let mut attach = Duration::from_secs(1);
     for cycle in 0..cycles {
-        for kind in [Kind::Probe, Kind::Sham] {
+        for kind in [Kind::Probe, Kind::Floor, Kind::Filtered, Kind::Sham] {
             measure(Kind::Off, &mut phases);
-            if kind == Kind::Probe {
+            if kind != Kind::Sham {
                 let t0 = Instant::now();
-                let t = tracer(ctx, Config::ProbeArgs)?.expect("Probe is a tracer");
+                let t = match kind {
+                    Kind::Probe => tracer(ctx, Config::ProbeArgs)?,
+                    Kind::Filtered => tracer_with(ctx, Config::ProbeArgs, &["--cond", "n < 0"])?,
+                    _ => tracer(ctx, Config::FloorEmulated)?,
+                }
+                .expect("a tracer");
                 attach = t0.elapsed();
                 std::thread::sleep(settle);
-                measure(Kind::Probe, &mut phases);
+                measure(kind, &mut phases);
                 t.stop();
             } else {
                 // The same gap as attaching took, so both kinds of window
@@ -255,10 +276,9 @@ impl Toggled {
     /// The markdown section.
     pub(super) fn markdown(&mut self) -> String {
         let mut md = format!(
-            "One service process under one open-loop load at {:.0} req/s (50% of the untraced maximum, the median of three closed-loop runs), the service alone on CPU 0 as above. Probe (`--func main.work`, arguments, goroutine id and a 256-byte stack window) is attached and detached in turn: windows of {:.0} s untraced, traced, untraced, and \"sham\" (untraced, on the traced windows' schedule), {} traced and {} sham windows in all. Each traced or sham window is compared with the untraced windows right before and after it; the sham windows' changes are what the machine's noise alone produces here.\n\n",
+            "One service process under one open-loop load at {:.0} req/s (50% of the untraced maximum, the median of three closed-loop runs), the service alone on CPU 0 as above. Probe (`--func main.work`, arguments, goroutine id and a 256-byte stack window), the empty BPF program at the same instruction, and Probe with a condition its kernel side rejects on every hit (no event, the reader idle) are attached and detached in turn, with untraced windows of {:.0} s between each: Probe, empty program, filtered Probe, \"sham\" (untraced, on the traced windows' schedule), {} cycles. Each traced or sham window is compared with the untraced windows right before and after it; the sham windows' changes are what the machine's noise alone produces here.\n\n",
             self.rate,
             self.window,
-            self.windows.iter().filter(|w| w.kind == Kind::Probe).count(),
             self.windows.iter().filter(|w| w.kind == Kind::Sham).count(),
         );
         md.push_str("| windows | requests | req/s | p50 / p90 / p99 / p99.9 ms (pooled) | p99 ms of each second: median (quartiles) | service CPU µs per request |\n|---|---:|---:|---:|---:|---:|\n");
@@ -289,7 +309,7 @@ impl Toggled {
             |w| w.p999,
             |w| w.cpu_us,
         ];
-        for kind in [Kind::Sham, Kind::Probe] {
+        for kind in [Kind::Sham, Kind::Floor, Kind::Filtered, Kind::Probe] {
             md.push_str(&format!("| {} |", kind.name()));
             for f in stats {
                 let (m, lo, hi) = spread(changes(self, kind, f));
