@@ -601,8 +601,7 @@ fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
     // SAFETY: a plain syscall.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_secs(2));
-    let (addr, mut server) =
-        http_target(ctx, pin).context("untraced, measuring its maximum")?;
+    let (addr, mut server) = http_target(ctx, pin).context("untraced, measuring its maximum")?;
     let url = format!("http://{addr}/work?n=1");
     let mut rps = vec![];
     for _ in 0..3 {
@@ -1125,7 +1124,9 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
 
     if sel.runs("toggle") {
         crate::step("service overhead in one process: Probe attached and detached in turn");
-        md.push_str("\n### Service overhead in one process (Probe attached and detached in turn)\n\n");
+        md.push_str(
+            "\n### Service overhead in one process (Probe attached and detached in turn)\n\n",
+        );
         let mut t = toggle::run(&ctx, (sel.reps * 2).max(4), 4.0)?;
         if t.requests() == 0 {
             bail!("the toggled service run completed no requests");

@@ -110,8 +110,9 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// Runs `cycles` of (off, probe, off, floor, off, sham) windows of `window` seconds,
-/// then a last off window, under one open-loop load.
+/// Runs `cycles` of (off, probe, off, floor, off, filtered, off, sham)
+/// windows of `window` seconds, then a last off window, under one
+/// open-loop load.
 pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cpus >= 2;
@@ -134,9 +135,15 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
         // Spawned from a real-time thread with SCHED_RESET_ON_FORK: the
         // controller (and the tracers it starts) run at normal priority.
         let ctl = s.spawn(|| {
-            let r = control(ctx, pid, start, cycles, window);
-            stop.store(true, Ordering::SeqCst);
-            r
+            // Ends the load however the controller ends (a panic too).
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let _stop = Stop(&stop);
+            control(ctx, pid, start, cycles, window)
         });
         let (_, samples) = open_loop_from(&addr, rate, horizon, start, Some(&stop));
         (ctl.join().expect("controller thread"), samples)
@@ -149,20 +156,29 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     }
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut windows = vec![];
-    let mut pooled: Vec<Pool> = [Kind::Off, Kind::Sham, Kind::Floor, Kind::Filtered, Kind::Probe]
-        .into_iter()
-        .map(|kind| Pool {
-            kind,
-            lat: vec![],
-            secs: 0.0,
-            cpu_ns: 0,
-            second_p99: vec![],
-        })
-        .collect();
+    let mut pooled: Vec<Pool> = [
+        Kind::Off,
+        Kind::Sham,
+        Kind::Floor,
+        Kind::Filtered,
+        Kind::Probe,
+    ]
+    .into_iter()
+    .map(|kind| Pool {
+        kind,
+        lat: vec![],
+        secs: 0.0,
+        cpu_ns: 0,
+        second_p99: vec![],
+    })
+    .collect();
     let span = |from: f64, to: f64| {
         let lo = samples.partition_point(|s| (s.0 as f64) < from);
         let hi = samples.partition_point(|s| (s.0 as f64) < to);
-        samples[lo..hi].iter().map(|s| s.1 as f64).collect::<Vec<f64>>()
+        samples[lo..hi]
+            .iter()
+            .map(|s| s.1 as f64)
+            .collect::<Vec<f64>>()
     };
     for p in &phases {
         let mut lat = span(p.from, p.to);
@@ -199,13 +215,7 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
 }
 
 /// The schedule: measures each window and attaches/detaches between them.
-fn control(
-    ctx: &Ctx,
-    pid: u32,
-    start: Instant,
-    cycles: usize,
-    window: f64,
-) -> Result<Vec<Phase>> {
+fn control(ctx: &Ctx, pid: u32, start: Instant, cycles: usize, window: f64) -> Result<Vec<Phase>> {
     // Attaching and detaching stay out of every window (the tracer's start
     // and the uprobes' removal settle first).
     let settle = Duration::from_millis(300);
@@ -221,9 +231,7 @@ fn control(
         });
     };
     // Warm-up: connections open, the service's heap and the caches settle.
-    std::thread::sleep(
-        (start + Duration::from_secs(3)).saturating_duration_since(Instant::now()),
-    );
+    std::thread::sleep((start + Duration::from_secs(3)).saturating_duration_since(Instant::now()));
     let mut phases = vec![];
     let mut attach = Duration::from_secs(1);
     for cycle in 0..cycles {
