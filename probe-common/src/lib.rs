@@ -183,6 +183,22 @@ pub mod desc {
     /// = the map's flags. `1 << (B - 1)` of `target`, or `1 << B` on a
     /// same-size grow (runtime/map.go `hashGrow`). Nil when not growing.
     pub const OLD_BUCKETS: u8 = 9;
+
+    /// hmap flag: growing into as many buckets as before (runtime/map.go
+    /// `sameSizeGrow`).
+    pub const SAME_SIZE_GROW: u8 = 8;
+
+    /// log2 of the number of old buckets of a growing hmap whose `B` and
+    /// `flags` bytes are given: the kernel copies that many, the decoder
+    /// walks that many.
+    #[inline(always)]
+    pub const fn old_buckets_log2(b: u8, flags: u8) -> u8 {
+        if flags & SAME_SIZE_GROW != 0 || b == 0 {
+            b
+        } else {
+            b - 1
+        }
+    }
 }
 
 /// A pointer-carrying word inside a value of some type.

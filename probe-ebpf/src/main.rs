@@ -732,10 +732,6 @@ unsafe fn store<T>(dst: *mut T, v: T) {
     core::ptr::write_volatile(dst, v);
 }
 
-/// hmap flag: the map is growing into buckets of the same size
-/// (runtime/map.go `sameSizeGrow`).
-const SAME_SIZE_GROW: u64 = 8;
-
 /// Loads the u64 at data offset `off` of the event being built.
 #[inline(always)]
 unsafe fn data_u64(sc: *mut Scratch, off: u32) -> u64 {
@@ -818,20 +814,14 @@ unsafe fn child(
             let rt = RTYPES.get(&key)?;
             Some(mk(w1, 1, rt.tid, 0))
         }
-        desc::ARRAY_POW2 => {
-            let b = w1 & 0xff;
-            let n = if b > 30 { 1u64 << 30 } else { 1u64 << b };
-            Some(mk(w0, cap(n, params.max_elems), target, 0))
-        }
-        desc::OLD_BUCKETS => {
-            // Buckets not yet evacuated still hold their entries here
+        desc::ARRAY_POW2 | desc::OLD_BUCKETS => {
+            // Old buckets not yet evacuated still hold their entries
             // (runtime/map.go `evacuate`); evacuated ones are marked per
             // slot and the decoder skips them.
-            let b = w1 & 0xff;
-            let b = if (w1 >> 8) & SAME_SIZE_GROW != 0 || b == 0 {
-                b
+            let b = if kind == desc::OLD_BUCKETS {
+                desc::old_buckets_log2(w1 as u8, (w1 >> 8) as u8) as u64
             } else {
-                b - 1
+                w1 & 0xff
             };
             let n = if b > 30 { 1u64 << 30 } else { 1u64 << b };
             Some(mk(w0, cap(n, params.max_elems), target, 0))

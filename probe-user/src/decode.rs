@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use probe_common::{Chunk, EventHeader, EVENT_MAGIC, EV_BUDGET, EV_DEPTH, EV_STEPS, NUM_REGS};
+use probe_common::{
+    desc, Chunk, EventHeader, EVENT_MAGIC, EV_BUDGET, EV_DEPTH, EV_STEPS, NUM_REGS,
+};
 
 use crate::{
     capture::{is_direct_iface, reg_unavailable, ProbePlan},
@@ -534,14 +536,9 @@ impl Decoder<'_> {
             // no entry is seen twice (runtime/map.go `evacuate`).
             if let (Some(old), Some(fl)) = (f("oldbuckets"), f("flags")) {
                 let old = u64_at(hb, old.offset).unwrap_or(0);
-                let same_size = hb.get(fl.offset as usize).is_some_and(|x| x & 8 != 0);
+                let flags = hb.get(fl.offset as usize).copied().unwrap_or(0);
                 if old != 0 {
-                    let n = if same_size || b == 0 {
-                        1u64 << b
-                    } else {
-                        1u64 << (b - 1)
-                    };
-                    arrays.push((old, n));
+                    arrays.push((old, 1u64 << desc::old_buckets_log2(b, flags)));
                 }
             }
             for (base, n) in arrays {
