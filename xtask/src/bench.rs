@@ -381,6 +381,13 @@ fn median(v: &mut [f64]) -> f64 {
     quantile(v, 0.5)
 }
 
+/// (median, lowest, highest) of `v`.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(&mut v), lo, hi)
+}
+
 /// Closed-loop maximum throughput (wrk): requests/s, p50 and p99 (ms).
 fn wrk(url: &str, secs: u32, rt: bool) -> Result<(f64, f64, f64)> {
     let mut cmd = Command::new("wrk");
@@ -538,12 +545,7 @@ fn service_table(
             ratio(a, |r| r.ninety.p99),
         ));
         if let Some(aa) = at(Config::NoneAgain) {
-            let spread = |f: fn(&ServiceRun) -> f64| {
-                let mut v = changes(aa, f);
-                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                (median(&mut v), lo, hi)
-            };
+            let spread = |f: fn(&ServiceRun) -> f64| spread(changes(aa, f));
             let (p, plo, phi) = spread(|r| r.half.p99);
             let (w, wlo, whi) = spread(|r| r.half.p99w);
             md.push_str(&format!(
@@ -570,15 +572,29 @@ fn wait_listening(addr: &str, server: &mut std::process::Child) -> Result<()> {
     Ok(())
 }
 
-/// Starts the untraced HTTP target on a free port (alone on CPU 0 with
-/// `pin`) and waits until it listens: its address and process.
-fn http_target(ctx: &Ctx, pin: bool) -> Result<(String, Child)> {
+/// Starts the HTTP target on a free port (alone on CPU 0 with `pin`;
+/// under `dlv trace` with `delve`) and waits until it listens: its address
+/// and process.
+fn http_target(ctx: &Ctx, pin: bool, delve: bool) -> Result<(String, Child)> {
+    // A port nobody holds (a fixed one may still be held by a server of
+    // an earlier, interrupted run: wrk would then measure that server).
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string();
-    let mut cmd = Command::new(&ctx.hot);
-    cmd.args(["-mode", "http", "-http", &addr])
-        .stdout(Stdio::null());
+    let mut cmd = if delve {
+        let mut d = Command::new("dlv");
+        d.args(["trace", "--check-go-version=false", "--exec"])
+            .arg(&ctx.hot)
+            .args(["main.work", "--", "-mode", "http", "-http", &addr])
+            .current_dir(std::env::temp_dir())
+            .stderr(Stdio::null());
+        d
+    } else {
+        let mut h = Command::new(&ctx.hot);
+        h.args(["-mode", "http", "-http", &addr]);
+        h
+    };
+    cmd.stdout(Stdio::null());
     if pin {
         use std::os::unix::process::CommandExt;
         // SAFETY: only a syscall between fork and exec.
@@ -601,7 +617,8 @@ fn calibrate(ctx: &Ctx, pin: bool) -> Result<f64> {
     // SAFETY: a plain syscall.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_secs(2));
-    let (addr, mut server) = http_target(ctx, pin).context("untraced, measuring its maximum")?;
+    let (addr, mut server) =
+        http_target(ctx, pin, false).context("untraced, measuring its maximum")?;
     let url = format!("http://{addr}/work?n=1");
     let mut rps = vec![];
     for _ in 0..3 {
@@ -696,39 +713,12 @@ fn pin_to(cpus: &[usize]) -> std::io::Result<()> {
 /// closed-loop maximum, then open-loop runs at 50% and 90% of `max_rps`
 /// (of this run's own maximum when `max_rps` is 0: the untraced baseline).
 fn service_run(ctx: &Ctx, c: Config, max_rps: f64, pin: bool) -> Result<ServiceRun> {
-    // A port nobody holds (a fixed one may still be held by a server of
-    // an earlier, interrupted run: wrk would then measure that server).
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string();
+    // Delve is no tracer beside the target: it starts it (`http_target`).
+    let t = tracer(ctx, c)?;
+    let (addr, mut server) =
+        http_target(ctx, pin, c == Config::Delve).with_context(|| format!("under {c:?}"))?;
     let addr = addr.as_str();
     let url = format!("http://{addr}/work?n=1");
-    let t = if c == Config::Delve {
-        None
-    } else {
-        tracer(ctx, c)?
-    };
-    let mut cmd = if c == Config::Delve {
-        let mut d = Command::new("dlv");
-        d.args(["trace", "--check-go-version=false", "--exec"])
-            .arg(&ctx.hot)
-            .args(["main.work", "--", "-mode", "http", "-http", addr])
-            .current_dir(std::env::temp_dir())
-            .stderr(Stdio::null());
-        d
-    } else {
-        let mut h = Command::new(&ctx.hot);
-        h.args(["-mode", "http", "-http", addr]);
-        h
-    };
-    cmd.stdout(Stdio::null());
-    if pin {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only a syscall between fork and exec.
-        unsafe { cmd.pre_exec(|| pin_to(&[0])) };
-    }
-    let mut server = cmd.spawn()?;
-    wait_listening(addr, &mut server).with_context(|| format!("under {c:?}"))?;
     let target_pid = pid_of_listener(&server);
     let cpu0 = footprint(target_pid).0;
     let (rps, p50, p99) = wrk(&url, 4, pin)?;

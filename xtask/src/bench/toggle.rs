@@ -21,7 +21,7 @@ use std::{
 use anyhow::Result;
 
 use super::{
-    calibrate, http_target, open_loop_from, pid_of_listener, quantile, tracer, tracer_with,
+    calibrate, http_target, open_loop_from, pid_of_listener, quantile, spread, tracer, tracer_with,
     Affinity, Config, Ctx, RealTime,
 };
 
@@ -124,7 +124,7 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let max_rps = calibrate(ctx, pin)?;
     let rate = max_rps * 0.5;
     eprintln!("  untraced maximum {max_rps:.0} req/s: load at {rate:.0} req/s");
-    let (addr, mut server) = http_target(ctx, pin)?;
+    let (addr, mut server) = http_target(ctx, pin, false)?;
     let pid = pid_of_listener(&server);
     let stop = AtomicBool::new(false);
     let start = Instant::now() + Duration::from_millis(200);
@@ -271,13 +271,6 @@ fn changes(t: &Toggled, kind: Kind, f: fn(&Window) -> f64) -> Vec<f64> {
         .filter(|&i| w[i].kind == kind && w[i - 1].kind == Kind::Off && w[i + 1].kind == Kind::Off)
         .map(|i| (f(&w[i]) / ((f(&w[i - 1]) + f(&w[i + 1])) / 2.0) - 1.0) * 100.0)
         .collect()
-}
-
-/// (median, lowest, highest) of `v`.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (quantile(&mut v, 0.5), lo, hi)
 }
 
 impl Toggled {
