@@ -469,6 +469,28 @@ pub struct Chunk {
     pub want: u32,
 }
 
+/// What the benchmarks' hand-written "minimal capture" (`probe selftest
+/// floor --work minimal`, kernel program `probe_floor_minimal`) stores per
+/// hit in its per-CPU `MINIMAL` map: the data of the per-hit goal, read the
+/// cheapest way for `main.work(n int, key string)` of `testdata/hot`, and
+/// nothing else (no ring, no capture plan). Userspace reads it back to show
+/// the capture was real.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MinimalCapture {
+    /// `bpf_ktime_get_ns()` at the hit.
+    pub ktime_ns: u64,
+    /// RAX, RBX, RCX (`n`, `key.ptr`, `key.len` under Go's register ABI),
+    /// RSP.
+    pub regs: [u64; 4],
+    /// The first 256 bytes of `g` (R14): the goroutine id is in there.
+    pub g_head: [u64; 32],
+    /// 256 bytes of the stack from RSP.
+    pub stack: [u64; 32],
+    /// The string's first (up to) 64 bytes.
+    pub string: [u8; 64],
+}
+
 /// Size of the per-CPU scratch buffer an event is assembled in: room for the
 /// header, the data budget and slack so a bounded write never leaves the
 /// buffer; a power of two so the kernel can bound lengths with a mask.
@@ -497,6 +519,7 @@ const _: () = assert!(SCRATCH_BYTES.is_power_of_two());
 const _: () = assert!(RING_BYTES.is_power_of_two() && RING_BYTES >= 4 * SCRATCH_BYTES);
 const _: () = assert!(core::mem::size_of::<RingCtl>() == 192);
 const _: () = assert!(core::mem::size_of::<Control>() == 8);
+const _: () = assert!(core::mem::size_of::<MinimalCapture>() == 8 + 32 + 256 + 256 + 64);
 const _: () = assert!(
     core::mem::size_of::<EventRing>() <= 4 << 20,
     "array map values are limited to KMALLOC_MAX_SIZE (4 MiB on x86-64)"
@@ -512,4 +535,5 @@ mod user {
     unsafe impl aya::Pod for super::RType {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::MinimalCapture {}
 }

@@ -1151,6 +1151,64 @@ pub fn probe_floor(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The floor plus one clock read: what an event's timestamp costs by itself
+/// (`probe selftest floor --work clock`).
+#[uprobe]
+pub fn probe_floor_clock(_ctx: ProbeContext) -> u32 {
+    // SAFETY: a helper without arguments (a call the compiler keeps).
+    let _ = unsafe { bpf_ktime_get_ns() };
+    0
+}
+
+/// The floor plus one 8-byte read of target memory at the stack pointer, a
+/// page the kernel has just written (the emulated `push`): what a
+/// `bpf_probe_read_user` call costs by itself (`--work read`).
+#[uprobe]
+pub fn probe_floor_read(ctx: ProbeContext) -> u32 {
+    // SAFETY: the registers of the trapped task.
+    let sp = unsafe { (*ctx.regs).rsp };
+    // SAFETY: a checked read of user memory into a local.
+    let _ = unsafe { read_user_u64(sp) };
+    0
+}
+
+/// What a capture of the per-hit goal's data must do at the least, written
+/// by hand for `main.work(n int, key string)` of `testdata/hot` (Go's
+/// register ABI: `n` in RAX, `key` in RBX/RCX; `g` in R14): a timestamp,
+/// the argument registers, the head of `g` (goroutine id), a 256-byte stack
+/// window and the string's bytes, into a per-CPU buffer. No ring, no plan,
+/// no reader: a lower bound for any tracer capturing the same data at this
+/// site (`--work minimal`).
+#[uprobe]
+pub fn probe_floor_minimal(ctx: ProbeContext) -> u32 {
+    match try_floor_minimal(&ctx) {
+        Some(()) => 0,
+        None => 0,
+    }
+}
+
+#[map]
+static MINIMAL: PerCpuArray<MinimalCapture> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn try_floor_minimal(ctx: &ProbeContext) -> Option<()> {
+    let b = MINIMAL.get_ptr_mut(0)?;
+    // SAFETY: this CPU's buffer, and the trapped task's registers; each
+    // read is checked by the helper and bounded by its buffer.
+    unsafe {
+        let r = &*ctx.regs;
+        (*b).ktime_ns = bpf_ktime_get_ns();
+        (*b).regs = [r.rax, r.rbx, r.rcx, r.rsp];
+        read_user((*b).g_head.as_mut_ptr() as *mut u8, G_HEAD_BYTES, r.r14);
+        read_user((*b).stack.as_mut_ptr() as *mut u8, 256, r.rsp);
+        let n = if r.rcx > 64 { 64 } else { r.rcx as u32 };
+        if n > 0 {
+            read_user((*b).string.as_mut_ptr(), n, r.rbx);
+        }
+    }
+    Some(())
+}
+
 /// Deliberately rejected by the verifier: dereferences a register value as a
 /// pointer. Never attached; `probe selftest verifier` loads it to show how
 /// Probe reports a verifier rejection.

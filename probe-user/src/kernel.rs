@@ -26,8 +26,14 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The program every probe runs.
 pub const ENTRY_PROGRAM: &str = "probe_entry";
-/// An empty program, the benchmarks' floor; see `probe selftest floor`.
-pub const FLOOR_PROGRAM: &str = "probe_floor";
+/// The benchmarks' floor programs (`probe selftest floor --work`): the
+/// empty program, and it plus one piece of a capture's work, by name.
+pub const FLOOR_PROGRAMS: [(&str, &str); 4] = [
+    ("empty", "probe_floor"),
+    ("clock", "probe_floor_clock"),
+    ("read", "probe_floor_read"),
+    ("minimal", "probe_floor_minimal"),
+];
 /// A program the verifier must reject; see `probe selftest verifier`.
 pub const SELFTEST_REJECT_PROGRAM: &str = "selftest_verifier_reject";
 
@@ -293,6 +299,25 @@ impl Kernel {
             _ => return Err(Error::Kernel("RINGS is not an array map".into())),
         };
         crate::rings::Events::new(rings, self.rings, bell)
+    }
+
+    /// The latest hit's data of the hand-written minimal capture
+    /// (`probe_floor_minimal`), over CPUs; `None` before any hit.
+    pub fn minimal_capture(&self) -> Result<Option<probe_common::MinimalCapture>, Error> {
+        let m = self
+            .ebpf
+            .map("MINIMAL")
+            .ok_or_else(|| Error::Kernel("no MINIMAL map".into()))?;
+        let m: PerCpuArray<_, probe_common::MinimalCapture> =
+            PerCpuArray::try_from(m).map_err(|e| Error::Kernel(format!("MINIMAL map: {e}")))?;
+        let per_cpu = m
+            .get(&0, 0)
+            .map_err(|e| Error::Kernel(format!("reading MINIMAL: {e}")))?;
+        Ok(per_cpu
+            .iter()
+            .filter(|c| c.ktime_ns != 0)
+            .max_by_key(|c| c.ktime_ns)
+            .copied())
     }
 
     /// Probe `id`'s counters summed over CPUs.

@@ -2,7 +2,7 @@
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use probe::{
     capture::Limits,
     daemon::{
@@ -436,13 +436,63 @@ enum Selftest {
     /// Load a program the kernel verifier must reject, to show the report.
     Verifier,
     /// Attach an empty BPF program at ADDR (0xADDR or SYMBOL+0xOFF) of every
-    /// process running BINARY for a while: the benchmarks' cost floor.
+    /// process running BINARY for a while (until DURATION is up, or SIGTERM
+    /// or Ctrl-C): the benchmarks' cost floor.
     Floor {
         binary: PathBuf,
         addr: String,
         #[arg(value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// What the program does besides returning, to price one piece of
+        /// a capture's work at a time.
+        #[arg(long, value_enum, default_value_t = FloorWork::Empty)]
+        work: FloorWork,
     },
+}
+
+/// `probe selftest floor --work`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FloorWork {
+    /// Nothing: the cost of the uprobe alone.
+    Empty,
+    /// One clock read (an event's timestamp).
+    Clock,
+    /// One 8-byte read of the target's memory, at its stack pointer.
+    Read,
+    /// By hand, for `main.work(n int, key string)` of testdata/hot: a
+    /// timestamp, the argument registers, g's head (the goroutine id), a
+    /// 256-byte stack window and the string's bytes, into a per-CPU buffer
+    /// (no ring, no reader); the last hit's data is shown at the end.
+    Minimal,
+}
+
+impl FloorWork {
+    fn key(self) -> &'static str {
+        match self {
+            FloorWork::Empty => "empty",
+            FloorWork::Clock => "clock",
+            FloorWork::Read => "read",
+            FloorWork::Minimal => "minimal",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        let key = self.key();
+        probe::kernel::FLOOR_PROGRAMS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| *p)
+            .expect("every --work has a program")
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            FloorWork::Empty => "empty",
+            FloorWork::Clock => "clock-read",
+            FloorWork::Read => "one-read",
+            FloorWork::Minimal => "minimal-capture",
+        }
+    }
 }
 
 /// OpenTelemetry export: shared by `probe attach` and `probe daemon`.
@@ -793,19 +843,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             binary,
             addr,
             duration,
+            work,
         }) => {
             let mut program = Program::open_raw(&binary)?;
             let p = program.resolve_addr(&addr, Limits::default(), false)?;
-            let mut k = probe::kernel::Kernel::load(probe::kernel::FLOOR_PROGRAM)?;
-            k.attach_program(
-                probe::kernel::FLOOR_PROGRAM,
-                0,
-                &binary,
-                p.file_offset,
-                None,
-            )?;
-            eprintln!("probe: empty program attached at {:#x}", p.pc);
-            std::thread::sleep(duration);
+            let name = work.program();
+            let mut k = probe::kernel::Kernel::load(name)?;
+            k.attach_program(name, 0, &binary, p.file_offset, None)?;
+            eprintln!("probe: {} program attached at {:#x}", work.describe(), p.pc);
+            // Until the duration is up or we are told to stop (the benchmarks
+            // end it with SIGTERM).
+            client(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::time::sleep(duration) => {}
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                Ok(ExitCode::SUCCESS)
+            })?;
+            if work == FloorWork::Minimal {
+                match k.minimal_capture()? {
+                    Some(c) => {
+                        let len = (c.regs[2] as usize).min(c.string.len());
+                        let goid = program
+                            .runtime
+                            .and_then(|r| c.g_head.get(r.goid_offset as usize / 8))
+                            .map_or("unknown".to_owned(), u64::to_string);
+                        eprintln!(
+                            "probe: last minimal capture: n={} key={:?} ({} bytes), goroutine {goid}, stack window of 256 bytes from {:#x}",
+                            c.regs[0] as i64,
+                            String::from_utf8_lossy(&c.string[..len]),
+                            c.regs[2],
+                            c.regs[3],
+                        );
+                    }
+                    None => eprintln!("probe: no hit captured"),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Selftest(Selftest::Verifier) => {

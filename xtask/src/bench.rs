@@ -127,6 +127,11 @@ enum Config {
     NoneAgain,
     FloorFirstByte,
     FloorEmulated,
+    /// The floor plus one piece of a capture's work each (per-hit table
+    /// only): what the per-hit goal's data costs at the least here.
+    FloorClock,
+    FloorRead,
+    FloorMinimal,
     ProbeFirstByte,
     ProbeArgs,
     ProbeFull,
@@ -143,6 +148,9 @@ impl Config {
             Config::NoneAgain => "none-again",
             Config::FloorFirstByte => "floor-first-byte",
             Config::FloorEmulated => "floor",
+            Config::FloorClock => "floor-clock",
+            Config::FloorRead => "floor-read",
+            Config::FloorMinimal => "minimal",
             Config::ProbeFirstByte => "first-byte",
             Config::ProbeArgs => "args",
             Config::ProbeFull => "full",
@@ -152,12 +160,27 @@ impl Config {
         }
     }
 
+    /// Pieces of the per-hit floor, measured in the per-hit table only.
+    fn per_hit_only(self) -> bool {
+        matches!(
+            self,
+            Config::FloorClock | Config::FloorRead | Config::FloorMinimal
+        )
+    }
+
     fn name(self) -> &'static str {
         match self {
             Config::None => "no tracing",
             Config::NoneAgain => "no tracing, again (A/A control)",
             Config::FloorFirstByte => "empty BPF program, first byte (single-stepped cmp)",
             Config::FloorEmulated => "empty BPF program, after stack check (emulated push)",
+            Config::FloorClock => "empty program + one clock read (bpf_ktime_get_ns)",
+            Config::FloorRead => {
+                "empty program + one 8-byte read of target memory (bpf_probe_read_user)"
+            }
+            Config::FloorMinimal => {
+                "minimal capture by hand: clock, registers, g's head, 256-byte stack window, string bytes"
+            }
             Config::ProbeFirstByte => "probe args, first byte",
             Config::ProbeArgs => "probe args (--func: after stack check)",
             Config::ProbeFull => "probe args + --stack 16 + --returns",
@@ -168,10 +191,13 @@ impl Config {
     }
 }
 
-const CONFIGS: [Config; 9] = [
+const CONFIGS: [Config; 12] = [
     Config::None,
     Config::FloorFirstByte,
     Config::FloorEmulated,
+    Config::FloorClock,
+    Config::FloorRead,
+    Config::FloorMinimal,
     Config::ProbeFirstByte,
     Config::ProbeArgs,
     Config::ProbeFull,
@@ -270,15 +296,18 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         .args(extra);
         Tracer::start(cmd, "probe: attached").map(Some)
     };
-    let floor = |at: &str| -> Result<Option<Tracer>> {
+    let floor = |at: &str, work: &str| -> Result<Option<Tracer>> {
         let mut cmd = Command::new(&ctx.probe);
-        cmd.args(["selftest", "floor", hot, at, "1h"]);
-        Tracer::start(cmd, "empty program attached").map(Some)
+        cmd.args(["selftest", "floor", hot, at, "1h", "--work", work]);
+        Tracer::start(cmd, "program attached").map(Some)
     };
     match c {
         Config::None | Config::NoneAgain | Config::Delve => Ok(None),
-        Config::FloorFirstByte => floor("main.work"),
-        Config::FloorEmulated => floor("main.work+0x6"),
+        Config::FloorFirstByte => floor("main.work", "empty"),
+        Config::FloorEmulated => floor("main.work+0x6", "empty"),
+        Config::FloorClock => floor("main.work+0x6", "clock"),
+        Config::FloorRead => floor("main.work+0x6", "read"),
+        Config::FloorMinimal => floor("main.work+0x6", "minimal"),
         Config::ProbeFirstByte => probe(&["--addr", "main.work"]),
         Config::ProbeArgs => probe(&["--func", "main.work"]),
         Config::ProbeFull => probe(&["--func", "main.work", "--stack", "16", "--returns"]),
@@ -1073,6 +1102,17 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             get(Config::Bpftrace) / get(Config::ProbeArgs),
             get(Config::Delve) / get(Config::ProbeArgs),
         ));
+        let floor = get(Config::FloorEmulated);
+        let minimal = get(Config::FloorMinimal);
+        if floor.is_finite() && minimal.is_finite() {
+            md.push_str(&format!(
+                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): one clock read **{:+.0}**, one 8-byte read of target memory **{:+.0}**; the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{:.2}× the floor**; probe args / that minimal capture: **{:.2}×**.\n\n",
+                get(Config::FloorClock) - floor,
+                get(Config::FloorRead) - floor,
+                minimal / floor,
+                get(Config::ProbeArgs) / minimal,
+            ));
+        }
     }
 
     if sel.runs("service") {
@@ -1082,6 +1122,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         let service_configs: Vec<Config> = sel
             .configs
             .iter()
+            .filter(|c| !c.per_hit_only())
             .flat_map(|&c| {
                 if c == Config::None {
                     vec![c, Config::NoneAgain]
@@ -1394,7 +1435,7 @@ fn svg(added: &[(Config, f64)]) -> String {
         let len = (v.max(1.0).log10() / max) * (w - left - 90.0);
         let color = if matches!(c, Config::Bpftrace | Config::Delve) {
             "#b0b0b0"
-        } else if c.name().starts_with("empty") {
+        } else if c.name().starts_with("empty") || c.per_hit_only() {
             "#8fb3d9"
         } else {
             "#2d6cb5"

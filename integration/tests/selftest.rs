@@ -1,0 +1,90 @@
+//! `probe selftest floor`: the benchmarks' floor programs attach to a real
+//! Go binary and run at its hits; the hand-written minimal capture, the
+//! bench's lower bound for the per-hit goal's data, really captures it.
+
+use probe_integration::*;
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+/// Attaches `probe selftest floor --work WORK` after `main.work`'s stack
+/// check in `hot`, runs `hot` paced for a second, then ends the selftest
+/// with SIGTERM (as the bench does) and returns its stderr.
+fn floor_run(version: &str, work: &str) -> String {
+    let hot = testdata(version, "hot");
+    let child = Command::new(probe_bin())
+        .args([
+            "selftest",
+            "floor",
+            hot.to_str().unwrap(),
+            "main.work+0x6",
+            "1h",
+            "--work",
+            work,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start probe selftest floor");
+    let pid = child.id() as i32;
+    // Attaching takes well under this; the floor prints when it is on.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = Command::new(&hot)
+        .args(["-mode", "rate", "-rate", "2000", "-duration", "1s"])
+        .output()
+        .expect("run hot");
+    let calls = String::from_utf8_lossy(&out.stdout);
+    assert!(calls.contains("calls "), "hot did not finish: {calls}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let run = finish(child, Duration::from_secs(30));
+    assert!(run.status.success(), "{work}: {}", run.stderr);
+    run.stderr
+}
+
+#[test]
+fn floor_programs_attach_and_the_minimal_capture_reads_the_goal_data() {
+    let versions = go_versions();
+    // The pieces do not depend on the Go version (the bench uses one).
+    for (work, says) in [
+        ("empty", "empty program attached"),
+        ("clock", "clock-read program attached"),
+        ("read", "one-read program attached"),
+    ] {
+        let err = floor_run(&versions[0], work);
+        assert!(err.contains(says), "{work}: {err}");
+    }
+    // The minimal capture reads registers by Go's ABI and g by its layout:
+    // every version.
+    for v in versions {
+        let err = floor_run(&v, "minimal");
+        assert!(
+            err.contains("minimal-capture program attached"),
+            "Go {v}: {err}"
+        );
+        // hot's paced mode calls work(calls, "key"): the string's bytes were
+        // read from the target's memory, and g's head holds a goroutine id
+        // (main's goroutine is 1; the paced caller is another, never 0).
+        let line = err
+            .lines()
+            .find(|l| l.contains("last minimal capture:"))
+            .unwrap_or_else(|| panic!("Go {v}: no capture shown: {err}"));
+        assert!(line.contains(r#"key="key" (3 bytes)"#), "Go {v}: {line}");
+        let goid: u64 = line
+            .split("goroutine ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|g| g.parse().ok())
+            .unwrap_or_else(|| panic!("Go {v}: no goroutine id: {line}"));
+        assert!(goid > 0, "Go {v}: {line}");
+        let n: i64 = line
+            .split("n=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("Go {v}: no n: {line}"));
+        assert!(n > 0, "Go {v}: {line}");
+    }
+}
