@@ -65,26 +65,23 @@ fn floor_programs_attach_and_the_minimal_capture_reads_the_goal_data() {
             "Go {v}: {err}"
         );
         // hot's paced mode calls work(calls, "key"): the string's bytes were
-        // read from the target's memory, and g's head holds a goroutine id
-        // (main's goroutine is 1; the paced caller is another, never 0).
+        // read from the target's memory, and g's head holds the caller's
+        // goroutine id (paced mode calls from main's goroutine, id 1).
         let line = err
             .lines()
             .find(|l| l.contains("last minimal capture:"))
             .unwrap_or_else(|| panic!("Go {v}: no capture shown: {err}"));
         assert!(line.contains(r#"key="key" (3 bytes)"#), "Go {v}: {line}");
-        let goid: u64 = line
-            .split("goroutine ")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|g| g.parse().ok())
-            .unwrap_or_else(|| panic!("Go {v}: no goroutine id: {line}"));
-        assert!(goid > 0, "Go {v}: {line}");
-        let n: i64 = line
-            .split("n=")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("Go {v}: no n: {line}"));
+        // The number after `after`, up to `end`.
+        let number = |after: &str, end: char| -> i64 {
+            line.split(after)
+                .nth(1)
+                .and_then(|r| r.split(end).next())
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("Go {v}: no number after {after:?}: {line}"))
+        };
+        assert_eq!(number("goroutine ", ','), 1, "Go {v}: {line}");
+        let n = number("n=", ' ');
         assert!(n > 0, "Go {v}: {line}");
     }
 }

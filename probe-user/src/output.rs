@@ -410,7 +410,10 @@ mod tests {
             file: "/src/main.go".into(),
             line: 9,
         }]);
-        hit.stack_window = Some((0x00c0_0003_4740, vec![0x68, 0x21, 0x61, 0, 0, 0, 0, 0, 0xff]));
+        hit.stack_window = Some((
+            0x00c0_0003_4740,
+            vec![0x68, 0x21, 0x61, 0, 0, 0, 0, 0, 0xff],
+        ));
         check(&hit);
         hit.probe = &p2;
         check(&hit);

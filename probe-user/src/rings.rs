@@ -66,6 +66,16 @@ pub struct Events {
 unsafe impl Send for Events {}
 
 impl Events {
+    /// What to tell the user when malformed records were skipped.
+    pub fn corrupt_note(&self) -> Option<String> {
+        (self.corrupt > 0).then(|| {
+            format!(
+                "{} malformed event records skipped (a bug in probe: please report it)",
+                self.corrupt
+            )
+        })
+    }
+
     /// Maps `rings` (a `BPF_F_MMAPABLE` array of `n` [`EventRing`]s).
     pub(crate) fn new(rings: MapData, n: u32, doorbell: RingBuf<MapData>) -> Result<Self, Error> {
         let page = 4096;
@@ -124,7 +134,7 @@ impl Events {
     /// each ring's first; events still being written on another CPU may
     /// come after slightly newer ones). Consumed when the returned value is
     /// dropped.
-    pub fn next(&mut self) -> Option<Event<'_>> {
+    pub fn next_event(&mut self) -> Option<Event<'_>> {
         // The bell only wakes us; the events are in the rings.
         while self.doorbell.next().is_some() {}
         let mut best: Option<(u64, usize, usize, usize)> = None;

@@ -695,7 +695,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
             } => {
                 woke?;
                 let rb = ring.get_mut();
-                while let Some(item) = rb.next() {
+                while let Some(item) = rb.next_event() {
                     if opts.max_hits.is_some_and(|m| total >= m) {
                         continue; // drain, but show no more than asked
                     }
@@ -770,7 +770,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
     // --max-hits says we are done.
     if reason != StopReason::MaxHits {
         let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
+        while let Some(item) = rb.next_event() {
             if let Some((id, line)) = rd.render(&item) {
                 if opts.max_hits.is_some_and(|m| total >= m) {
                     break;
@@ -783,11 +783,8 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
         rd.flush_export();
     }
     let _ = out.flush();
-    let corrupt = ring.get_ref().corrupt;
-    if corrupt > 0 {
-        eprintln!(
-            "probe: {corrupt} malformed event records skipped (a bug in probe: please report it)"
-        );
+    if let Some(note) = ring.get_ref().corrupt_note() {
+        eprintln!("probe: {note}");
     }
 
     let mut summaries = vec![];

@@ -216,6 +216,8 @@ pub struct Selection {
     sections: Vec<String>,
     configs: Vec<Config>,
     reps: usize,
+    /// The toggle section's load, a fraction of the closed-loop maximum.
+    toggle_load: f64,
     /// A subset: results go to partial.md, not the published latest.md.
     partial: bool,
 }
@@ -223,7 +225,15 @@ pub struct Selection {
 const SECTIONS: [&str; 4] = ["per-hit", "service", "toggle", "throughput"];
 
 impl Selection {
-    pub fn new(only: Vec<String>, configs: Vec<String>, reps: usize) -> Result<Self> {
+    pub fn new(
+        only: Vec<String>,
+        configs: Vec<String>,
+        reps: usize,
+        toggle_load: f64,
+    ) -> Result<Self> {
+        if !(toggle_load > 0.0 && toggle_load < 1.0) {
+            bail!("--toggle-load {toggle_load}: a fraction of the maximum, between 0 and 1");
+        }
         for s in &only {
             if !SECTIONS.contains(&s.as_str()) {
                 bail!("unknown section {s:?}; sections: {}", SECTIONS.join(", "));
@@ -239,7 +249,7 @@ impl Selection {
                 ),
             }
         }
-        let partial = !only.is_empty() || !configs.is_empty();
+        let partial = !only.is_empty() || !configs.is_empty() || toggle_load != 0.5;
         // Ratios are taken against "no tracing": always measure it.
         if !picked.is_empty() && !picked.contains(&Config::None) {
             picked.insert(0, Config::None);
@@ -256,6 +266,7 @@ impl Selection {
                 CONFIGS.into_iter().filter(|c| picked.contains(c)).collect()
             },
             reps: reps.max(1),
+            toggle_load,
             partial,
         })
     }
@@ -1158,7 +1169,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         md.push_str(
             "\n### Service overhead in one process (Probe attached and detached in turn)\n\n",
         );
-        let mut t = toggle::run(&ctx, (sel.reps * 2).max(4), 4.0)?;
+        let mut t = toggle::run(&ctx, (sel.reps * 2).max(4), 4.0, sel.toggle_load)?;
         if t.requests() == 0 {
             bail!("the toggled service run completed no requests");
         }

@@ -429,7 +429,7 @@ impl Runner {
         // the ring every 10 ms, as `probe attach` does.
         while !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(10));
-            while let Some(item) = ring.next() {
+            while let Some(item) = ring.next_event() {
                 let Some((_, mut line)) = rd.render(&item) else {
                     continue;
                 };
@@ -485,11 +485,8 @@ impl Runner {
             }
         }
         drop(rd);
-        if ring.corrupt > 0 {
-            eprintln!(
-                "probe daemon: {}: {} malformed event records skipped (a bug in probe: please report it)",
-                self.id, ring.corrupt
-            );
+        if let Some(note) = ring.corrupt_note() {
+            eprintln!("probe daemon: {}: {note}", self.id);
         }
         drop(ring);
         drop(kernel); // detaches every uprobe

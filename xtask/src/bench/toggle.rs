@@ -1,5 +1,6 @@
 //! The service's cost measured inside one process: one steady open-loop load
-//! at 50% of the untraced maximum, with Probe attached and detached in turn.
+//! at 50% (`--toggle-load`) of the untraced maximum, with Probe attached and
+//! detached in turn.
 //!
 //! Why: two runs of the same untraced service, each in its own process,
 //! land far apart here (the A/A rows of the service tables: p99 ±60%), so a
@@ -79,6 +80,8 @@ struct Window {
 /// The whole run.
 pub(super) struct Toggled {
     rate: f64,
+    /// `rate` as a fraction of the untraced maximum.
+    load: f64,
     window: f64,
     windows: Vec<Window>,
     /// Every request's latency pooled per kind of window.
@@ -113,7 +116,7 @@ fn cpu_ns(pid: u32) -> u64 {
 /// Runs `cycles` of (off, probe, off, floor, off, filtered, off, sham)
 /// windows of `window` seconds, then a last off window, under one
 /// open-loop load.
-pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
+pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64, load: f64) -> Result<Toggled> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cpus >= 2;
     let all: Vec<usize> = (0..cpus).collect();
@@ -122,7 +125,7 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     let _restore = Affinity::set(if pin { &all[1..] } else { &all })?;
     let _rt = if pin { Some(RealTime::set()?) } else { None };
     let max_rps = calibrate(ctx, pin)?;
-    let rate = max_rps * 0.5;
+    let rate = max_rps * load;
     eprintln!("  untraced maximum {max_rps:.0} req/s: load at {rate:.0} req/s");
     let (addr, mut server) = http_target(ctx, pin, false)?;
     let pid = pid_of_listener(&server);
@@ -208,6 +211,7 @@ pub(super) fn run(ctx: &Ctx, cycles: usize, window: f64) -> Result<Toggled> {
     }
     Ok(Toggled {
         rate,
+        load,
         window,
         windows,
         pooled,
@@ -277,8 +281,9 @@ impl Toggled {
     /// The markdown section.
     pub(super) fn markdown(&mut self) -> String {
         let mut md = format!(
-            "One service process under one open-loop load at {:.0} req/s (50% of the untraced maximum, the median of three closed-loop runs), the service alone on CPU 0 as above. Probe (`--func main.work`, arguments, goroutine id and a 256-byte stack window), the empty BPF program at the same instruction, and Probe with a condition its kernel side rejects on every hit (no event, the reader idle) are attached and detached in turn, with untraced windows of {:.0} s between each: Probe, empty program, filtered Probe, \"sham\" (untraced, on the traced windows' schedule), {} cycles. Each traced or sham window is compared with the untraced windows right before and after it; the sham windows' changes are what the machine's noise alone produces here.\n\n",
+            "One service process under one open-loop load at {:.0} req/s ({:.0}% of the untraced maximum, the median of three closed-loop runs), the service alone on CPU 0 as above. Probe (`--func main.work`, arguments, goroutine id and a 256-byte stack window), the empty BPF program at the same instruction, and Probe with a condition its kernel side rejects on every hit (no event, the reader idle) are attached and detached in turn, with untraced windows of {:.0} s between each: Probe, empty program, filtered Probe, \"sham\" (untraced, on the traced windows' schedule), {} cycles. Each traced or sham window is compared with the untraced windows right before and after it; the sham windows' changes are what the machine's noise alone produces here.\n\n",
             self.rate,
+            self.load * 100.0,
             self.window,
             self.windows.iter().filter(|w| w.kind == Kind::Sham).count(),
         );
