@@ -160,6 +160,16 @@ impl Config {
         }
     }
 
+    /// The plot's label: the table's name, shorter where that would not fit.
+    fn label(self) -> &'static str {
+        match self {
+            Config::FloorClock => "empty program + a clock read",
+            Config::FloorRead => "empty program + one read of target memory",
+            Config::FloorMinimal => "minimal capture by hand (no ring, no reader)",
+            c => c.name(),
+        }
+    }
+
     /// Pieces of the per-hit floor, measured in the per-hit table only.
     fn per_hit_only(self) -> bool {
         matches!(
@@ -1455,7 +1465,7 @@ fn svg(added: &[(Config, f64)]) -> String {
             "<text x='{}' y='{:.0}' text-anchor='end'>{}</text><rect x='{left}' y='{:.0}' width='{len:.1}' height='18' fill='{color}'/><text x='{:.1}' y='{:.0}'>{v:.0}</text>\n",
             left - 8.0,
             y + 14.0,
-            c.name(),
+            c.label(),
             y,
             left + len + 6.0,
             y + 14.0
