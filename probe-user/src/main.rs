@@ -435,9 +435,10 @@ fn client<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 enum Selftest {
     /// Load a program the kernel verifier must reject, to show the report.
     Verifier,
-    /// Attach an empty BPF program at ADDR (0xADDR or SYMBOL+0xOFF) of every
-    /// process running BINARY for a while (until DURATION is up, or SIGTERM
-    /// or Ctrl-C): the benchmarks' cost floor.
+    /// Attach the benchmarks' cost floor, an empty BPF program (or, with
+    /// --work, one piece of a capture's work), at ADDR (0xADDR or
+    /// SYMBOL+0xOFF) of every process running BINARY until DURATION is up,
+    /// SIGTERM or Ctrl-C.
     Floor {
         binary: PathBuf,
         addr: String,
