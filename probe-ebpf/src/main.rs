@@ -1199,9 +1199,12 @@ fn try_floor_minimal(ctx: &ProbeContext) -> Option<()> {
         let r = &*ctx.regs;
         (*b).ktime_ns = bpf_ktime_get_ns();
         (*b).regs = [r.rax, r.rbx, r.rcx, r.rsp];
-        read_user((*b).g_head.as_mut_ptr() as *mut u8, G_HEAD_BYTES, r.r14);
-        read_user((*b).stack.as_mut_ptr() as *mut u8, 256, r.rsp);
-        let n = if r.rcx > 64 { 64 } else { r.rcx as u32 };
+        let g_head = core::mem::size_of_val(&(*b).g_head) as u32;
+        read_user((*b).g_head.as_mut_ptr() as *mut u8, g_head, r.r14);
+        let stack = core::mem::size_of_val(&(*b).stack) as u32;
+        read_user((*b).stack.as_mut_ptr() as *mut u8, stack, r.rsp);
+        let cap = (*b).string.len() as u64;
+        let n = if r.rcx > cap { cap } else { r.rcx } as u32;
         if n > 0 {
             read_user((*b).string.as_mut_ptr(), n, r.rbx);
         }

@@ -26,14 +26,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The program every probe runs.
 pub const ENTRY_PROGRAM: &str = "probe_entry";
-/// The benchmarks' floor programs (`probe selftest floor --work`): the
-/// empty program, and it plus one piece of a capture's work, by name.
-pub const FLOOR_PROGRAMS: [(&str, &str); 4] = [
-    ("empty", "probe_floor"),
-    ("clock", "probe_floor_clock"),
-    ("read", "probe_floor_read"),
-    ("minimal", "probe_floor_minimal"),
-];
+/// An empty program, the benchmarks' floor; see `probe selftest floor`
+/// (whose `--work` loads the floor's pieces, `probe_floor_*`).
+pub const FLOOR_PROGRAM: &str = "probe_floor";
 /// A program the verifier must reject; see `probe selftest verifier`.
 pub const SELFTEST_REJECT_PROGRAM: &str = "selftest_verifier_reject";
 

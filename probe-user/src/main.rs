@@ -468,22 +468,14 @@ enum FloorWork {
 }
 
 impl FloorWork {
-    fn key(self) -> &'static str {
-        match self {
-            FloorWork::Empty => "empty",
-            FloorWork::Clock => "clock",
-            FloorWork::Read => "read",
-            FloorWork::Minimal => "minimal",
-        }
-    }
-
+    /// The kernel program (probe-ebpf) that does this work.
     fn program(self) -> &'static str {
-        let key = self.key();
-        probe::kernel::FLOOR_PROGRAMS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, p)| *p)
-            .expect("every --work has a program")
+        match self {
+            FloorWork::Empty => probe::kernel::FLOOR_PROGRAM,
+            FloorWork::Clock => "probe_floor_clock",
+            FloorWork::Read => "probe_floor_read",
+            FloorWork::Minimal => "probe_floor_minimal",
+        }
     }
 
     fn describe(self) -> &'static str {
@@ -873,10 +865,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             .and_then(|r| c.g_head.get(r.goid_offset as usize / 8))
                             .map_or("unknown".to_owned(), u64::to_string);
                         eprintln!(
-                            "probe: last minimal capture: n={} key={:?} ({} bytes), goroutine {goid}, stack window of 256 bytes from {:#x}",
+                            "probe: last minimal capture: n={} key={:?} ({} bytes), goroutine {goid}, stack window of {} bytes from {:#x}",
                             c.regs[0] as i64,
                             String::from_utf8_lossy(&c.string[..len]),
                             c.regs[2],
+                            std::mem::size_of_val(&c.stack),
                             c.regs[3],
                         );
                     }
