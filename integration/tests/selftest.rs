@@ -56,6 +56,13 @@ fn floor_programs_attach_and_the_minimal_capture_reads_the_goal_data() {
         let err = floor_run(&versions[0], work);
         assert!(err.contains(says), "{work}: {err}");
     }
+    // The goal's two reads alone still find the goroutine id in g's head.
+    let err = floor_run(&versions[0], "reads");
+    assert!(err.contains("goal-reads program attached"), "{err}");
+    assert!(
+        err.contains("last reads: goroutine 1, stack window of 256 bytes"),
+        "{err}"
+    );
     // The minimal capture reads registers by Go's ABI and g by its layout:
     // every version.
     for v in versions {

@@ -297,7 +297,9 @@ impl Kernel {
     }
 
     /// The latest hit's data of the hand-written minimal capture
-    /// (`probe_floor_minimal`), over CPUs; `None` before any hit.
+    /// (`probe_floor_minimal`, or only its two reads: `probe_floor_reads`,
+    /// which takes no timestamp, so any CPU's), over CPUs; `None` before
+    /// any hit.
     pub fn minimal_capture(&self) -> Result<Option<probe_common::MinimalCapture>, Error> {
         let m = self
             .ebpf
@@ -310,7 +312,8 @@ impl Kernel {
             .map_err(|e| Error::Kernel(format!("reading MINIMAL: {e}")))?;
         Ok(per_cpu
             .iter()
-            .filter(|c| c.ktime_ns != 0)
+            // g's head starts with stack.lo, never 0 once read.
+            .filter(|c| c.ktime_ns != 0 || c.g_head[0] != 0)
             .max_by_key(|c| c.ktime_ns)
             .copied())
     }

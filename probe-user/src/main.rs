@@ -465,6 +465,11 @@ enum FloorWork {
     /// 256-byte stack window and the string's bytes, into a per-CPU buffer
     /// (no ring, no reader); the last hit's data is shown at the end.
     Minimal,
+    /// Only the two reads of the target's memory that the per-hit goal
+    /// needs whatever the arguments: g's head (the goroutine id) and the
+    /// 256-byte stack window; the last hit's goroutine id is shown at the
+    /// end.
+    Reads,
 }
 
 impl FloorWork {
@@ -475,6 +480,7 @@ impl FloorWork {
             FloorWork::Clock => "probe_floor_clock",
             FloorWork::Read => "probe_floor_read",
             FloorWork::Minimal => "probe_floor_minimal",
+            FloorWork::Reads => "probe_floor_reads",
         }
     }
 
@@ -484,6 +490,7 @@ impl FloorWork {
             FloorWork::Clock => "clock-read",
             FloorWork::Read => "one-read",
             FloorWork::Minimal => "minimal-capture",
+            FloorWork::Reads => "goal-reads",
         }
     }
 }
@@ -856,22 +863,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             })?;
-            if work == FloorWork::Minimal {
+            if matches!(work, FloorWork::Minimal | FloorWork::Reads) {
                 match k.minimal_capture()? {
                     Some(c) => {
-                        let len = (c.regs[2] as usize).min(c.string.len());
                         let goid = program
                             .runtime
                             .and_then(|r| c.g_head.get(r.goid_offset as usize / 8))
                             .map_or("unknown".to_owned(), u64::to_string);
-                        eprintln!(
-                            "probe: last minimal capture: n={} key={:?} ({} bytes), goroutine {goid}, stack window of {} bytes from {:#x}",
-                            c.regs[0] as i64,
-                            String::from_utf8_lossy(&c.string[..len]),
-                            c.regs[2],
-                            std::mem::size_of_val(&c.stack),
-                            c.regs[3],
-                        );
+                        let window = std::mem::size_of_val(&c.stack);
+                        if work == FloorWork::Reads {
+                            eprintln!("probe: last reads: goroutine {goid}, stack window of {window} bytes");
+                        } else {
+                            let len = (c.regs[2] as usize).min(c.string.len());
+                            eprintln!(
+                                "probe: last minimal capture: n={} key={:?} ({} bytes), goroutine {goid}, stack window of {window} bytes from {:#x}",
+                                c.regs[0] as i64,
+                                String::from_utf8_lossy(&c.string[..len]),
+                                c.regs[2],
+                                c.regs[3],
+                            );
+                        }
                     }
                     None => eprintln!("probe: no hit captured"),
                 }

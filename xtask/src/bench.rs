@@ -131,6 +131,9 @@ enum Config {
     /// only): what the per-hit goal's data costs at the least here.
     FloorClock,
     FloorRead,
+    /// The two reads the goal needs whatever the arguments (g's head, the
+    /// stack window), nothing else.
+    FloorReads,
     FloorMinimal,
     ProbeFirstByte,
     ProbeArgs,
@@ -150,6 +153,7 @@ impl Config {
             Config::FloorEmulated => "floor",
             Config::FloorClock => "floor-clock",
             Config::FloorRead => "floor-read",
+            Config::FloorReads => "floor-reads",
             Config::FloorMinimal => "minimal",
             Config::ProbeFirstByte => "first-byte",
             Config::ProbeArgs => "args",
@@ -165,6 +169,7 @@ impl Config {
         match self {
             Config::FloorClock => "empty program + a clock read",
             Config::FloorRead => "empty program + one read of target memory",
+            Config::FloorReads => "empty program + g's head + stack window",
             Config::FloorMinimal => "minimal capture by hand (no ring, no reader)",
             c => c.name(),
         }
@@ -174,7 +179,7 @@ impl Config {
     fn per_hit_only(self) -> bool {
         matches!(
             self,
-            Config::FloorClock | Config::FloorRead | Config::FloorMinimal
+            Config::FloorClock | Config::FloorRead | Config::FloorReads | Config::FloorMinimal
         )
     }
 
@@ -187,6 +192,9 @@ impl Config {
             Config::FloorClock => "empty program + one clock read (bpf_ktime_get_ns)",
             Config::FloorRead => {
                 "empty program + one 8-byte read of target memory (bpf_probe_read_user)"
+            }
+            Config::FloorReads => {
+                "empty program + the goal's two reads: g's head (goroutine id), 256-byte stack window"
             }
             Config::FloorMinimal => {
                 "minimal capture by hand: clock, registers, g's head, 256-byte stack window, string bytes"
@@ -201,12 +209,13 @@ impl Config {
     }
 }
 
-const CONFIGS: [Config; 12] = [
+const CONFIGS: [Config; 13] = [
     Config::None,
     Config::FloorFirstByte,
     Config::FloorEmulated,
     Config::FloorClock,
     Config::FloorRead,
+    Config::FloorReads,
     Config::FloorMinimal,
     Config::ProbeFirstByte,
     Config::ProbeArgs,
@@ -328,6 +337,7 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         Config::FloorEmulated => floor("main.work+0x6", "empty"),
         Config::FloorClock => floor("main.work+0x6", "clock"),
         Config::FloorRead => floor("main.work+0x6", "read"),
+        Config::FloorReads => floor("main.work+0x6", "reads"),
         Config::FloorMinimal => floor("main.work+0x6", "minimal"),
         Config::ProbeFirstByte => probe(&["--addr", "main.work"]),
         Config::ProbeArgs => probe(&["--func", "main.work"]),
@@ -1137,9 +1147,10 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         let minimal = get(Config::FloorMinimal);
         if floor.is_finite() && minimal.is_finite() {
             md.push_str(&format!(
-                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): one clock read **{:+.0}**, one 8-byte read of target memory **{:+.0}**; the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{:.2}× the floor**; probe args / that minimal capture: **{:.2}×**.\n\n",
+                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): one clock read **{:+.0}**, one 8-byte read of target memory **{:+.0}**; the two reads the goal needs whatever the arguments (g's head for the goroutine id, the 256-byte stack window) **{:.2}× the floor**; the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{:.2}× the floor**; probe args / that minimal capture: **{:.2}×**.\n\n",
                 get(Config::FloorClock) - floor,
                 get(Config::FloorRead) - floor,
+                get(Config::FloorReads) / floor,
                 minimal / floor,
                 get(Config::ProbeArgs) / minimal,
             ));

@@ -101,7 +101,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Configurations to run: none, floor-first-byte, floor,
-        /// floor-clock, floor-read, minimal, first-byte, args, full, cond,
+        /// floor-clock, floor-read, floor-reads, minimal, first-byte, args, full, cond,
         /// bpftrace, dlv (default: all).
         #[arg(long, value_delimiter = ',')]
         configs: Vec<String>,
