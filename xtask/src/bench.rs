@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod goals;
 mod toggle;
 
 /// Go release the benchmark target is built with: Debian's Delve (1.20)
@@ -523,7 +524,7 @@ fn service_table(
     configs: &[Config],
     pin: bool,
     md: &mut String,
-) -> Result<()> {
+) -> Result<Option<ServiceGoal>> {
     md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms, windowed p99 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let all: Vec<usize> = (0..cpus).collect();
@@ -584,6 +585,7 @@ fn service_table(
         ));
     }
     let at = |k: Config| configs.iter().position(|c| *c == k);
+    let mut goal = None;
     if let (Some(n), Some(a)) = (at(Config::None), at(Config::ProbeArgs)) {
         // Each round's ratio to the untraced run of the same round (they ran
         // minutes apart, not hours), then the median over rounds.
@@ -604,18 +606,25 @@ fn service_table(
             ratio(a, |r| r.ninety.rps),
             ratio(a, |r| r.ninety.p99),
         ));
+        let mut control = None;
         if let Some(aa) = at(Config::NoneAgain) {
             let spread = |f: fn(&ServiceRun) -> f64| spread(changes(aa, f));
             let (p, plo, phi) = spread(|r| r.half.p99);
             let (w, wlo, whi) = spread(|r| r.half.p99w);
+            control = Some((p, plo, phi));
             md.push_str(&format!(
                 " The A/A control (no tracing against no tracing, same rounds): p99 {p:+.1}% (rounds {plo:+.0}% to {phi:+.0}%), windowed p99 {w:+.1}% (rounds {wlo:+.0}% to {whi:+.0}%): differences smaller than that are not resolved by this run."
             ));
         }
         md.push('\n');
+        goal = Some((ratio(a, |r| r.half.rps), ratio(a, |r| r.half.p99), control));
     }
-    Ok(())
+    Ok(goal)
 }
+
+/// What a service table gives the goals: Probe's throughput and p99
+/// changes at 50% load, and the A/A control's p99 change.
+type ServiceGoal = (f64, f64, Option<goals::Spread>);
 
 /// Waits until the HTTP target `server` accepts connections on `addr`.
 fn wait_listening(addr: &str, server: &mut std::process::Child) -> Result<()> {
@@ -1049,6 +1058,9 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         sel.reps
     ));
 
+    // The goals' table goes right under the machine's line, once known.
+    let goals_at = md.len();
+    let mut goals = goals::Goals::default();
     let mut added = vec![];
     if sel.runs("per-hit") {
         crate::step("per-hit cost: a probed function called paced and in a tight loop");
@@ -1144,6 +1156,12 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             get(Config::Delve) / get(Config::ProbeArgs),
         ));
         let floor = get(Config::FloorEmulated);
+        goals.per_hit = Some((
+            get(Config::ProbeArgs) / floor,
+            get(Config::FloorReads) / floor,
+        ));
+        goals.bpftrace = Some(get(Config::Bpftrace) / get(Config::ProbeArgs));
+        goals.delve = Some(get(Config::Delve) / get(Config::ProbeArgs));
         let minimal = get(Config::FloorMinimal);
         if floor.is_finite() && minimal.is_finite() {
             md.push_str(&format!(
@@ -1176,7 +1194,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpus >= 2 {
             md.push_str(&format!("The service alone on CPU 0 (so `GOMAXPROCS` is 1); the load generator and the tracer on the other CPU{}: what a probe costs inside the service, apart from the tracer's own CPU (shown in the last column, and below with everything sharing the CPUs). Configurations run in turn, round after round ({} rounds; medians), so a slow drift of the machine touches all of them alike. Open-loop load at 50% (10 s) and 90% (5 s) of the untraced maximum (the median of three closed-loop runs before the rounds), latency measured from each request's scheduled send time; the windowed p99 is the median of the 50% run's per-second p99s, which a stall of the host (a few milliseconds, coming and going whatever runs) moves less than the whole run's p99. The A/A control row is the untraced service measured again in each round, right after the first: how far two runs of the same thing land apart here. Probe's configurations capture the goroutine id and a 256-byte stack window besides the arguments (`--stack-window 256`).\n\n", if cpus > 2 { "s" } else { "" }, sel.reps));
-            service_table(&ctx, sel, &service_configs, true, &mut md)?;
+            goals.service = service_table(&ctx, sel, &service_configs, true, &mut md)?;
             md.push_str("\n#### Everything sharing the CPUs\n\nThe service, the load generator and the tracer on all CPUs, as on a machine with no spare core: the tracer's reader now competes with the service for CPU.\n\n");
             let shared: Vec<Config> = service_configs
                 .iter()
@@ -1191,7 +1209,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             service_table(&ctx, sel, &shared, false, &mut md)?;
         } else {
             md.push_str(&format!("One CPU: the service, the load generator and the tracer share it. Configurations run in turn, round after round ({} rounds; medians). Open-loop load at 50% and 90% of the untraced maximum (the median of three closed-loop runs before the rounds), latency measured from each request's scheduled send time.\n\n", sel.reps));
-            service_table(&ctx, sel, &service_configs, false, &mut md)?;
+            goals.service = service_table(&ctx, sel, &service_configs, false, &mut md)?;
         }
     }
 
@@ -1205,6 +1223,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             bail!("the toggled service run completed no requests");
         }
         md.push_str(&t.markdown());
+        goals.toggle = Some(t.goal_changes());
     }
 
     if sel.runs("throughput") {
@@ -1225,6 +1244,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         ));
     }
 
+    md.insert_str(goals_at, &goals.markdown());
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
     if sel.partial {

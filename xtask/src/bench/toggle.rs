@@ -22,8 +22,8 @@ use std::{
 use anyhow::Result;
 
 use super::{
-    calibrate, http_target, open_loop_from, pid_of_listener, quantile, spread, tracer, tracer_with,
-    Affinity, Config, Ctx, RealTime,
+    calibrate, goals::Spread, http_target, open_loop_from, pid_of_listener, quantile, spread,
+    tracer, tracer_with, Affinity, Config, Ctx, RealTime,
 };
 
 /// What runs during a window.
@@ -330,6 +330,16 @@ impl Toggled {
             ));
         }
         md
+    }
+
+    /// For the goals: Probe's windows' changes in req/s and p99, and the
+    /// sham windows' change in p99.
+    pub(super) fn goal_changes(&self) -> (Spread, Spread, Spread) {
+        (
+            spread(changes(self, Kind::Probe, |w| w.rps)),
+            spread(changes(self, Kind::Probe, |w| w.p99)),
+            spread(changes(self, Kind::Sham, |w| w.p99)),
+        )
     }
 
     /// Requests that completed, for a sanity check.

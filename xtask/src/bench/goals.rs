@@ -1,0 +1,183 @@
+//! The run measured against the benchmark's goals (issue #6's acceptance):
+//! one table at the top of the results, each goal with what this run
+//! measured and whether that meets it, so a reader need not work it out
+//! from the tables below (and a goal this run did not measure says so).
+
+/// Per-hit cost: Probe's ratio to the empty-program floor at the emulated
+/// point (at most this is the goal).
+pub(super) const PER_HIT_MAX: f64 = 1.3;
+/// Probe at least this many times cheaper per hit than bpftrace.
+pub(super) const BPFTRACE_MIN: f64 = 10.0;
+/// Probe at least this many times cheaper per hit than `dlv trace`.
+pub(super) const DELVE_MIN: f64 = 50.0;
+/// At 50% load: throughput lost, percent, at most.
+pub(super) const THROUGHPUT_LOSS_MAX: f64 = 2.0;
+/// At 50% load: p99 rise, percent, at most.
+pub(super) const P99_RISE_MAX: f64 = 5.0;
+
+/// A median change in percent with its lowest and highest (over rounds or
+/// windows).
+pub(super) type Spread = (f64, f64, f64);
+
+/// What each section measured that a goal names; `None` where the section
+/// (or the configuration) did not run.
+#[derive(Default)]
+pub(super) struct Goals {
+    /// Probe args / floor, and the goal's two reads alone / floor.
+    pub per_hit: Option<(f64, f64)>,
+    /// bpftrace / Probe args, per hit.
+    pub bpftrace: Option<f64>,
+    /// dlv trace / Probe args, per hit.
+    pub delve: Option<f64>,
+    /// Between processes at 50% load (Probe args against no tracing,
+    /// median of the rounds): throughput and p99 changes, and the A/A
+    /// control's p99 change.
+    pub service: Option<(f64, f64, Option<Spread>)>,
+    /// Inside one process at 50% load: Probe's windows' throughput and p99
+    /// changes and the sham windows' p99 change.
+    pub toggle: Option<(Spread, Spread, Spread)>,
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**not met**"
+    }
+}
+
+fn pct((m, lo, hi): Spread) -> String {
+    format!("{m:+.1}% ({lo:+.0}% to {hi:+.0}%)")
+}
+
+impl Goals {
+    /// The table, or nothing when no goal was measured.
+    pub(super) fn markdown(&self) -> String {
+        let mut rows = vec![];
+        if let Some((probe, reads)) = self.per_hit.filter(|p| p.0.is_finite()) {
+            let reads = if reads.is_finite() {
+                format!("; the goal's two reads of target memory alone (g's head, the stack window): {reads:.2}×")
+            } else {
+                String::new()
+            };
+            rows.push((
+                format!("per hit (arguments, goroutine id, 256-byte stack window) at most {PER_HIT_MAX}× the empty-program floor at the same emulated point"),
+                format!("{probe:.2}×{reads}"),
+                verdict(probe <= PER_HIT_MAX),
+            ));
+        }
+        for (what, min, v) in [
+            (
+                "bpftrace printing the same arguments",
+                BPFTRACE_MIN,
+                self.bpftrace,
+            ),
+            ("`dlv trace`", DELVE_MIN, self.delve),
+        ] {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                rows.push((
+                    format!("per hit at least {min:.0}× cheaper than {what}"),
+                    format!("{v:.1}×"),
+                    verdict(v >= min),
+                ));
+            }
+        }
+        // Each measure of the service that ran must meet the goal.
+        let mut tput = vec![];
+        let mut p99 = vec![];
+        let (mut tput_ok, mut p99_ok) = (true, true);
+        if let Some((t, p, aa)) = self.service {
+            tput.push(format!("{t:+.1}% between processes"));
+            let control = aa.map_or(String::new(), |aa| format!(", A/A control {}", pct(aa)));
+            p99.push(format!(
+                "{p:+.1}% between processes (median of rounds{control})"
+            ));
+            tput_ok &= t >= -THROUGHPUT_LOSS_MAX;
+            p99_ok &= p <= P99_RISE_MAX;
+        }
+        if let Some((t, p, sham)) = self.toggle {
+            tput.push(format!("{:+.1}% in one process", t.0));
+            p99.push(format!(
+                "{} in one process (median of Probe's windows; sham windows {})",
+                pct(p),
+                pct(sham)
+            ));
+            tput_ok &= t.0 >= -THROUGHPUT_LOSS_MAX;
+            p99_ok &= p.0 <= P99_RISE_MAX;
+        }
+        if !tput.is_empty() {
+            rows.push((
+                format!("at 50% load, throughput lost at most {THROUGHPUT_LOSS_MAX}%"),
+                tput.join("; "),
+                verdict(tput_ok),
+            ));
+            rows.push((
+                format!("at 50% load, p99 up at most {P99_RISE_MAX}%"),
+                p99.join("; "),
+                verdict(p99_ok),
+            ));
+        }
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut md = String::from(
+            "### This run against the goals\n\n| goal | this run | |\n|---|---|---|\n",
+        );
+        for (goal, got, v) in rows {
+            md.push_str(&format!("| {goal} | {got} | {v} |\n"));
+        }
+        md.push('\n');
+        md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_goal_is_judged_by_its_own_bound_and_unmeasured_ones_are_left_out() {
+        let g = Goals {
+            per_hit: Some((1.77, 1.5)),
+            bpftrace: Some(14.3),
+            delve: Some(2896.0),
+            service: Some((0.0, -19.3, Some((2.1, -10.0, 21.0)))),
+            toggle: Some(((0.0, 0.0, 0.0), (-1.6, -7.0, 8.0), (-2.5, -6.0, 14.0))),
+        };
+        let md = g.markdown();
+        let row = |what: &str| {
+            md.lines()
+                .find(|l| l.contains(what))
+                .unwrap_or_else(|| panic!("no row for {what}: {md}"))
+                .to_owned()
+        };
+        assert!(row("floor").contains("1.77×"), "{md}");
+        assert!(row("floor").contains("two reads") && row("floor").ends_with("| **not met** |"));
+        assert!(row("bpftrace").ends_with("| met |"), "{md}");
+        assert!(row("dlv").ends_with("| met |"), "{md}");
+        assert!(row("throughput").ends_with("| met |"), "{md}");
+        let p99 = row("p99 up");
+        assert!(p99.contains("-19.3% between processes") && p99.contains("-1.6%"));
+        assert!(p99.ends_with("| met |"), "{md}");
+
+        // One measure of the service over the bound is enough to fail it.
+        let g = Goals {
+            toggle: Some(((0.0, 0.0, 0.0), (6.0, 1.0, 9.0), (0.0, -1.0, 1.0))),
+            ..g
+        };
+        assert!(g
+            .markdown()
+            .lines()
+            .any(|l| l.contains("p99 up") && l.ends_with("**not met** |")));
+
+        // A per-hit-only run has no service rows.
+        let g = Goals {
+            per_hit: Some((1.2, f64::NAN)),
+            ..Goals::default()
+        };
+        let md = g.markdown();
+        assert!(md.contains("1.20×") && md.contains("| met |") && !md.contains("two reads"));
+        assert!(!md.contains("p99") && !md.contains("bpftrace"), "{md}");
+        assert!(Goals::default().markdown().is_empty());
+    }
+}
