@@ -77,7 +77,12 @@ impl Goals {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 rows.push((
                     format!("per hit at least {min:.0}× cheaper than {what}"),
-                    format!("{v:.1}×"),
+                    // Tenths where they matter, not on thousands.
+                    if v < 100.0 {
+                        format!("{v:.1}×")
+                    } else {
+                        format!("{v:.0}×")
+                    },
                     verdict(v >= min),
                 ));
             }
@@ -154,7 +159,11 @@ mod tests {
         assert!(row("floor").contains("1.77×"), "{md}");
         assert!(row("floor").contains("two reads") && row("floor").ends_with("| **not met** |"));
         assert!(row("bpftrace").ends_with("| met |"), "{md}");
-        assert!(row("dlv").ends_with("| met |"), "{md}");
+        assert!(
+            row("dlv").ends_with("| met |") && row("dlv").contains("2896×"),
+            "{md}"
+        );
+        assert!(row("bpftrace").contains("14.3×"), "{md}");
         assert!(row("throughput").ends_with("| met |"), "{md}");
         let p99 = row("p99 up");
         assert!(p99.contains("-19.3% between processes") && p99.contains("-1.6%"));
