@@ -524,7 +524,7 @@ fn service_table(
     configs: &[Config],
     pin: bool,
     md: &mut String,
-) -> Result<Option<ServiceGoal>> {
+) -> Result<Option<goals::ServiceGoal>> {
     md.push_str("| configuration | max req/s (closed loop) | p50 / p99 ms | 50% load: req/s, p50 / p99 / p99.9 ms, windowed p99 ms | 90% load: req/s, p50 / p99 / p99.9 ms | target CPU s | tracer CPU s / peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let all: Vec<usize> = (0..cpus).collect();
@@ -621,10 +621,6 @@ fn service_table(
     }
     Ok(goal)
 }
-
-/// What a service table gives the goals: Probe's throughput and p99
-/// changes at 50% load, and the A/A control's p99 change.
-type ServiceGoal = (f64, f64, Option<goals::Spread>);
 
 /// Waits until the HTTP target `server` accepts connections on `addr`.
 fn wait_listening(addr: &str, server: &mut std::process::Child) -> Result<()> {
@@ -1148,20 +1144,18 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 .map(|a| a.1)
                 .unwrap_or(f64::NAN)
         };
-        md.push_str(&format!(
-            "\nRatios (paced, every hit captured): probe args / empty-program floor at the same emulated point: **{:.2}×**; at the first byte: **{:.2}×**; bpftrace / probe args: **{:.1}×**; dlv trace / probe args: **{:.0}×**.\n\n",
-            get(Config::ProbeArgs) / get(Config::FloorEmulated),
-            get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
-            get(Config::Bpftrace) / get(Config::ProbeArgs),
-            get(Config::Delve) / get(Config::ProbeArgs),
-        ));
+        // The ratios the goals name, computed once for both places.
         let floor = get(Config::FloorEmulated);
-        goals.per_hit = Some((
-            get(Config::ProbeArgs) / floor,
-            get(Config::FloorReads) / floor,
+        let args = get(Config::ProbeArgs);
+        let per_hit = args / floor;
+        let (bpftrace, delve) = (get(Config::Bpftrace) / args, get(Config::Delve) / args);
+        md.push_str(&format!(
+            "\nRatios (paced, every hit captured): probe args / empty-program floor at the same emulated point: **{per_hit:.2}×**; at the first byte: **{:.2}×**; bpftrace / probe args: **{bpftrace:.1}×**; dlv trace / probe args: **{delve:.0}×**.\n\n",
+            get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
         ));
-        goals.bpftrace = Some(get(Config::Bpftrace) / get(Config::ProbeArgs));
-        goals.delve = Some(get(Config::Delve) / get(Config::ProbeArgs));
+        goals.per_hit = Some((per_hit, get(Config::FloorReads) / floor));
+        goals.bpftrace = Some(bpftrace);
+        goals.delve = Some(delve);
         let minimal = get(Config::FloorMinimal);
         if floor.is_finite() && minimal.is_finite() {
             md.push_str(&format!(
@@ -1170,7 +1164,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 get(Config::FloorRead) - floor,
                 get(Config::FloorReads) / floor,
                 minimal / floor,
-                get(Config::ProbeArgs) / minimal,
+                args / minimal,
             ));
         }
     }

@@ -1,23 +1,29 @@
 //! The run measured against the benchmark's goals (issue #6's acceptance):
 //! one table at the top of the results, each goal with what this run
 //! measured and whether that meets it, so a reader need not work it out
-//! from the tables below (and a goal this run did not measure says so).
+//! from the tables below. A goal this run did not measure (a section or
+//! configuration left out) has no row.
 
 /// Per-hit cost: Probe's ratio to the empty-program floor at the emulated
 /// point (at most this is the goal).
-pub(super) const PER_HIT_MAX: f64 = 1.3;
+const PER_HIT_MAX: f64 = 1.3;
 /// Probe at least this many times cheaper per hit than bpftrace.
-pub(super) const BPFTRACE_MIN: f64 = 10.0;
+const BPFTRACE_MIN: f64 = 10.0;
 /// Probe at least this many times cheaper per hit than `dlv trace`.
-pub(super) const DELVE_MIN: f64 = 50.0;
+const DELVE_MIN: f64 = 50.0;
 /// At 50% load: throughput lost, percent, at most.
-pub(super) const THROUGHPUT_LOSS_MAX: f64 = 2.0;
+const THROUGHPUT_LOSS_MAX: f64 = 2.0;
 /// At 50% load: p99 rise, percent, at most.
-pub(super) const P99_RISE_MAX: f64 = 5.0;
+const P99_RISE_MAX: f64 = 5.0;
 
 /// A median change in percent with its lowest and highest (over rounds or
 /// windows).
 pub(super) type Spread = (f64, f64, f64);
+
+/// What a service table gives the goals (Probe args against no tracing
+/// at 50% load, median of the rounds): throughput and p99 changes, and the
+/// A/A control's p99 change.
+pub(super) type ServiceGoal = (f64, f64, Option<Spread>);
 
 /// What each section measured that a goal names; `None` where the section
 /// (or the configuration) did not run.
@@ -29,10 +35,8 @@ pub(super) struct Goals {
     pub bpftrace: Option<f64>,
     /// dlv trace / Probe args, per hit.
     pub delve: Option<f64>,
-    /// Between processes at 50% load (Probe args against no tracing,
-    /// median of the rounds): throughput and p99 changes, and the A/A
-    /// control's p99 change.
-    pub service: Option<(f64, f64, Option<Spread>)>,
+    /// Between processes at 50% load.
+    pub service: Option<ServiceGoal>,
     /// Inside one process at 50% load: Probe's windows' throughput and p99
     /// changes and the sham windows' p99 change.
     pub toggle: Option<(Spread, Spread, Spread)>,
