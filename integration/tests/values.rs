@@ -255,3 +255,47 @@ fn values_of_one_hit_are_taken_at_the_same_instant() {
         }
     }
 }
+
+/// A string literal lies in the binary's read-only data: the kernel leaves
+/// it unread (the event has no chunk for it) and the decoder reads it from
+/// the file; the same bytes on the heap (`hot -heap-key`) are read at each
+/// hit. A PIE's segment is found at its load address.
+#[test]
+fn string_literals_come_from_the_binary_and_heap_strings_from_the_hit() {
+    use std::process::{Command, Stdio};
+    for v in go_versions() {
+        for (name, heap) in [("hot", false), ("hot-pie", false), ("hot", true)] {
+            let bin = testdata(&v, name);
+            let mut cmd = Command::new(probe_integration::probe_bin());
+            cmd.args(["attach", "--format", "json", "--func", "main.work"])
+                .args(["--max-hits", "20", "--", bin.to_str().unwrap()])
+                .args(["-mode", "rate", "-rate", "1000", "-duration", "60s"]);
+            if heap {
+                cmd.arg("-heap-key");
+            }
+            // Every event's memory chunks, as the kernel sent them, on stderr.
+            cmd.env("PROBE_DEBUG_EVENTS", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let run = probe_integration::finish(cmd.spawn().unwrap(), T);
+            let what = format!("go{v} {name} heap={heap}");
+            assert!(run.status.success(), "{what}: {}", run.stderr);
+            assert_eq!(run.events.len(), 20, "{what}: {}", run.stderr);
+            for e in &run.events {
+                assert_eq!(e["args"]["key"], json!("key"), "{what}: {e}");
+                assert!(e["args"]["n"].is_i64(), "{what}: {e}");
+            }
+            let described: Vec<&str> = run
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("event probe="))
+                .collect();
+            assert!(described.len() >= 20, "{what}: {}", run.stderr);
+            // The string's 3 bytes are a chunk only when read at the hit.
+            let read = described.iter().filter(|l| l.contains("+3/3")).count();
+            let want = if heap { described.len() } else { 0 };
+            assert_eq!(read, want, "{what}: {}", described.join("\n"));
+        }
+    }
+}

@@ -672,6 +672,10 @@ unsafe fn copy_stack(params: &ProbeParams, lc: &mut LoopCtx, sc: *mut Scratch, h
     if hi > sp && hi - sp < len {
         len = hi - sp;
     }
+    if len == 0 {
+        // No window asked for: no empty chunk either.
+        return;
+    }
     if !emit_chunk(lc, sc, sp, len as u32, len as u32) {
         (*((*sc).bytes.as_mut_ptr() as *mut EventHeader)).flags |= EV_STACK_FAULT;
     }
@@ -985,6 +989,11 @@ unsafe fn read_step(
         return;
     }
     let want = w.count as u64 * size;
+    if ti.n_descs == 0 && in_rodata(params, sc, w.addr, want) {
+        // Constant data (a string literal, mostly): userspace reads it from
+        // the binary. No read, no chunk, none of the byte budget.
+        return;
+    }
     let left = params.max_bytes as u64;
     let left = if left > DATA_BYTES as u64 {
         DATA_BYTES as u64
@@ -1050,6 +1059,17 @@ unsafe fn read_step(
             lc,
         );
     }
+}
+
+/// Do `len` bytes at `addr` lie wholly in the executable's read-only data
+/// segment (see `ProbeParams::rodata_start`)? A PIE's segment is `rip -
+/// static_pc` further up, as for `RTYPES` keys.
+#[inline(always)]
+unsafe fn in_rodata(params: &ProbeParams, sc: *mut Scratch, addr: u64, len: u64) -> bool {
+    let h = (*sc).bytes.as_ptr() as *const EventHeader;
+    let bias = (*h).regs[reg::RIP as usize].wrapping_sub(params.static_pc);
+    let off = addr.wrapping_sub(bias).wrapping_sub(params.rodata_start);
+    off < params.rodata_len && len <= params.rodata_len - off
 }
 
 /// One step of the walk (a `bpf_loop` callback): returns 1 to stop. Not

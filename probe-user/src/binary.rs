@@ -20,6 +20,22 @@ pub struct Binary {
     pub build_id: Option<String>,
     pub has_dwarf: bool,
     pub is_go: bool,
+    /// The read-only data segment, when there is one (see [`Rodata`]).
+    pub rodata: Option<Rodata>,
+}
+
+/// The segment holding `.rodata` (string literals, constant tables) when
+/// the ELF maps it read-only and not executable, as Go's linker does: the
+/// process's bytes there are the file's for as long as it runs, so the
+/// kernel skips reading pointer-free values there and the decoder takes
+/// them from the file (see `ProbeParams::rodata_start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rodata {
+    /// Virtual address as linked.
+    pub addr: u64,
+    /// Where its bytes start in the file.
+    pub offset: usize,
+    pub len: usize,
 }
 
 impl Binary {
@@ -60,6 +76,7 @@ impl Binary {
             .section_by_name(".note.go.buildid")
             .and_then(|s| s.data().ok())
             .and_then(parse_go_buildid_note);
+        let rodata = find_rodata(&file, data.len());
         drop(file);
         Ok(Self {
             path: path.to_owned(),
@@ -68,6 +85,7 @@ impl Binary {
             build_id,
             has_dwarf,
             is_go,
+            rodata,
         })
     }
 
@@ -146,6 +164,12 @@ impl Binary {
         object::File::parse(&*self.data).expect("parsed in Binary::open")
     }
 
+    /// The file's bytes of the read-only data segment.
+    pub fn rodata_bytes(&self) -> Option<(u64, &[u8])> {
+        let r = self.rodata?;
+        Some((r.addr, self.data.get(r.offset..r.offset + r.len)?))
+    }
+
     /// `len` bytes of the file's initialised data at virtual address `addr`.
     pub fn read_virt(&self, addr: u64, len: u64) -> Option<&[u8]> {
         let off = self.file_offset(addr)?;
@@ -193,6 +217,29 @@ impl Binary {
         }
         None
     }
+}
+
+/// The PT_LOAD segment holding `.rodata`, if it is mapped read-only (no
+/// write, no execute: neither relocated at load nor code that a debugger
+/// could patch) and wholly backed by the file.
+fn find_rodata(file: &object::File, file_len: usize) -> Option<Rodata> {
+    const PF_X: u32 = 1;
+    const PF_W: u32 = 2;
+    let at = file.section_by_name(".rodata")?.address();
+    file.segments().find_map(|seg| {
+        let object::SegmentFlags::Elf { p_flags } = seg.flags() else {
+            return None;
+        };
+        let (addr, size) = (seg.address(), seg.size());
+        let (off, fsize) = seg.file_range();
+        let inside = addr <= at && at < addr + size;
+        let plain = p_flags & (PF_X | PF_W) == 0 && fsize == size && off + fsize <= file_len as u64;
+        (inside && plain).then_some(Rodata {
+            addr,
+            offset: off as usize,
+            len: size as usize,
+        })
+    })
 }
 
 /// Reads the Go version from `.go.buildinfo` (format since Go 1.18: a 32-byte

@@ -32,6 +32,10 @@ pub struct RawEvent<'a> {
     /// Load bias of the executable (runtime address − linked address; 0
     /// unless PIE), applied to code and type addresses found in memory.
     pub bias: u64,
+    /// The executable's read-only data segment (linked address, the file's
+    /// bytes), where the kernel leaves pointer-free values unread (see
+    /// `ProbeParams::rodata_start`): memory no chunk covers is read there.
+    pub rodata: Option<(u64, &'a [u8])>,
     /// (address, captured bytes, full length), sorted by address.
     chunks: Vec<(u64, &'a [u8], u32)>,
 }
@@ -72,11 +76,13 @@ impl<'a> RawEvent<'a> {
             stack,
             chunks,
             bias: 0,
+            rodata: None,
         })
     }
 
     /// The captured bytes at `addr` (as many as were captured from there on)
-    /// and the full length of the value the chunk was read for.
+    /// and the full length of the value the chunk was read for; in the
+    /// read-only data segment, the file's bytes to the segment's end.
     pub fn memory_at(&self, addr: u64) -> Option<(&'a [u8], u32)> {
         let i = self.chunks.partition_point(|c| c.0 <= addr);
         for c in self.chunks[..i].iter().rev().take(32) {
@@ -85,7 +91,10 @@ impl<'a> RawEvent<'a> {
                 return Some((&c.1[off as usize..], c.2));
             }
         }
-        None
+        let (start, bytes) = self.rodata?;
+        let off = addr.wrapping_sub(self.bias).wrapping_sub(start);
+        let b = bytes.get(usize::try_from(off).ok()?..)?;
+        (!b.is_empty()).then(|| (b, u32::try_from(b.len()).unwrap_or(u32::MAX)))
     }
 
     /// Exactly `n` captured bytes at `addr`.
@@ -164,6 +173,8 @@ pub fn decode_vars(
         rtypes,
         ev,
         withhold_strings: !plan.limits.strings,
+        max_string: plan.limits.max_string as u64,
+        max_elems: plan.limits.max_elems as u64,
     };
     plan.params
         .iter()
@@ -197,6 +208,10 @@ struct Decoder<'a> {
     ev: &'a RawEvent<'a>,
     /// The plan left string and byte-slice contents in the kernel (policy).
     withhold_strings: bool,
+    /// The kernel's caps (`--max-string`, `--max-elems`), also applied to
+    /// what the read-only data segment holds in full.
+    max_string: u64,
+    max_elems: u64,
 }
 
 fn u64_at(b: &[u8], off: u64) -> Option<u64> {
@@ -311,7 +326,7 @@ impl Decoder<'_> {
                 }
                 match self.ev.memory_at(ptr) {
                     Some((data, _)) => {
-                        let n = (data.len() as u64).min(len) as usize;
+                        let n = (data.len() as u64).min(len).min(self.max_string) as usize;
                         Value::Str {
                             text: String::from_utf8_lossy(&data[..n]).into_owned(),
                             len,
@@ -461,7 +476,7 @@ impl Decoder<'_> {
         let es = self.d.underlying(elem).size.max(1);
         match self.ev.memory_at(ptr) {
             Some((data, _)) => {
-                let n = (data.len() as u64 / es).min(len);
+                let n = (data.len() as u64 / es).min(len).min(self.max_elems);
                 let items = (0..n)
                     .map(|i| {
                         self.value(

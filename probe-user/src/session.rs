@@ -265,6 +265,8 @@ pub fn probe_params(
         max_elems: l.max_elems,
         max_depth: l.max_depth,
         n_roots: p.plan.roots.len().min(MAX_ROOTS) as u32,
+        rodata_start: program.binary.rodata.map_or(0, |r| r.addr),
+        rodata_len: program.binary.rodata.map_or(0, |r| r.len as u64),
         ..Default::default()
     };
     for (i, r) in p.plan.roots.iter().take(MAX_ROOTS).enumerate() {
@@ -1031,6 +1033,7 @@ impl Renderer<'_> {
         if let Some(p) = self.probes.get(ev.header.probe_id as usize) {
             ev.bias = ev.header.regs[16].wrapping_sub(p.pc);
         }
+        ev.rodata = self.program.binary.rodata_bytes();
         if self.debug {
             eprintln!("{}", ev.describe());
         }

@@ -541,3 +541,71 @@ fn withheld_strings_are_not_planned_and_decode_as_withheld() {
         assert_eq!(a["ttl"], 5, "go{v}");
     }
 }
+
+#[test]
+fn constant_strings_are_read_from_the_binary_not_the_event() {
+    for v in GO_VERSIONS {
+        for (name, pie_bias) in [("store", 0u64), ("store-pie", 0x5555_0000_0000u64)] {
+            let mut prog = Program::open(&testdata(v, name)).unwrap();
+            let p = prog.resolve_func("main.(*Store).Put").unwrap();
+            let (start, bytes) = prog
+                .binary
+                .rodata_bytes()
+                .unwrap_or_else(|| panic!("go{v}/{name}: no read-only data segment"));
+            let r = prog.binary.rodata.unwrap();
+            assert!(r.len > 0 && prog.binary.read_virt(start, 16) == bytes.get(..16));
+            // The segment must hold the string literals: the runtime's own
+            // panic message is one.
+            let lit = b"invalid memory address or nil pointer dereference";
+            let off = bytes
+                .windows(lit.len())
+                .position(|w| w == lit)
+                .expect("a runtime string literal in the read-only segment")
+                as u64;
+            // `key` points at the literal (as run, `pie_bias` further up);
+            // the event has no chunk for it, as the kernel leaves it unread.
+            let key = start + pie_bias + off;
+            let regs = [
+                (reg::RAX, 0),
+                (reg::RBX, key),
+                (reg::RCX, 22),
+                (reg::RDI, 0),
+                (reg::RSI, 0),
+            ];
+            let raw = event(&regs, &[], 0);
+            let mut ev = RawEvent::parse(&raw).unwrap();
+            ev.bias = pie_bias;
+            let decode = |ev: &RawEvent| -> serde_json::Map<String, serde_json::Value> {
+                decode_args(&prog.debug, &prog.rtypes, &p.plan, ev)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect()
+            };
+            assert!(
+                decode(&ev)["key"]["@unavailable"].is_string(),
+                "without the binary's bytes it is not captured"
+            );
+            ev.rodata = prog.binary.rodata_bytes();
+            assert_eq!(decode(&ev)["key"], json!("invalid memory address"));
+            // The caps still hold: a string longer than --max-string (256)
+            // is cut there, as a captured one would be.
+            let raw = event(&[(reg::RBX, key), (reg::RCX, 5000)], &[], 0);
+            let mut ev = RawEvent::parse(&raw).unwrap();
+            (ev.bias, ev.rodata) = (pie_bias, prog.binary.rodata_bytes());
+            let j = decode(&ev);
+            assert_eq!(j["key"]["@len"], json!(5000), "{}", j["key"]);
+            let t = j["key"]["@truncated"].as_str().unwrap();
+            assert!(t.starts_with(std::str::from_utf8(lit).unwrap()), "{t}");
+            assert!(t.chars().count() <= 256, "{t}");
+            // Past the segment's end nothing is invented.
+            let raw = event(
+                &[(reg::RBX, start + pie_bias + r.len as u64), (reg::RCX, 3)],
+                &[],
+                0,
+            );
+            let mut ev = RawEvent::parse(&raw).unwrap();
+            (ev.bias, ev.rodata) = (pie_bias, prog.binary.rodata_bytes());
+            assert!(decode(&ev)["key"]["@unavailable"].is_string());
+        }
+    }
+}

@@ -21,6 +21,12 @@ import (
 
 var sink atomic.Int64
 
+// key is work's string argument: the literal "key", which lives in the
+// binary's read-only data, or with -heap-key the same bytes on the heap
+// (a tracer that knows read-only data cannot change reads a literal from
+// the file instead of the process: the two cost a tracer differently).
+var key = "key"
+
 // work has Go's stack-bound check at its first byte (it is not a leaf), so
 // a probe there is single-stepped while one after the check is emulated.
 //
@@ -38,7 +44,11 @@ func main() {
 	duration := flag.Duration("duration", 3*time.Second, "loop duration")
 	addr := flag.String("http", "127.0.0.1:18080", "listen address in http mode")
 	rate := flag.Float64("rate", 10000, "calls per second in rate mode")
+	heapKey := flag.Bool("heap-key", false, "pass work() a heap copy of its string, not the literal")
 	flag.Parse()
+	if *heapKey {
+		key = string([]byte{'k', 'e', 'y'})
+	}
 	switch *mode {
 	case "loop":
 		var calls atomic.Int64
@@ -49,7 +59,7 @@ func main() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				key := "key"
+				key := key
 				local := int64(0)
 				for n := 0; ; n++ {
 					sink.Add(int64(work(n, key)))
@@ -81,7 +91,7 @@ func main() {
 				if calls%64 == 0 && time.Since(start) >= *duration {
 					break
 				}
-				sink.Add(int64(work(calls, "key")))
+				sink.Add(int64(work(calls, key)))
 			}
 			busy += time.Since(t0)
 			time.Sleep(time.Millisecond)

@@ -138,6 +138,9 @@ enum Config {
     FloorMinimal,
     ProbeFirstByte,
     ProbeArgs,
+    /// Probe args with `hot -heap-key` (per-hit table only): the string
+    /// argument on the heap, so read from the process at each hit.
+    ProbeArgsHeap,
     ProbeFull,
     ProbeCond,
     Bpftrace,
@@ -158,6 +161,7 @@ impl Config {
             Config::FloorMinimal => "minimal",
             Config::ProbeFirstByte => "first-byte",
             Config::ProbeArgs => "args",
+            Config::ProbeArgsHeap => "args-heap",
             Config::ProbeFull => "full",
             Config::ProbeCond => "cond",
             Config::Bpftrace => "bpftrace",
@@ -172,6 +176,7 @@ impl Config {
             Config::FloorRead => "empty program + one read of target memory",
             Config::FloorReads => "empty program + g's head + stack window",
             Config::FloorMinimal => "minimal capture by hand (no ring, no reader)",
+            Config::ProbeArgsHeap => "probe args, the string on the heap",
             c => c.name(),
         }
     }
@@ -180,7 +185,11 @@ impl Config {
     fn per_hit_only(self) -> bool {
         matches!(
             self,
-            Config::FloorClock | Config::FloorRead | Config::FloorReads | Config::FloorMinimal
+            Config::FloorClock
+                | Config::FloorRead
+                | Config::FloorReads
+                | Config::FloorMinimal
+                | Config::ProbeArgsHeap
         )
     }
 
@@ -202,6 +211,9 @@ impl Config {
             }
             Config::ProbeFirstByte => "probe args, first byte",
             Config::ProbeArgs => "probe args (--func: after stack check)",
+            Config::ProbeArgsHeap => {
+                "probe args, the string on the heap (`hot -heap-key`: its bytes read at each hit)"
+            }
             Config::ProbeFull => "probe args + --stack 16 + --returns",
             Config::ProbeCond => "probe --cond matching 1%",
             Config::Bpftrace => "bpftrace printing the same args",
@@ -210,7 +222,7 @@ impl Config {
     }
 }
 
-const CONFIGS: [Config; 13] = [
+const CONFIGS: [Config; 14] = [
     Config::None,
     Config::FloorFirstByte,
     Config::FloorEmulated,
@@ -220,6 +232,7 @@ const CONFIGS: [Config; 13] = [
     Config::FloorMinimal,
     Config::ProbeFirstByte,
     Config::ProbeArgs,
+    Config::ProbeArgsHeap,
     Config::ProbeFull,
     Config::ProbeCond,
     Config::Bpftrace,
@@ -341,7 +354,7 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         Config::FloorReads => floor("main.work+0x6", "reads"),
         Config::FloorMinimal => floor("main.work+0x6", "minimal"),
         Config::ProbeFirstByte => probe(&["--addr", "main.work"]),
-        Config::ProbeArgs => probe(&["--func", "main.work"]),
+        Config::ProbeArgs | Config::ProbeArgsHeap => probe(&["--func", "main.work"]),
         Config::ProbeFull => probe(&["--func", "main.work", "--stack", "16", "--returns"]),
         Config::ProbeCond => probe(&["--func", "main.work", "--cond", "n % 100 == 0"]),
         Config::Bpftrace => {
@@ -411,6 +424,9 @@ fn loop_run(
         Load::Paced(r) => vec!["-mode".into(), "rate".into(), "-rate".into(), r.to_string()],
     };
     args.extend(["-duration".into(), format!("{secs}s")]);
+    if c == Config::ProbeArgsHeap {
+        args.push("-heap-key".into());
+    }
     let out = if c == Config::Delve {
         Command::new("dlv")
             .args(["trace", "--check-go-version=false", "--exec"])
@@ -1060,7 +1076,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     let mut added = vec![];
     if sel.runs("per-hit") {
         crate::step("per-hit cost: a probed function called paced and in a tight loop");
-        md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs. Probe's configurations capture, with the arguments (`n int, key string`: the string's bytes read from its memory), the goroutine id and a 256-byte stack window (`--stack-window 256`), the workload of the per-hit goal.\n\n"));
+        md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs. Probe's configurations capture, with the arguments (`n int, key string`), the goroutine id and a 256-byte stack window (`--stack-window 256`), the workload of the per-hit goal. `key` is the literal `\"key\"`, whose bytes lie in the binary's read-only data: Probe reads them from the file, not the process (no read at the hit); the `-heap-key` row passes the same bytes from the heap, read at each hit, as a string built at run time is.\n\n"));
         md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit (paced) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let loads = [Load::Paced(PACED_RATE), Load::Loop(1), Load::Loop(2)];
         let nc = sel.configs.len();
@@ -1147,24 +1163,35 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         // The ratios the goals name, computed once for both places.
         let floor = get(Config::FloorEmulated);
         let args = get(Config::ProbeArgs);
-        let per_hit = args / floor;
+        let heap = get(Config::ProbeArgsHeap);
+        let per_hit = goals::PerHit {
+            literal: args / floor,
+            heap: heap / floor,
+            reads: get(Config::FloorReads) / floor,
+        };
         let (bpftrace, delve) = (get(Config::Bpftrace) / args, get(Config::Delve) / args);
         md.push_str(&format!(
-            "\nRatios (paced, every hit captured): probe args / empty-program floor at the same emulated point: **{per_hit:.2}×**; at the first byte: **{:.2}×**; bpftrace / probe args: **{bpftrace:.1}×**; dlv trace / probe args: **{delve:.0}×**.\n\n",
+            "\nRatios (paced, every hit captured): probe args / empty-program floor at the same emulated point: **{:.2}×**{}; at the first byte: **{:.2}×**; bpftrace / probe args: **{bpftrace:.1}×**; dlv trace / probe args: **{delve:.0}×**.\n\n",
+            per_hit.literal,
+            if heap.is_finite() {
+                format!(" (the string on the heap: **{:.2}×**)", per_hit.heap)
+            } else {
+                String::new()
+            },
             get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
         ));
-        goals.per_hit = Some((per_hit, get(Config::FloorReads) / floor));
+        goals.per_hit = Some(per_hit);
         goals.bpftrace = Some(bpftrace);
         goals.delve = Some(delve);
         let minimal = get(Config::FloorMinimal);
-        if floor.is_finite() && minimal.is_finite() {
+        if floor.is_finite() && minimal.is_finite() && heap.is_finite() {
             md.push_str(&format!(
-                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): one clock read **{:+.0}**, one 8-byte read of target memory **{:+.0}**; the two reads the goal needs whatever the arguments (g's head for the goroutine id, the 256-byte stack window) **{:.2}× the floor**; the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{:.2}× the floor**; probe args / that minimal capture: **{:.2}×**.\n\n",
+                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): one clock read **{:+.0}**, one 8-byte read of target memory **{:+.0}**; the two reads the goal needs whatever the arguments (g's head for the goroutine id, the 256-byte stack window) **{:.2}× the floor**; the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{:.2}× the floor**; probe args with the string on the heap (the same three reads) / that minimal capture: **{:.2}×**.\n\n",
                 get(Config::FloorClock) - floor,
                 get(Config::FloorRead) - floor,
                 get(Config::FloorReads) / floor,
                 minimal / floor,
-                args / minimal,
+                heap / minimal,
             ));
         }
     }
