@@ -21,12 +21,6 @@ import (
 
 var sink atomic.Int64
 
-// key is work's string argument: the literal "key", which lives in the
-// binary's read-only data, or with -heap-key the same bytes on the heap
-// (a tracer that knows read-only data cannot change reads a literal from
-// the file instead of the process: the two cost a tracer differently).
-var key = "key"
-
 // work has Go's stack-bound check at its first byte (it is not a leaf), so
 // a probe there is single-stepped while one after the check is emulated.
 //
@@ -37,6 +31,12 @@ func work(n int, key string) int {
 
 //go:noinline
 func inner(n int) int { return n * 3 }
+
+// key is work's string argument: the literal "key", which lives in the
+// binary's read-only data, or with -heap-key the same bytes on the heap
+// (a tracer that knows read-only data cannot change reads a literal from
+// the file instead of the process: the two cost a tracer differently).
+var key = "key"
 
 func main() {
 	mode := flag.String("mode", "loop", "loop|http")
