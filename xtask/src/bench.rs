@@ -1170,16 +1170,36 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             reads: get(Config::FloorReads) / floor,
         };
         let (bpftrace, delve) = (get(Config::Bpftrace) / args, get(Config::Delve) / args);
-        md.push_str(&format!(
-            "\nRatios (paced, every hit captured): probe args / empty-program floor at the same emulated point: **{:.2}×**{}; at the first byte: **{:.2}×**; bpftrace / probe args: **{bpftrace:.1}×**; dlv trace / probe args: **{delve:.0}×**.\n\n",
-            per_hit.literal,
-            if heap.is_finite() {
-                format!(" (the string on the heap: **{:.2}×**)", per_hit.heap)
-            } else {
-                String::new()
-            },
-            get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
-        ));
+        // Only the ratios whose configurations ran (a partial run has fewer).
+        let ratios: Vec<String> = [
+            (
+                "probe args / empty-program floor at the same emulated point",
+                per_hit.literal,
+                2,
+            ),
+            (
+                "probe args with the string on the heap / that floor",
+                per_hit.heap,
+                2,
+            ),
+            (
+                "probe at the first byte / the floor there",
+                get(Config::ProbeFirstByte) / get(Config::FloorFirstByte),
+                2,
+            ),
+            ("bpftrace / probe args", bpftrace, 1),
+            ("dlv trace / probe args", delve, 0),
+        ]
+        .into_iter()
+        .filter(|r| r.1.is_finite())
+        .map(|(what, v, places)| format!("{what}: **{v:.places$}×**"))
+        .collect();
+        if !ratios.is_empty() {
+            md.push_str(&format!(
+                "\nRatios (paced, every hit captured): {}.\n\n",
+                ratios.join("; ")
+            ));
+        }
         goals.per_hit = Some(per_hit);
         goals.bpftrace = Some(bpftrace);
         goals.delve = Some(delve);
