@@ -1028,23 +1028,10 @@ fn response_complete(buf: &[u8]) -> bool {
 }
 
 pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
-    for (pkg, bin) in [("bpftrace", "bpftrace"), ("delve", "dlv"), ("wrk", "wrk")] {
-        if Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {bin}"))
-            .output()?
-            .stdout
-            .is_empty()
-        {
-            crate::step(&format!("installing {pkg} (Debian)"));
-            crate::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-            crate::run(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-qq", pkg])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-        }
-    }
+    crate::ensure_debian(
+        "the bench",
+        &[("bpftrace", "bpftrace"), ("delve", "dlv"), ("wrk", "wrk")],
+    )?;
     let ctx = Ctx {
         probe,
         hot: root.join(format!("target/testdata/go{GO}/hot")),

@@ -8,8 +8,9 @@
 //! - every `testdata/` program built with every installed Go, under
 //!   `target/testdata/go<version>/<program>[-<variant>]`.
 //!
-//! `cargo xtask test` also installs Debian's `etcd-server` (apt-get) when no
-//! `etcd` is on PATH: the fleet tests start a real etcd.
+//! `cargo xtask test` also installs Debian's `etcd-server` and `binutils`
+//! (apt-get) when `etcd` or `objcopy` is not on PATH: the fleet tests start
+//! a real etcd, the stripped-binary tests split DWARF out with objcopy.
 
 use std::{
     env,
@@ -451,7 +452,7 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the integration tests load eBPF programs and attach uprobes: run `cargo xtask test` as root (e.g. with sudo -E)");
     }
-    let etcd = setup_etcd()?;
+    let etcd = setup_test_tools()?;
     step("integration tests (real eBPF programs, real Go binaries)");
     run(clean("cargo")
         .args(["test", "-p", "probe-integration", "--"])
@@ -481,19 +482,45 @@ fn which(bin: &str) -> Option<PathBuf> {
     (!p.is_empty()).then(|| PathBuf::from(p))
 }
 
-/// etcd for the fleet tests: Debian's `etcd-server` (3.4), installed with
-/// apt-get when missing. The tests start their own server on free ports;
-/// where the package starts a system service (systemd), it is left alone.
-fn setup_etcd() -> Result<PathBuf> {
-    if let Some(p) = which("etcd") {
-        return Ok(p);
+/// Debian packages a step needs, each given with the command it provides:
+/// those whose command is not on PATH are installed with apt-get, in one
+/// go. Where a package starts a system service (etcd under systemd), it is
+/// left alone: the tests start their own server on free ports.
+pub(crate) fn ensure_debian(why: &str, pkgs: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .filter(|(_, bin)| which(bin).is_none())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
-    step("installing etcd-server (Debian) for the fleet tests");
+    step(&format!(
+        "installing {} (Debian) for {why}",
+        missing.join(", ")
+    ));
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "etcd-server"])
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    which("etcd").context("etcd-server installed, but no etcd on PATH")
+    for (pkg, bin) in pkgs {
+        if which(bin).is_none() {
+            bail!("{pkg} installed, but no {bin} on PATH");
+        }
+    }
+    Ok(())
+}
+
+/// What the integration tests run besides Probe: Debian's `etcd-server`
+/// (3.4) for the fleet tests, binutils' `objcopy` to split a binary's DWARF
+/// into a separate debug file (the stripped-binary tests). Returns etcd.
+fn setup_test_tools() -> Result<PathBuf> {
+    ensure_debian(
+        "the integration tests",
+        &[("etcd-server", "etcd"), ("binutils", "objcopy")],
+    )?;
+    which("etcd").context("no etcd on PATH")
 }
 
 const FUZZ_TARGETS: &[&str] = &["cond", "decode", "elf_dwarf"];
