@@ -243,6 +243,13 @@ const CONFIGS: [Config; 14] = [
 /// reader drains without drops (see the capture-throughput section).
 const PACED_RATE: u32 = 100_000;
 
+/// Calls a second in the sparse per-hit runs: one call each millisecond,
+/// as a service with one probed call per request at a modest rate makes
+/// them. Between hits the target sleeps and the CPU runs other work, so a
+/// hit finds the probe's program, maps and ring lines cold rather than in
+/// cache as back-to-back hits do.
+const SPARSE_RATE: u32 = 1_000;
+
 /// What `cargo xtask bench` runs: every section and configuration by
 /// default; a subset for experiments.
 pub struct Selection {
@@ -1062,10 +1069,18 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     let mut goals = goals::Goals::default();
     let mut added = vec![];
     if sel.runs("per-hit") {
+        // Added ns per hit when sparse (one call each millisecond).
+        let mut sparse = vec![];
         crate::step("per-hit cost: a probed function called paced and in a tight loop");
         md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs. Probe's configurations capture, with the arguments (`n int, key string`), the goroutine id and a 256-byte stack window (`--stack-window 256`), the workload of the per-hit goal. `key` is the literal `\"key\"`, whose bytes lie in the binary's read-only data: Probe reads them from the file, not the process (no read at the hit); the `-heap-key` row passes the same bytes from the heap, read at each hit, as a string built at run time is.\n\n"));
-        md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit (paced) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let loads = [Load::Paced(PACED_RATE), Load::Loop(1), Load::Loop(2)];
+        md.push_str(&format!("Sparse: {SPARSE_RATE} calls a second, one each millisecond, each timed alone: hits that find the probe's program and data cold, as one probed call per request at a modest request rate does.\n\n"));
+        md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | sparse: ns/call | added ns/hit | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit (paced) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let loads = [
+            Load::Paced(PACED_RATE),
+            Load::Paced(SPARSE_RATE),
+            Load::Loop(1),
+            Load::Loop(2),
+        ];
         let nc = sel.configs.len();
         // [config][load]: ns per call of each round; BPF ns/hit and drops.
         let mut ns = vec![vec![vec![]; loads.len()]; nc];
@@ -1085,9 +1100,10 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                         let _ = loop_run(&ctx, c, load, 0.5)?; // warm-up
                     }
                     let (v, log, _) = loop_run(&ctx, c, load, secs)?;
-                    // Only where every hit is captured: in the loops most
-                    // hits take the drop path, a fraction of the program.
-                    if let (Some(log), Load::Paced(_)) = (log.as_deref(), load) {
+                    // Only where every hit is captured at the usual rate: in
+                    // the loops most hits take the drop path, a fraction of
+                    // the program.
+                    if let (Some(log), Load::Paced(PACED_RATE)) = (log.as_deref(), load) {
                         if let Some(b) = log.lines().find_map(|x| {
                             x.trim()
                                 .strip_prefix("BPF run time per hit: ")?
@@ -1118,6 +1134,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         for (ci, c) in sel.configs.iter().copied().enumerate() {
             let col = |li: usize| med[ci][li] - none.map_or(0.0, |n| med[n][li]);
             added.push((c, col(0)));
+            sparse.push((c, col(1)));
             let d = if dropped[ci].is_empty() {
                 "–".to_owned()
             } else {
@@ -1129,7 +1146,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 format!("{:.0}", median(&mut bpf[ci]))
             };
             md.push_str(&format!(
-                "| {} | {:.1} | {:.1} | {d} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
+                "| {} | {:.1} | {:.1} | {d} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
                 c.name(),
                 med[ci][0],
                 col(0),
@@ -1137,16 +1154,15 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 col(1),
                 med[ci][2],
                 col(2),
+                med[ci][3],
+                col(3),
                 b,
             ));
         }
-        let get = |c: Config| {
-            added
-                .iter()
-                .find(|a| a.0 == c)
-                .map(|a| a.1)
-                .unwrap_or(f64::NAN)
+        let of = |v: &[(Config, f64)], c: Config| {
+            v.iter().find(|a| a.0 == c).map(|a| a.1).unwrap_or(f64::NAN)
         };
+        let get = |c: Config| of(&added, c);
         // The ratios the goals name, computed once for both places.
         let floor = get(Config::FloorEmulated);
         let args = get(Config::ProbeArgs);
@@ -1176,6 +1192,16 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             ),
             ("bpftrace / probe args", bpftrace, 1),
             ("dlv trace / probe args", delve, 0),
+            (
+                "sparse hits (cold): probe args / the floor",
+                of(&sparse, Config::ProbeArgs) / of(&sparse, Config::FloorEmulated),
+                2,
+            ),
+            (
+                "sparse, the string on the heap / the floor",
+                of(&sparse, Config::ProbeArgsHeap) / of(&sparse, Config::FloorEmulated),
+                2,
+            ),
         ]
         .into_iter()
         .filter(|r| r.1.is_finite())
