@@ -1,11 +1,9 @@
 // Command hot calls probed functions in a tight loop (per-hit cost) or
 // serves them over HTTP (service overhead), for `cargo xtask bench`.
 //
-//	-mode loop: G goroutines call work() for -duration, then print
-//	  "calls N ns_per_call X".
-//	-mode rate: work() -rate times a second (bursts every millisecond) for
-//	  -duration, then "calls N ns_per_call X", timed over the bursts only,
-//	  and "trimmed Y": the same without the slowest 1% of bursts.
+//	-mode loop: G goroutines call work() for -duration; prints "calls N ns_per_call X".
+//	-mode rate: work() -rate times a second (bursts every millisecond) for -duration;
+//	  prints the same, timed over the bursts only, then "trimmed Y" without the slowest 1% of bursts.
 //	-mode http: serve GET /work?n=N on -http, calling work() once per request.
 package main
 
