@@ -407,10 +407,30 @@ enum Load {
     /// G goroutines calling it back to back: far more hits than any reader
     /// drains, so a tracer's ring fills and most hits take the drop path.
     Loop(usize),
-    /// One goroutine calling it this many times a second, in bursts every
-    /// millisecond: a rate Probe's reader keeps up with, so every hit is
-    /// captured; timed over the bursts only.
-    Paced(u32),
+    /// One goroutine calling it [`PACED_RATE`] times a second, in bursts
+    /// every millisecond: a rate Probe's reader keeps up with, so every hit
+    /// is captured; timed over the bursts only.
+    Paced,
+    /// One goroutine calling it [`SPARSE_RATE`] times a second, one call a
+    /// burst, timed without the slowest 1% of bursts: cold hits.
+    Sparse,
+}
+
+impl Load {
+    /// `hot`'s arguments for this load.
+    fn args(self) -> Vec<String> {
+        let rate = |r: u32| vec!["-mode".into(), "rate".into(), "-rate".into(), r.to_string()];
+        match self {
+            Load::Loop(g) => vec![
+                "-mode".into(),
+                "loop".into(),
+                "-goroutines".into(),
+                g.to_string(),
+            ],
+            Load::Paced => rate(PACED_RATE),
+            Load::Sparse => rate(SPARSE_RATE),
+        }
+    }
 }
 
 /// One per-hit run: ns per call and the tracer's log.
@@ -421,15 +441,7 @@ fn loop_run(
     secs: f64,
 ) -> Result<(f64, Option<String>, (f64, f64))> {
     let t = tracer(ctx, c)?;
-    let mut args = match load {
-        Load::Loop(g) => vec![
-            "-mode".into(),
-            "loop".into(),
-            "-goroutines".into(),
-            g.to_string(),
-        ],
-        Load::Paced(r) => vec!["-mode".into(), "rate".into(), "-rate".into(), r.to_string()],
-    };
+    let mut args = load.args();
     args.extend(["-duration".into(), format!("{secs}s")]);
     if c == Config::ProbeArgsHeap {
         args.push("-heap-key".into());
@@ -450,7 +462,7 @@ fn loop_run(
     let fp = t.as_ref().map(|t| t.footprint()).unwrap_or_default();
     let log = t.map(Tracer::stop);
     let text = String::from_utf8_lossy(&out.stdout);
-    let ns = if matches!(load, Load::Paced(SPARSE_RATE)) {
+    let ns = if matches!(load, Load::Sparse) {
         // One call a burst: the mean of a few thousand microsecond calls
         // is moved by a fifth by one millisecond's stall of the host, so
         // the slowest 1% of bursts are left out (`hot` prints both).
@@ -1081,12 +1093,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         md.push_str(&format!("### Per-hit cost (`testdata/hot`, `main.work`)\n\nPaced: one goroutine calls it {PACED_RATE} times a second in bursts every millisecond, timed over the bursts; Probe's reader keeps up, so every hit is captured (the dropped column shows it). Tight loop: calls back to back, far faster than any reader drains; a tracer's ring fills and most hits take the cheaper drop path, so those columns understate what a captured hit costs. Probe's configurations capture, with the arguments (`n int, key string`), the goroutine id and a 256-byte stack window (`--stack-window 256`), the workload of the per-hit goal. `key` is the literal `\"key\"`, whose bytes lie in the binary's read-only data: Probe reads them from the file, not the process (no read at the hit); the `-heap-key` row passes the same bytes from the heap, read at each hit, as a string built at run time is.\n\n"));
         md.push_str(&format!("Sparse: {SPARSE_RATE} calls a second, one each millisecond, each timed alone, the slowest 1% left out (one stall of the host would otherwise outweigh thousands of calls): hits that find the probe's program and data cold, as one probed call per request at a modest request rate does.\n\n"));
         md.push_str("| configuration | paced: ns/call | added ns/hit | hits dropped (paced) | sparse: ns/call | added ns/hit | loop, 1 goroutine: ns/call | added ns/hit | loop, 2 goroutines: ns/call | added ns/hit | BPF ns/hit (paced) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let loads = [
-            Load::Paced(PACED_RATE),
-            Load::Paced(SPARSE_RATE),
-            Load::Loop(1),
-            Load::Loop(2),
-        ];
+        let loads = [Load::Paced, Load::Sparse, Load::Loop(1), Load::Loop(2)];
         let nc = sel.configs.len();
         // [config][load]: ns per call of each round; BPF ns/hit and drops.
         let mut ns = vec![vec![vec![]; loads.len()]; nc];
@@ -1099,7 +1106,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 for (ci, c) in sel.configs.iter().copied().enumerate() {
                     let secs = match (c, load) {
                         (Config::Delve, _) => 1.0,
-                        (_, Load::Paced(_)) => 3.0,
+                        (_, Load::Paced | Load::Sparse) => 3.0,
                         _ => 2.0,
                     };
                     if round == 0 {
@@ -1109,7 +1116,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                     // Only where every hit is captured at the usual rate: in
                     // the loops most hits take the drop path, a fraction of
                     // the program.
-                    if let (Some(log), Load::Paced(PACED_RATE)) = (log.as_deref(), load) {
+                    if let (Some(log), Load::Paced) = (log.as_deref(), load) {
                         if let Some(b) = log.lines().find_map(|x| {
                             x.trim()
                                 .strip_prefix("BPF run time per hit: ")?
@@ -1124,7 +1131,8 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                         }
                     }
                     let what = match load {
-                        Load::Paced(r) => format!("paced {r}/s"),
+                        Load::Paced => format!("paced {PACED_RATE}/s"),
+                        Load::Sparse => format!("sparse {SPARSE_RATE}/s"),
                         Load::Loop(g) => format!("loop, {g} goroutine(s)"),
                     };
                     eprintln!("  round {round}: {:<55} {what}: {v:.1} ns/call", c.name());
