@@ -54,12 +54,8 @@ pub(super) struct Goals {
     pub toggle: Option<(Spread, Spread, Spread)>,
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "**not met**"
-    }
+fn verdict(met: bool) -> String {
+    if met { "met" } else { "**not met**" }.to_owned()
 }
 
 fn pct((m, lo, hi): Spread) -> String {
@@ -87,7 +83,7 @@ impl Goals {
             rows.push((
                 format!("per hit (arguments, goroutine id, 256-byte stack window) at most {PER_HIT_MAX}× the empty-program floor at the same emulated point"),
                 got,
-                verdict(met).to_owned(),
+                verdict(met),
             ));
         }
         for (what, min, v) in [
@@ -107,7 +103,7 @@ impl Goals {
                     } else {
                         format!("{v:.0}×")
                     },
-                    verdict(v >= min).to_owned(),
+                    verdict(v >= min),
                 ));
             }
         }
@@ -146,7 +142,7 @@ impl Goals {
             rows.push((
                 format!("at 50% load, throughput lost at most {THROUGHPUT_LOSS_MAX}%"),
                 tput.join("; "),
-                verdict(tput_ok).to_owned(),
+                verdict(tput_ok),
             ));
             rows.push((
                 format!("at 50% load, p99 up at most {P99_RISE_MAX}%"),
@@ -158,7 +154,7 @@ impl Goals {
                         verdict(p99_ok)
                     )
                 } else {
-                    verdict(p99_ok).to_owned()
+                    verdict(p99_ok)
                 },
             ));
         }
