@@ -356,6 +356,42 @@ pub const PARAM_FRAME_SET: u32 = 16;
 pub const PARAM_PID_FILTER: u32 = 32;
 /// Processes one session may trace by pid (`PIDS` map).
 pub const MAX_PIDS: u32 = 4096;
+/// Set by userspace (`Kernel::configure`) on a probe whose capture is
+/// [`ProbeParams::lean`]: the kernel takes its lean path, which does the
+/// same capture without the general plan interpreter.
+pub const PARAM_LEAN: u32 = 64;
+/// Most string roots the lean path captures.
+pub const LEAN_ROOTS: u32 = 2;
+/// How much of the head of `g` one read covers: goid and stack.hi live well
+/// inside it in every Go release, and a g is larger than this (see `type g`
+/// in runtime/runtime2.go), so the read stays inside the object.
+pub const G_HEAD_BYTES: u32 = 256;
+
+impl ProbeParams {
+    /// Can the kernel's lean path capture this probe? An entry (or line)
+    /// probe with the goroutine in R14, no condition terms, rate limit,
+    /// return addresses or entry/return pairing, whose roots are at most
+    /// [`LEAN_ROOTS`] strings held in registers: the shape of most Go
+    /// functions' pointer arguments that are not structs. The lean path
+    /// writes the event the general path would (same header, same chunks in
+    /// the same order, same budget rules) with a fraction of its
+    /// instructions: no work stack, no type table lookups, no loop.
+    pub fn lean(&self) -> bool {
+        let reg = |s: &Source| s.kind == SRC_REG && (s.reg as usize) < NUM_REGS;
+        let head = |off: u32| off % 8 == 0 && off + 8 <= G_HEAD_BYTES;
+        self.flags & (PARAM_RECORD_ENTRY | PARAM_RETURN) == 0
+            && self.flags & PARAM_G_IN_R14 != 0
+            && head(self.goid_offset)
+            && head(self.stack_hi_offset)
+            && self.n_filters == 0
+            && self.rate_per_sec == 0
+            && self.stack_frames == 0
+            && self.n_roots <= LEAN_ROOTS
+            && self.roots[..self.n_roots as usize]
+                .iter()
+                .all(|r| r.kind == desc::STRING && reg(&r.w0) && reg(&r.w1))
+    }
+}
 
 /// Per-probe counters, one copy per CPU in the `STATS` map.
 #[repr(C)]
@@ -544,4 +580,86 @@ mod user {
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::Control {}
     unsafe impl aya::Pod for super::MinimalCapture {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(r: u8) -> Source {
+        Source {
+            kind: SRC_REG,
+            reg: r,
+            ..Default::default()
+        }
+    }
+
+    fn string_root(ptr: u8, len: u8) -> RootOp {
+        RootOp {
+            w0: reg(ptr),
+            w1: reg(len),
+            kind: desc::STRING,
+            ..Default::default()
+        }
+    }
+
+    /// `main.work(n int, key string)` as userspace configures it: one
+    /// string root in RBX/RCX, goid and stack.hi inside g's head.
+    fn work() -> ProbeParams {
+        let mut p = ProbeParams {
+            goid_offset: 152,
+            stack_hi_offset: 8,
+            stack_bytes: 256,
+            flags: PARAM_ENABLED | PARAM_G_IN_R14,
+            n_roots: 1,
+            ..Default::default()
+        };
+        p.roots[0] = string_root(reg::RBX, reg::RCX);
+        p
+    }
+
+    #[test]
+    fn string_arguments_in_registers_take_the_lean_path() {
+        let mut p = work();
+        assert!(p.lean());
+        p.n_roots = 0;
+        assert!(p.lean(), "no pointer arguments at all");
+        p.n_roots = 2;
+        p.roots[1] = string_root(reg::RDI, reg::RSI);
+        assert!(p.lean(), "two strings");
+        p.flags |= PARAM_PID_FILTER;
+        assert!(p.lean(), "the pid filter is checked before either path");
+    }
+
+    #[test]
+    fn anything_the_lean_path_does_not_do_takes_the_general_path() {
+        let cases: [(&str, fn(&mut ProbeParams)); 13] = [
+            ("a condition", |p| p.n_filters = 1),
+            ("a rate limit", |p| p.rate_per_sec = 10),
+            ("return addresses", |p| p.stack_frames = 4),
+            ("an entry paired with returns", |p| {
+                p.flags |= PARAM_RECORD_ENTRY
+            }),
+            ("a return", |p| p.flags |= PARAM_RETURN),
+            ("no g in R14", |p| p.flags &= !PARAM_G_IN_R14),
+            ("goid past g's head", |p| p.goid_offset = G_HEAD_BYTES),
+            ("stack.hi unaligned", |p| p.stack_hi_offset = 12),
+            ("a pointer root", |p| p.roots[0].kind = desc::PTR),
+            ("a slice root", |p| p.roots[0].kind = desc::SLICE),
+            ("a string on the stack", |p| p.roots[0].w0.kind = SRC_STACK),
+            ("a register number past the header's", |p| {
+                p.roots[0].w1.reg = NUM_REGS as u8
+            }),
+            ("three strings", |p| {
+                p.n_roots = 3;
+                p.roots[1] = p.roots[0];
+                p.roots[2] = p.roots[0];
+            }),
+        ];
+        for (what, change) in cases {
+            let mut p = work();
+            change(&mut p);
+            assert!(!p.lean(), "{what}");
+        }
+    }
 }

@@ -17,7 +17,9 @@ use aya::{
     },
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
-use probe_common::{Control, ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES, MAX_RINGS};
+use probe_common::{
+    Control, ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES, MAX_RINGS, PARAM_LEAN,
+};
 
 use crate::error::{chain, Error};
 
@@ -70,6 +72,13 @@ impl RunTimeSampler {
     /// One measured window per period.
     const PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
     const WINDOW: std::time::Duration = std::time::Duration::from_millis(200);
+}
+
+/// `PROBE_NO_LEAN=1`: every probe takes the kernel's general path, even
+/// one the lean path fits ([`ProbeParams::lean`]): a diagnostic switch, and
+/// how the integration tests check that both paths write the same events.
+pub fn lean_disabled() -> bool {
+    std::env::var_os("PROBE_NO_LEAN").is_some_and(|v| v == "1")
 }
 
 impl Kernel {
@@ -135,6 +144,16 @@ impl Kernel {
         let mut probes: Array<_, ProbeParams> =
             Array::try_from(self.ebpf.map_mut("PROBES").expect("PROBES map"))
                 .map_err(|e| Error::Kernel(format!("PROBES map: {e}")))?;
+        // The kernel's lean path for the probes it fits (the same event,
+        // fewer instructions per hit); `PROBE_NO_LEAN=1` turns it off, to
+        // tell the two apart should an event ever differ (the integration
+        // tests compare them).
+        let mut params = *params;
+        if params.lean() && !lean_disabled() {
+            params.flags |= PARAM_LEAN;
+        } else {
+            params.flags &= !PARAM_LEAN;
+        }
         probes
             .set(id, params, 0)
             .map_err(|e| Error::Kernel(format!("writing probe {id}: {e}")))

@@ -611,7 +611,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                 &r.conds,
                 &r.filters,
                 &r.user_terms,
-                opts.stack_window,
+                opts,
             )
         );
         return Ok(Summary {
@@ -1360,8 +1360,9 @@ fn dry_run(
     conds: &[Option<Condition>],
     filters: &[Vec<(probe_common::Filter, String)>],
     user_terms: &[Vec<String>],
-    window: u32,
+    opts: &AttachOptions,
 ) -> String {
+    let window = opts.stack_window;
     use std::fmt::Write;
     let mut s = String::new();
     for (i, p) in probes.iter().enumerate() {
@@ -1410,6 +1411,19 @@ fn dry_run(
             l.max_string,
             l.max_elems,
             l.max_bytes
+        );
+        let mut params = probe_params(p, program, opts, pairs[i]);
+        params.n_filters = filters[i].len() as u32;
+        let _ = writeln!(
+            s,
+            "  kernel path: {}",
+            if !params.lean() {
+                "general (the capture plan interpreted: pointers followed, types looked up)"
+            } else if crate::kernel::lean_disabled() {
+                "general (PROBE_NO_LEAN=1; the lean path would do)"
+            } else {
+                "lean (no pointers to follow but strings, no condition, rate limit, returns or --stack)"
+            }
         );
         match (p.plan.needs_stack_window, window) {
             (true, 0) => {
