@@ -378,7 +378,7 @@ impl ProbeParams {
     /// instructions: no work stack, no type table lookups, no loop.
     pub fn lean(&self) -> bool {
         let reg = |s: &Source| s.kind == SRC_REG && (s.reg as usize) < NUM_REGS;
-        let head = |off: u32| off % 8 == 0 && off + 8 <= G_HEAD_BYTES;
+        let head = |off: u32| off.is_multiple_of(8) && off + 8 <= G_HEAD_BYTES;
         self.flags & (PARAM_RECORD_ENTRY | PARAM_RETURN) == 0
             && self.flags & PARAM_G_IN_R14 != 0
             && head(self.goid_offset)
@@ -633,7 +633,8 @@ mod tests {
 
     #[test]
     fn anything_the_lean_path_does_not_do_takes_the_general_path() {
-        let cases: [(&str, fn(&mut ProbeParams)); 13] = [
+        type Change = fn(&mut ProbeParams);
+        let cases: [(&str, Change); 13] = [
             ("a condition", |p| p.n_filters = 1),
             ("a rate limit", |p| p.rate_per_sec = 10),
             ("return addresses", |p| p.stack_frames = 4),
