@@ -21,6 +21,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod goals;
+mod pairs;
 mod toggle;
 
 /// Go release the benchmark target is built with: Debian's Delve (1.20)
@@ -141,6 +142,9 @@ enum Config {
     /// Probe args with `hot -heap-key` (per-hit table only): the string
     /// argument on the heap, so read from the process at each hit.
     ProbeArgsHeap,
+    /// Probe args on the kernel's general capture path (`PROBE_NO_LEAN=1`;
+    /// per-hit table only): what the lean path saves.
+    ProbeArgsGeneral,
     ProbeFull,
     ProbeCond,
     Bpftrace,
@@ -162,6 +166,7 @@ impl Config {
             Config::ProbeFirstByte => "first-byte",
             Config::ProbeArgs => "args",
             Config::ProbeArgsHeap => "args-heap",
+            Config::ProbeArgsGeneral => "args-general",
             Config::ProbeFull => "full",
             Config::ProbeCond => "cond",
             Config::Bpftrace => "bpftrace",
@@ -177,6 +182,7 @@ impl Config {
             Config::FloorReads => "empty program + g's head + stack window",
             Config::FloorMinimal => "minimal capture by hand (no ring, no reader)",
             Config::ProbeArgsHeap => "probe args, the string on the heap",
+            Config::ProbeArgsGeneral => "probe args, general kernel path",
             c => c.name(),
         }
     }
@@ -190,6 +196,7 @@ impl Config {
                 | Config::FloorReads
                 | Config::FloorMinimal
                 | Config::ProbeArgsHeap
+                | Config::ProbeArgsGeneral
         )
     }
 
@@ -211,6 +218,9 @@ impl Config {
             }
             Config::ProbeFirstByte => "probe args, first byte",
             Config::ProbeArgs => "probe args (--func: after stack check)",
+            Config::ProbeArgsGeneral => {
+                "probe args on the kernel's general capture path (`PROBE_NO_LEAN=1`: no lean path)"
+            }
             Config::ProbeArgsHeap => {
                 "probe args, the string on the heap (`hot -heap-key`: its bytes read at each hit)"
             }
@@ -222,7 +232,7 @@ impl Config {
     }
 }
 
-const CONFIGS: [Config; 14] = [
+const CONFIGS: [Config; 15] = [
     Config::None,
     Config::FloorFirstByte,
     Config::FloorEmulated,
@@ -233,6 +243,7 @@ const CONFIGS: [Config; 14] = [
     Config::ProbeFirstByte,
     Config::ProbeArgs,
     Config::ProbeArgsHeap,
+    Config::ProbeArgsGeneral,
     Config::ProbeFull,
     Config::ProbeCond,
     Config::Bpftrace,
@@ -262,7 +273,7 @@ pub struct Selection {
     partial: bool,
 }
 
-const SECTIONS: [&str; 4] = ["per-hit", "service", "toggle", "throughput"];
+const SECTIONS: [&str; 5] = ["per-hit", "bpf-time", "service", "toggle", "throughput"];
 
 impl Selection {
     pub fn new(
@@ -345,6 +356,9 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         ])
         .args(args)
         .args(extra);
+        if c == Config::ProbeArgsGeneral {
+            cmd.env("PROBE_NO_LEAN", "1");
+        }
         Tracer::start(cmd, "probe: attached").map(Some)
     };
     let floor = |at: &str, work: &str| -> Result<Option<Tracer>> {
@@ -361,7 +375,9 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         Config::FloorReads => floor("main.work+0x6", "reads"),
         Config::FloorMinimal => floor("main.work+0x6", "minimal"),
         Config::ProbeFirstByte => probe(&["--addr", "main.work"]),
-        Config::ProbeArgs | Config::ProbeArgsHeap => probe(&["--func", "main.work"]),
+        Config::ProbeArgs | Config::ProbeArgsHeap | Config::ProbeArgsGeneral => {
+            probe(&["--func", "main.work"])
+        }
         Config::ProbeFull => probe(&["--func", "main.work", "--stack", "16", "--returns"]),
         Config::ProbeCond => probe(&["--func", "main.work", "--cond", "n % 100 == 0"]),
         Config::Bpftrace => {
@@ -1055,7 +1071,12 @@ fn response_complete(buf: &[u8]) -> bool {
 pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
     crate::ensure_debian(
         "the bench",
-        &[("bpftrace", "bpftrace"), ("delve", "dlv"), ("wrk", "wrk")],
+        &[
+            ("bpftrace", "bpftrace"),
+            ("delve", "dlv"),
+            ("wrk", "wrk"),
+            ("bpftool", "bpftool"),
+        ],
     )?;
     let ctx = Ctx {
         probe,
@@ -1241,6 +1262,11 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 heap / minimal,
             ));
         }
+    }
+
+    if sel.runs("bpf-time") {
+        crate::step("BPF run time per hit: the programs side by side on one run of hot");
+        md.push_str(&pairs::run(&ctx)?);
     }
 
     if sel.runs("service") {
