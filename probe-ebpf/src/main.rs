@@ -544,15 +544,7 @@ unsafe fn lean_string(
     len: u64,
     rip: u64,
 ) {
-    let max = if params.max_bytes > DATA_BYTES as u32 {
-        DATA_BYTES as u32
-    } else {
-        params.max_bytes
-    };
-    if lc.pos < max {
-        let rest = max - lc.pos;
-        lc.root_limit = lc.pos + if left <= 1 { rest } else { rest / left };
-    }
+    share_budget(params, lc, left);
     if ptr == 0 || len == 0 {
         return;
     }
@@ -575,23 +567,9 @@ unsafe fn lean_string(
         // A literal: userspace reads it from the binary (see `in_rodata`).
         return;
     }
-    let left = if lc.root_limit < max {
-        lc.root_limit
-    } else {
-        max
-    } as u64;
-    let used = lc.pos as u64 + 16;
-    if used >= left {
-        lc.flags |= EV_BUDGET;
+    let Some(take) = budget_take(params, lc, count) else {
         return;
-    }
-    let mut take = count;
-    if take > MAX_CHUNK as u64 {
-        take = MAX_CHUNK as u64;
-    }
-    if take > left - used {
-        take = left - used;
-    }
+    };
     if take < count {
         lc.flags |= EV_BUDGET;
     }
@@ -1175,16 +1153,7 @@ unsafe fn root_step(
     lc: &mut LoopCtx,
     sc: *mut Scratch,
 ) -> Option<Work> {
-    let max = if params.max_bytes > DATA_BYTES as u32 {
-        DATA_BYTES as u32
-    } else {
-        params.max_bytes
-    };
-    if lc.pos < max && left > 0 {
-        // A 64-bit `div` is tens of cycles: skip it for the last root.
-        let rest = max - lc.pos;
-        lc.root_limit = lc.pos + if left == 1 { rest } else { rest / left };
-    }
+    share_budget(params, lc, left);
     let r = &params.roots[(i as usize) & (MAX_ROOTS - 1)];
     let w0 = source(&r.w0, sc, lc.sp);
     let w1 = source(&r.w1, sc, lc.sp);
@@ -1216,29 +1185,9 @@ unsafe fn read_step(
         // the binary. No read, no chunk, none of the byte budget.
         return;
     }
-    let left = params.max_bytes as u64;
-    let left = if left > DATA_BYTES as u64 {
-        DATA_BYTES as u64
-    } else {
-        left
-    };
-    let left = if (lc.root_limit as u64) < left {
-        lc.root_limit as u64
-    } else {
-        left
-    };
-    let used = lc.pos as u64 + 16;
-    if used >= left {
-        lc.flags |= EV_BUDGET;
+    let Some(take) = budget_take(params, lc, want) else {
         return;
-    }
-    let mut take = want;
-    if take > MAX_CHUNK as u64 {
-        take = MAX_CHUNK as u64;
-    }
-    if take > left - used {
-        take = left - used;
-    }
+    };
     // Whole values (the common case) and byte strings need no `div`.
     let elems = if take == want {
         w.count as u64
@@ -1281,6 +1230,50 @@ unsafe fn read_step(
             lc,
         );
     }
+}
+
+/// Gives the root about to be walked, with `left` roots still to walk (it
+/// included), an equal share of what is left of the event's byte budget.
+#[inline(always)]
+fn share_budget(params: &ProbeParams, lc: &mut LoopCtx, left: u32) {
+    let max = if params.max_bytes > DATA_BYTES as u32 {
+        DATA_BYTES as u32
+    } else {
+        params.max_bytes
+    };
+    if lc.pos < max && left > 0 {
+        // A 64-bit `div` is tens of cycles: skip it for the last root.
+        let rest = max - lc.pos;
+        lc.root_limit = lc.pos + if left == 1 { rest } else { rest / left };
+    }
+}
+
+/// How many of `want` bytes the next chunk may take: what is left of the
+/// event's byte budget (`--max-bytes`, at most `DATA_BYTES`) and of the
+/// current root's share, after the chunk's own 16-byte header, at most
+/// `MAX_CHUNK`; none (flagged) when the budget is spent.
+#[inline(always)]
+fn budget_take(params: &ProbeParams, lc: &mut LoopCtx, want: u64) -> Option<u64> {
+    let mut left = params.max_bytes as u64;
+    if left > DATA_BYTES as u64 {
+        left = DATA_BYTES as u64;
+    }
+    if (lc.root_limit as u64) < left {
+        left = lc.root_limit as u64;
+    }
+    let used = lc.pos as u64 + 16;
+    if used >= left {
+        lc.flags |= EV_BUDGET;
+        return None;
+    }
+    let mut take = want;
+    if take > MAX_CHUNK as u64 {
+        take = MAX_CHUNK as u64;
+    }
+    if take > left - used {
+        take = left - used;
+    }
+    Some(take)
 }
 
 /// Do `len` bytes at `addr` lie wholly in the executable's read-only data
