@@ -431,10 +431,10 @@ fn publish(
 /// same budget rules), without what only other probes need: no condition,
 /// rate or pairing checks, no work stack, no type table lookups, no state
 /// laundered for the verifier, and the header written in one pass with
-/// every field known, instead of zeroed and patched: ~20-27 ns less BPF
+/// every field known, instead of zeroed and patched: ~21-25 ns less BPF
 /// run time per hit than the general path for `main.work(n int, key
-/// string)` of testdata/hot (both attached to one run, paired samples of
-/// `kernel.bpf_stats_enabled`; see docs/ARCHITECTURE.md).
+/// string)` of testdata/hot (`cargo xtask bench --only bpf-time`: both
+/// attached to one run, paired samples of `kernel.bpf_stats_enabled`).
 #[inline(always)]
 fn capture_lean(
     ctx: &ProbeContext,
@@ -561,10 +561,8 @@ unsafe fn lean_string(
     if count == 0 {
         return;
     }
-    let bias = rip.wrapping_sub(params.static_pc);
-    let ro = ptr.wrapping_sub(bias).wrapping_sub(params.rodata_start);
-    if ro < params.rodata_len && count <= params.rodata_len - ro {
-        // A literal: userspace reads it from the binary (see `in_rodata`).
+    if in_rodata(params, rip, ptr, count) {
+        // A literal: userspace reads it from the binary.
         return;
     }
     let Some(take) = budget_take(params, lc, count) else {
@@ -1180,7 +1178,8 @@ unsafe fn read_step(
         return;
     }
     let want = w.count as u64 * size;
-    if ti.n_descs == 0 && in_rodata(params, sc, w.addr, want) {
+    let h = (*sc).bytes.as_ptr() as *const EventHeader;
+    if ti.n_descs == 0 && in_rodata(params, (*h).regs[reg::RIP as usize], w.addr, want) {
         // Constant data (a string literal, mostly): userspace reads it from
         // the binary. No read, no chunk, none of the byte budget.
         return;
@@ -1280,9 +1279,8 @@ fn budget_take(params: &ProbeParams, lc: &mut LoopCtx, want: u64) -> Option<u64>
 /// segment (see `ProbeParams::rodata_start`)? A PIE's segment is `rip -
 /// static_pc` further up, as for `RTYPES` keys.
 #[inline(always)]
-unsafe fn in_rodata(params: &ProbeParams, sc: *mut Scratch, addr: u64, len: u64) -> bool {
-    let h = (*sc).bytes.as_ptr() as *const EventHeader;
-    let bias = (*h).regs[reg::RIP as usize].wrapping_sub(params.static_pc);
+fn in_rodata(params: &ProbeParams, rip: u64, addr: u64, len: u64) -> bool {
+    let bias = rip.wrapping_sub(params.static_pc);
     let off = addr.wrapping_sub(bias).wrapping_sub(params.rodata_start);
     off < params.rodata_len && len <= params.rodata_len - off
 }
