@@ -81,6 +81,12 @@ pub fn lean_disabled() -> bool {
     std::env::var_os("PROBE_NO_LEAN").is_some_and(|v| v == "1")
 }
 
+/// Does the kernel capture this probe on its lean path? What
+/// [`Kernel::configure`] decides and `--dry-run` reports.
+pub fn takes_lean_path(params: &ProbeParams) -> bool {
+    params.lean() && !lean_disabled()
+}
+
 impl Kernel {
     /// Loads the object and the named program into the kernel.
     pub fn load(program: &str) -> Result<Self, Error> {
@@ -149,7 +155,7 @@ impl Kernel {
         // tell the two apart should an event ever differ (the integration
         // tests compare them).
         let mut params = *params;
-        if params.lean() && !lean_disabled() {
+        if takes_lean_path(&params) {
             params.flags |= PARAM_LEAN;
         } else {
             params.flags &= !PARAM_LEAN;

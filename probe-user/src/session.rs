@@ -1417,12 +1417,12 @@ fn dry_run(
         let _ = writeln!(
             s,
             "  kernel path: {}",
-            if !params.lean() {
-                "general (the capture plan interpreted: pointers followed, types looked up)"
-            } else if crate::kernel::lean_disabled() {
+            if crate::kernel::takes_lean_path(&params) {
+                "lean (no pointers to follow but strings, no condition, rate limit, returns or --stack)"
+            } else if params.lean() {
                 "general (PROBE_NO_LEAN=1; the lean path would do)"
             } else {
-                "lean (no pointers to follow but strings, no condition, rate limit, returns or --stack)"
+                "general (the capture plan interpreted: pointers followed, types looked up)"
             }
         );
         match (p.plan.needs_stack_window, window) {

@@ -167,6 +167,5 @@ pub(super) fn run(ctx: &Ctx) -> Result<String> {
             quantile(&mut diff, 0.75),
         ));
     }
-    let _ = hot.wait();
     Ok(md)
 }
