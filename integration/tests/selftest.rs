@@ -1,6 +1,7 @@
 //! `probe selftest floor`: the benchmarks' floor programs attach to a real
 //! Go binary and run at its hits; the hand-written minimal capture, the
-//! bench's lower bound for the per-hit goal's data, really captures it.
+//! bench's lower bound for the per-hit goal's data, really captures it, and
+//! delivered through the event rings it reaches the reader, every hit.
 
 use probe_integration::*;
 use std::{
@@ -10,8 +11,13 @@ use std::{
 
 /// Attaches `probe selftest floor --work WORK` after `main.work`'s stack
 /// check in `hot`, runs `hot` paced for a second, then ends the selftest
-/// with SIGTERM (as the bench does) and returns its stderr.
-fn floor_run(version: &str, work: &str) -> String {
+/// with SIGTERM (as the bench does) and returns its stderr and the calls
+/// `hot` made.
+fn floor_run(version: &str, work: &str) -> (String, u64) {
+    // A floor program fires in every process running `hot`: one at a time,
+    // or one test's run would count the other's hits.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let hot = testdata(version, "hot");
     let child = Command::new(probe_bin())
         .args([
@@ -35,13 +41,18 @@ fn floor_run(version: &str, work: &str) -> String {
         .args(["-mode", "rate", "-rate", "2000", "-duration", "1s"])
         .output()
         .expect("run hot");
-    let calls = String::from_utf8_lossy(&out.stdout);
-    assert!(calls.contains("calls "), "hot did not finish: {calls}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let calls = said
+        .split("calls ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("hot did not finish: {said}"));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let run = finish(child, Duration::from_secs(30));
     assert!(run.status.success(), "{work}: {}", run.stderr);
-    run.stderr
+    (run.stderr, calls)
 }
 
 #[test]
@@ -53,11 +64,11 @@ fn floor_programs_attach_and_the_minimal_capture_reads_the_goal_data() {
         ("clock", "clock-read program attached"),
         ("read", "one-read program attached"),
     ] {
-        let err = floor_run(&versions[0], work);
+        let (err, _) = floor_run(&versions[0], work);
         assert!(err.contains(says), "{work}: {err}");
     }
     // The goal's two reads alone still find the goroutine id in g's head.
-    let err = floor_run(&versions[0], "reads");
+    let (err, _) = floor_run(&versions[0], "reads");
     assert!(err.contains("goal-reads program attached"), "{err}");
     assert!(
         err.contains("last reads: goroutine 1, stack window of 256 bytes"),
@@ -66,7 +77,7 @@ fn floor_programs_attach_and_the_minimal_capture_reads_the_goal_data() {
     // The minimal capture reads registers by Go's ABI and g by its layout:
     // every version.
     for v in versions {
-        let err = floor_run(&v, "minimal");
+        let (err, _) = floor_run(&v, "minimal");
         assert!(
             err.contains("minimal-capture program attached"),
             "Go {v}: {err}"
@@ -90,5 +101,32 @@ fn floor_programs_attach_and_the_minimal_capture_reads_the_goal_data() {
         assert_eq!(number("goroutine ", ','), 1, "Go {v}: {line}");
         let n = number("n=", ' ');
         assert!(n > 0, "Go {v}: {line}");
+    }
+}
+
+#[test]
+fn the_minimal_capture_delivered_reaches_the_reader_at_every_hit() {
+    for v in go_versions() {
+        let (err, calls) = floor_run(&v, "delivered");
+        assert!(
+            err.contains("minimal-delivered program attached"),
+            "Go {v}: {err}"
+        );
+        // Paced at 2000 calls a second, far below what the ring holds
+        // between two drains: every hit is an event the reader read.
+        assert!(calls >= 1000, "Go {v}: {calls} calls");
+        assert!(
+            err.contains(&format!("probe: {calls} events delivered; the last: ")),
+            "Go {v}: {calls} calls: {err}"
+        );
+        // The last event's values, decoded from its header and chunks:
+        // hot's last call work(calls-1, "key") from main's goroutine; the
+        // event holds the header, the 256-byte window and the string.
+        let want = format!(
+            "the last: n={} key=\"key\", goroutine 1, {} bytes",
+            calls - 1,
+            std::mem::size_of::<probe_common::EventHeader>() + 16 + 256 + 16 + 8
+        );
+        assert!(err.contains(&want), "Go {v}: want {want:?} in {err}");
     }
 }

@@ -1460,6 +1460,85 @@ pub fn probe_floor_reads(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The minimal capture of `probe_floor_minimal`, delivered: written as an
+/// event into this CPU's ring (`RINGS`, the ring Probe's own events take)
+/// and published to a reader on another CPU, which drains every 10 ms and
+/// reads every byte (`--work delivered`). No attach cookie, no pid, no
+/// `busy` flag, no counters, no doorbell, only the fields the decoder of
+/// this one function would need: what delivering the per-hit goal's data
+/// costs at the least with Probe's kind of ring, so the per-hit table can
+/// tell what delivery itself adds to a capture (the event's cache lines
+/// move to the reader's CPU and back) from what Probe's program adds.
+#[uprobe]
+pub fn probe_floor_delivered(ctx: ProbeContext) -> u32 {
+    match try_floor_delivered(&ctx) {
+        Ok(()) => 0,
+        Err(()) => 0,
+    }
+}
+
+/// Where `probe_floor_delivered` finds the goroutine id in g's head (set by
+/// userspace from the binary's Go version).
+#[map]
+static FLOOR_GOID: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn try_floor_delivered(ctx: &ProbeContext) -> Result<(), ()> {
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let ring = RINGS.get_ptr_mut(cpu).ok_or(())?;
+    let (head, tail) = positions(ring);
+    if head.wrapping_sub(tail) > (RING_BYTES - SCRATCH_BYTES) as u64 {
+        return Err(());
+    }
+    let off = RING_DATA_OFF as u32 + (head as u32 & (RING_BYTES as u32 - 1));
+    // SAFETY: map value of this CPU's ring; `slot` bounds the offset.
+    let sc = unsafe { slot(ring, off) }.ok_or(())?;
+    let b = MINIMAL.get_ptr_mut(0).ok_or(())?;
+    let at = FLOOR_GOID.get(0).copied().unwrap_or(0);
+    // SAFETY: the trapped task's registers, this CPU's buffer and the event
+    // slot (room checked above), each chunk bounded inside `emit_chunk`.
+    unsafe {
+        let r = &*ctx.regs;
+        let ktime = bpf_ktime_get_ns();
+        let mut lc = LoopCtx {
+            id: 0,
+            pos: 0,
+            flags: 0,
+            read_errors: 0,
+            steps: 0,
+            root_limit: 0,
+            ring: cpu,
+            off,
+            sp: r.rsp,
+        };
+        let g_head = core::mem::size_of_val(&(*b).g_head) as u32;
+        read_user((*b).g_head.as_mut_ptr() as *mut u8, g_head, r.r14);
+        let goid = (*b).g_head[(at as usize / 8) & 31];
+        emit_chunk(&mut lc, sc, r.rsp, 256, 256);
+        let cap = (*b).string.len() as u64;
+        let n = if r.rcx > cap { cap } else { r.rcx } as u32;
+        if n > 0 {
+            emit_chunk(&mut lc, sc, r.rbx, n, n);
+        }
+        let h = (*sc).bytes.as_mut_ptr() as *mut EventHeader;
+        (*h).magic = EVENT_MAGIC;
+        (*h).ktime_ns = ktime;
+        (*h).goid = goid;
+        (*h).data_len = lc.pos;
+        // RAX, RCX, RBX and RSP at their DWARF numbers (`n`, `key`).
+        (*h).regs[0] = r.rax;
+        (*h).regs[2] = r.rcx;
+        (*h).regs[3] = r.rbx;
+        (*h).regs[7] = r.rsp;
+        release(
+            addr_of_mut!((*ring).ctl.head),
+            head + record_len(lc.pos) as u64,
+        );
+    }
+    Ok(())
+}
+
 /// Reads g's head at `g` and the stack window at `sp` into `b`.
 #[inline(always)]
 unsafe fn read_goal_memory(b: *mut MinimalCapture, g: u64, sp: u64) {

@@ -308,6 +308,19 @@ impl Kernel {
         self.attached
     }
 
+    /// Where the benchmarks' `probe_floor_delivered` finds the goroutine id
+    /// in g's head.
+    pub fn set_floor_goid(&mut self, goid_offset: u32) -> Result<(), Error> {
+        let m = self
+            .ebpf
+            .map_mut("FLOOR_GOID")
+            .ok_or_else(|| Error::Kernel("no FLOOR_GOID map".into()))?;
+        let mut m: Array<_, u32> =
+            Array::try_from(m).map_err(|e| Error::Kernel(format!("FLOOR_GOID map: {e}")))?;
+        m.set(0, goid_offset, 0)
+            .map_err(|e| Error::Kernel(format!("writing FLOOR_GOID: {e}")))
+    }
+
     /// Takes the event rings (once).
     pub fn take_events(&mut self) -> Result<crate::rings::Events, Error> {
         let taken = || Error::Kernel("event rings already taken".into());

@@ -470,6 +470,11 @@ enum FloorWork {
     /// 256-byte stack window; the last hit's goroutine id is shown at the
     /// end.
     Reads,
+    /// The minimal capture's data written as an event into this CPU's
+    /// event ring and read by a reader here, on another CPU, draining every
+    /// 10 ms: what delivery adds; the count delivered and the last event
+    /// are shown at the end.
+    Delivered,
 }
 
 impl FloorWork {
@@ -481,6 +486,7 @@ impl FloorWork {
             FloorWork::Read => "probe_floor_read",
             FloorWork::Minimal => "probe_floor_minimal",
             FloorWork::Reads => "probe_floor_reads",
+            FloorWork::Delivered => "probe_floor_delivered",
         }
     }
 
@@ -491,6 +497,44 @@ impl FloorWork {
             FloorWork::Read => "one-read",
             FloorWork::Minimal => "minimal-capture",
             FloorWork::Reads => "goal-reads",
+            FloorWork::Delivered => "minimal-delivered",
+        }
+    }
+}
+
+/// The reader of `probe selftest floor --work delivered`.
+#[derive(Default)]
+struct FloorDelivered {
+    events: u64,
+    /// The last event, described.
+    last: String,
+}
+
+impl FloorDelivered {
+    /// Reads every event in the rings, every byte of each (as a decoder
+    /// would), and keeps the last one's values.
+    fn drain(&mut self, rings: &mut probe::rings::Events) {
+        use probe_common::EventHeader;
+        const HDR_BYTES: usize = std::mem::size_of::<EventHeader>();
+        while let Some(ev) = rings.next_event() {
+            let words = ev.chunks_exact(8).fold(0u64, |a, w| {
+                a ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))
+            });
+            std::hint::black_box(words);
+            // SAFETY: `next_event` checked the record holds a header.
+            let h = unsafe { std::ptr::read_unaligned(ev.as_ptr() as *const EventHeader) };
+            // The chunks: the stack window (16-byte chunk header, 256 bytes),
+            // then the string's.
+            let key = ev.get(HDR_BYTES + 16 + 256 + 16..).unwrap_or_default();
+            let key = &key[..(h.regs[2] as usize).min(key.len()).min(64)];
+            self.last = format!(
+                "; the last: n={} key={:?}, goroutine {}, {} bytes",
+                h.regs[0] as i64,
+                String::from_utf8_lossy(key),
+                h.goid,
+                ev.len()
+            );
+            self.events += 1;
         }
     }
 }
@@ -849,20 +893,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let p = program.resolve_addr(&addr, Limits::default(), false)?;
             let name = work.program();
             let mut k = probe::kernel::Kernel::load(name)?;
+            let mut events = None;
+            if work == FloorWork::Delivered {
+                let goid = program.runtime.map(|r| r.goid_offset).ok_or_else(|| {
+                    anyhow::anyhow!("{}: no Go runtime offsets (goroutine id)", binary.display())
+                })?;
+                k.set_floor_goid(u32::try_from(goid)?)?;
+                events = Some(k.take_events()?);
+            }
             k.attach_program(name, 0, &binary, p.file_offset, None)?;
             eprintln!("probe: {} program attached at {:#x}", work.describe(), p.pc);
+            let mut delivered = FloorDelivered::default();
             // Until the duration is up or we are told to stop (the benchmarks
             // end it with SIGTERM).
             client(async {
                 let mut term =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-                tokio::select! {
-                    _ = tokio::time::sleep(duration) => {}
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                let end = tokio::time::sleep(duration);
+                tokio::pin!(end);
+                let mut drain = tokio::time::interval(std::time::Duration::from_millis(10));
+                loop {
+                    tokio::select! {
+                        _ = &mut end => break,
+                        _ = term.recv() => break,
+                        _ = tokio::signal::ctrl_c() => break,
+                        _ = drain.tick(), if events.is_some() => {
+                            delivered.drain(events.as_mut().expect("checked"));
+                        }
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             })?;
+            if let Some(ev) = events.as_mut() {
+                delivered.drain(ev);
+                eprintln!(
+                    "probe: {} events delivered{}",
+                    delivered.events, delivered.last
+                );
+            }
             if matches!(work, FloorWork::Minimal | FloorWork::Reads) {
                 match k.minimal_capture()? {
                     Some(c) => {

@@ -137,6 +137,9 @@ enum Config {
     /// stack window), nothing else.
     FloorReads,
     FloorMinimal,
+    /// The minimal capture written as an event into a per-CPU ring like
+    /// Probe's and read on the other CPU: what delivery adds.
+    FloorDelivered,
     ProbeFirstByte,
     ProbeArgs,
     /// Probe args with `hot -heap-key` (per-hit table only): the string
@@ -163,6 +166,7 @@ impl Config {
             Config::FloorRead => "floor-read",
             Config::FloorReads => "floor-reads",
             Config::FloorMinimal => "minimal",
+            Config::FloorDelivered => "minimal-delivered",
             Config::ProbeFirstByte => "first-byte",
             Config::ProbeArgs => "args",
             Config::ProbeArgsHeap => "args-heap",
@@ -181,6 +185,7 @@ impl Config {
             Config::FloorRead => "empty program + one read of target memory",
             Config::FloorReads => "empty program + g's head + stack window",
             Config::FloorMinimal => "minimal capture by hand (no ring, no reader)",
+            Config::FloorDelivered => "minimal capture delivered to a reader",
             Config::ProbeArgsHeap => "probe args, the string on the heap",
             Config::ProbeArgsGeneral => "probe args, general kernel path",
             c => c.name(),
@@ -195,6 +200,7 @@ impl Config {
                 | Config::FloorRead
                 | Config::FloorReads
                 | Config::FloorMinimal
+                | Config::FloorDelivered
                 | Config::ProbeArgsHeap
                 | Config::ProbeArgsGeneral
         )
@@ -216,6 +222,9 @@ impl Config {
             Config::FloorMinimal => {
                 "minimal capture by hand: clock, registers, g's head, 256-byte stack window, string bytes"
             }
+            Config::FloorDelivered => {
+                "the same minimal capture as an event in a per-CPU ring, read by a reader on the other CPU"
+            }
             Config::ProbeFirstByte => "probe args, first byte",
             Config::ProbeArgs => "probe args (--func: after stack check)",
             Config::ProbeArgsGeneral => {
@@ -232,7 +241,7 @@ impl Config {
     }
 }
 
-const CONFIGS: [Config; 15] = [
+const CONFIGS: [Config; 16] = [
     Config::None,
     Config::FloorFirstByte,
     Config::FloorEmulated,
@@ -240,6 +249,7 @@ const CONFIGS: [Config; 15] = [
     Config::FloorRead,
     Config::FloorReads,
     Config::FloorMinimal,
+    Config::FloorDelivered,
     Config::ProbeFirstByte,
     Config::ProbeArgs,
     Config::ProbeArgsHeap,
@@ -374,6 +384,7 @@ fn tracer_with(ctx: &Ctx, c: Config, extra: &[&str]) -> Result<Option<Tracer>> {
         Config::FloorRead => floor("main.work+0x6", "read"),
         Config::FloorReads => floor("main.work+0x6", "reads"),
         Config::FloorMinimal => floor("main.work+0x6", "minimal"),
+        Config::FloorDelivered => floor("main.work+0x6", "delivered"),
         Config::ProbeFirstByte => probe(&["--addr", "main.work"]),
         Config::ProbeArgs | Config::ProbeArgsHeap | Config::ProbeArgsGeneral => {
             probe(&["--func", "main.work"])
@@ -1206,6 +1217,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             literal: args / floor,
             heap: heap / floor,
             reads: get(Config::FloorReads) / floor,
+            delivered: get(Config::FloorDelivered) / floor,
         };
         let (bpftrace, delve) = (get(Config::Bpftrace) / args, get(Config::Delve) / args);
         // Only the ratios whose configurations ran (a partial run has fewer).
@@ -1251,15 +1263,31 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         goals.per_hit = Some(per_hit);
         goals.bpftrace = Some(bpftrace);
         goals.delve = Some(delve);
+        // What the goal's data costs at the least: each piece whose
+        // configurations ran (a partial run may have only some).
         let minimal = get(Config::FloorMinimal);
-        if floor.is_finite() && minimal.is_finite() && heap.is_finite() {
+        let delivered = get(Config::FloorDelivered);
+        // (value, true for added ns / false for a ratio, text with `{}` for
+        // the value).
+        let pieces: Vec<String> = [
+            (get(Config::FloorClock) - floor, true, "one clock read **{}**"),
+            (get(Config::FloorRead) - floor, true, "one 8-byte read of target memory **{}**"),
+            (get(Config::FloorReads) / floor, false, "the two reads the goal needs whatever the arguments (g's head for the goroutine id, the 256-byte stack window) **{}× the floor**"),
+            (minimal / floor, false, "the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{}× the floor**"),
+            (heap / minimal, false, "probe args with the string on the heap (the same three reads) / that minimal capture: **{}×**"),
+            (delivered / floor, false, "the same minimal capture delivered, written as an event into a per-CPU ring like Probe's and read, every byte, by a reader on the other CPU draining every 10 ms (no attach cookie, pid, ring lock, counters or doorbell; `probe selftest floor --work delivered`) **{}× the floor**"),
+            (delivered - minimal, true, "what delivering it adds **{}** ns/hit"),
+            (args / delivered, false, "probe args / that delivered capture **{}×**"),
+            (heap / delivered, false, "probe args with the string on the heap / it **{}×** (Probe's own work per hit: attach cookie, pid and thread id, the ring's lock, counters, the full register set, the capture limits)"),
+        ]
+        .into_iter()
+        .filter(|(v, _, _)| v.is_finite())
+        .map(|(v, ns, text)| text.replacen("{}", &if ns { format!("{v:+.0}") } else { format!("{v:.2}") }, 1))
+        .collect();
+        if floor.is_finite() && !pieces.is_empty() {
             md.push_str(&format!(
-                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): one clock read **{:+.0}**, one 8-byte read of target memory **{:+.0}**; the two reads the goal needs whatever the arguments (g's head for the goroutine id, the 256-byte stack window) **{:.2}× the floor**; the hand-written minimal capture (a timestamp, the argument registers, g's head for the goroutine id, the 256-byte stack window and the string's bytes: three reads of target memory, into a per-CPU buffer, with no ring, no capture plan and no reader) **{:.2}× the floor**; probe args with the string on the heap (the same three reads) / that minimal capture: **{:.2}×**.\n\n",
-                get(Config::FloorClock) - floor,
-                get(Config::FloorRead) - floor,
-                get(Config::FloorReads) / floor,
-                minimal / floor,
-                heap / minimal,
+                "What the goal's data costs at the least, at the same emulated point (paced, added ns/hit over the floor's {floor:.0}): {}.\n\n",
+                pieces.join("; ")
             ));
         }
     }

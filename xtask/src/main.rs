@@ -98,12 +98,14 @@ enum Cmd {
     /// `--only`/`--configs` run a subset (for experiments) and write
     /// bench/results/partial.md instead, leaving the published results alone.
     Bench {
-        /// Sections to run: per-hit, service, toggle, throughput (default: all).
+        /// Sections to run: per-hit, bpf-time, service, toggle, throughput
+        /// (default: all).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Configurations to run: none, floor-first-byte, floor,
-        /// floor-clock, floor-read, floor-reads, minimal, first-byte, args, full, cond,
-        /// bpftrace, dlv (default: all).
+        /// floor-clock, floor-read, floor-reads, minimal, minimal-delivered,
+        /// first-byte, args, args-heap, args-general, full, cond, bpftrace,
+        /// dlv (default: all).
         #[arg(long, value_delimiter = ',')]
         configs: Vec<String>,
         /// Repetitions per measurement (the median is reported).

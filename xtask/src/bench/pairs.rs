@@ -25,12 +25,13 @@ use anyhow::{bail, Context, Result};
 use super::{quantile, tracer, Config, Ctx, Tracer, PACED_RATE};
 
 /// Attached in this order (programs at one uprobe run in attach order).
-const PROGRAMS: [Config; 7] = [
+const PROGRAMS: [Config; 8] = [
     Config::FloorEmulated,
     Config::FloorClock,
     Config::FloorRead,
     Config::FloorReads,
     Config::FloorMinimal,
+    Config::FloorDelivered,
     Config::ProbeArgs,
     Config::ProbeArgsGeneral,
 ];
