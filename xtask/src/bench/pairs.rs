@@ -168,5 +168,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<String> {
             quantile(&mut diff, 0.75),
         ));
     }
+    // A blank line before the next section's heading.
+    md.push('\n');
     Ok(md)
 }
