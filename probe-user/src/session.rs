@@ -209,13 +209,16 @@ impl Summary {
     }
 }
 
-/// Kernel params for one probe from its plan and the runtime layout; `pair`
-/// is the entry probe's id for a return probe.
+/// Kernel params for one probe from its plan, the runtime layout and the
+/// condition terms its kernel side checks (`filters`); `pair` is the entry
+/// probe's id for a return probe. What depends on the target (the pid
+/// filter) is the caller's.
 pub fn probe_params(
     p: &ResolvedProbe,
     program: &Program,
     opts: &AttachOptions,
     pair: Option<u32>,
+    filters: &[(probe_common::Filter, String)],
 ) -> ProbeParams {
     let l = p.plan.limits;
     // Go ≥1.17 on amd64 keeps the current g in R14 (ABIInternal).
@@ -271,6 +274,10 @@ pub fn probe_params(
     };
     for (i, r) in p.plan.roots.iter().take(MAX_ROOTS).enumerate() {
         params.roots[i] = *r;
+    }
+    params.n_filters = filters.len() as u32;
+    for (slot, (f, _)) in params.filters.iter_mut().zip(filters) {
+        *slot = *f;
     }
     params
 }
@@ -574,13 +581,9 @@ impl Resolved {
             kernel.set_pids(&target.pids)?;
         }
         for (id, p) in self.probes.iter().enumerate() {
-            let mut params = probe_params(p, program, opts, self.pairs[id]);
+            let mut params = probe_params(p, program, opts, self.pairs[id], &self.filters[id]);
             if !target.pids.is_empty() {
                 params.flags |= probe_common::PARAM_PID_FILTER;
-            }
-            params.n_filters = self.filters[id].len() as u32;
-            for (j, (f, _)) in self.filters[id].iter().enumerate() {
-                params.filters[j] = *f;
             }
             kernel.configure(id as u32, &params)?;
         }
@@ -1412,8 +1415,7 @@ fn dry_run(
             l.max_elems,
             l.max_bytes
         );
-        let mut params = probe_params(p, program, opts, pairs[i]);
-        params.n_filters = filters[i].len() as u32;
+        let params = probe_params(p, program, opts, pairs[i], &filters[i]);
         let _ = writeln!(
             s,
             "  kernel path: {}",

@@ -1173,9 +1173,11 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
             }
         }
         let none = sel.configs.iter().position(|c| *c == Config::None);
+        // On copies: `ns` keeps each round's place (the goal's ratio is also
+        // taken round by round below).
         let med: Vec<Vec<f64>> = ns
-            .iter_mut()
-            .map(|per| per.iter_mut().map(|v| median(v)).collect())
+            .iter()
+            .map(|per| per.iter().map(|v| median(&mut v.clone())).collect())
             .collect();
         for (ci, c) in sel.configs.iter().copied().enumerate() {
             let col = |li: usize| med[ci][li] - none.map_or(0.0, |n| med[n][li]);
@@ -1213,8 +1215,26 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         let floor = get(Config::FloorEmulated);
         let args = get(Config::ProbeArgs);
         let heap = get(Config::ProbeArgsHeap);
+        // The goal's ratio round by round: each round's Probe against the
+        // same round's floor (and untraced run), paired like the turns.
+        let round_ratios: Vec<f64> = match (
+            sel.configs.iter().position(|c| *c == Config::ProbeArgs),
+            sel.configs.iter().position(|c| *c == Config::FloorEmulated),
+        ) {
+            (Some(a), Some(f)) => (0..sel.reps)
+                .map(|r| {
+                    let base = none.map_or(0.0, |n| ns[n][0][r]);
+                    (ns[a][0][r] - base) / (ns[f][0][r] - base)
+                })
+                .collect(),
+            _ => vec![],
+        };
         let per_hit = goals::PerHit {
             literal: args / floor,
+            literal_rounds: (
+                round_ratios.iter().copied().fold(f64::NAN, f64::min),
+                round_ratios.iter().copied().fold(f64::NAN, f64::max),
+            ),
             heap: heap / floor,
             reads: get(Config::FloorReads) / floor,
             delivered: get(Config::FloorDelivered) / floor,

@@ -32,6 +32,10 @@ pub(super) type ServiceGoal = (f64, f64, Option<Spread>);
 pub(super) struct PerHit {
     /// Probe args, `key` a string literal (read from the binary's file).
     pub literal: f64,
+    /// The lowest and highest of `literal` taken round by round (each
+    /// round's Probe against the same round's floor): how far the ratio
+    /// moves between rounds of one run.
+    pub literal_rounds: (f64, f64),
     /// Probe args, `key` on the heap (read from the process at each hit).
     pub heap: f64,
     /// The goal's two reads alone (g's head, the stack window).
@@ -70,8 +74,14 @@ impl Goals {
     pub(super) fn markdown(&self) -> String {
         let mut rows = vec![];
         if let Some(p) = self.per_hit.filter(|p| p.literal.is_finite()) {
+            let (lo, hi) = p.literal_rounds;
+            let rounds = if lo.is_finite() && hi.is_finite() {
+                format!("; {lo:.2}× to {hi:.2}× round by round")
+            } else {
+                String::new()
+            };
             let mut got = format!(
-                "{:.2}× (the string argument a literal, read from the binary)",
+                "{:.2}× (the string argument a literal, read from the binary{rounds})",
                 p.literal
             );
             // Met only when both kinds of string argument meet it.
@@ -187,6 +197,7 @@ mod tests {
         let g = Goals {
             per_hit: Some(PerHit {
                 literal: 1.77,
+                literal_rounds: (1.7, 1.85),
                 heap: 1.9,
                 reads: 1.5,
                 delivered: 1.6,
@@ -209,6 +220,7 @@ mod tests {
             "{md}"
         );
         assert!(row("floor").contains("two reads") && row("floor").ends_with("| **not met** |"));
+        assert!(row("floor").contains("binary; 1.70× to 1.85× round by round)"));
         assert!(row("floor").contains("without Probe's bookkeeping: 1.60×"));
         assert!(row("bpftrace").ends_with("| met |"), "{md}");
         assert!(
@@ -257,6 +269,7 @@ mod tests {
         let one = |literal, heap| Goals {
             per_hit: Some(PerHit {
                 literal,
+                literal_rounds: (f64::NAN, f64::NAN),
                 heap,
                 reads: f64::NAN,
                 delivered: f64::NAN,
