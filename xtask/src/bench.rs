@@ -1302,7 +1302,8 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         ]
         .into_iter()
         .filter(|(v, _, _)| v.is_finite())
-        .map(|(v, ns, text)| text.replacen("{}", &if ns { format!("{v:+.0}") } else { format!("{v:.2}") }, 1))
+        // `round() + 0.0`: a value that rounds to zero prints "+0", not "-0".
+        .map(|(v, ns, text)| text.replacen("{}", &if ns { format!("{:+.0}", v.round() + 0.0) } else { format!("{v:.2}") }, 1))
         .collect();
         if floor.is_finite() && !pieces.is_empty() {
             md.push_str(&format!(
