@@ -1486,6 +1486,10 @@ static FLOOR_GOID: Array<u32> = Array::with_max_entries(1, 0);
 fn try_floor_delivered(ctx: &ProbeContext) -> Result<(), ()> {
     // SAFETY: a helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
+    // A CPU past the rings' count (more than MAX_RINGS) captures nothing,
+    // so no two CPUs share a ring. No `busy` flag either, unlike Probe: a
+    // hit preempted mid-write by another on its CPU could tear an event,
+    // which a lower bound for the bench may risk and Probe may not.
     let ring = RINGS.get_ptr_mut(cpu).ok_or(())?;
     let (head, tail) = positions(ring);
     if head.wrapping_sub(tail) > (RING_BYTES - SCRATCH_BYTES) as u64 {
@@ -1521,6 +1525,9 @@ fn try_floor_delivered(ctx: &ProbeContext) -> Result<(), ()> {
         if n > 0 {
             emit_chunk(&mut lc, sc, r.rbx, n, n);
         }
+        // Only what the selftest's reader uses (`rings::Events` checks
+        // magic and length and orders by time); the header's other fields
+        // keep whatever the ring held there.
         let h = (*sc).bytes.as_mut_ptr() as *mut EventHeader;
         (*h).magic = EVENT_MAGIC;
         (*h).ktime_ns = ktime;
