@@ -289,9 +289,9 @@ fn capture(
     let (head, tail) = positions(ring);
     // Room for the largest event, so it can be assembled in place before
     // its size is known.
-    let room = head.wrapping_sub(tail) <= (RING_BYTES - SCRATCH_BYTES) as u64;
+    let room = has_room(head, tail);
     let off = if room {
-        RING_DATA_OFF as u32 + (head as u32 & (RING_BYTES as u32 - 1))
+        head_offset(head)
     } else {
         0
     };
@@ -398,6 +398,19 @@ fn positions(ring: *mut EventRing) -> (u64, u64) {
     }
 }
 
+/// Is there room at `head` for the largest event (so one can be assembled
+/// in place before its size is known)?
+#[inline(always)]
+fn has_room(head: u64, tail: u64) -> bool {
+    head.wrapping_sub(tail) <= (RING_BYTES - SCRATCH_BYTES) as u64
+}
+
+/// The offset in a ring's data of the event at position `head`.
+#[inline(always)]
+fn head_offset(head: u64) -> u32 {
+    RING_DATA_OFF as u32 + (head as u32 & (RING_BYTES as u32 - 1))
+}
+
 /// Counts what the hit's capture hit (read errors, limits) and publishes
 /// its event, assembled at `head` with `lc.pos` bytes of chunks.
 #[inline(always)]
@@ -444,13 +457,13 @@ fn capture_lean(
     ring: *mut EventRing,
 ) -> Result<(), ()> {
     let (head, tail) = positions(ring);
-    if head.wrapping_sub(tail) > (RING_BYTES - SCRATCH_BYTES) as u64 {
+    if !has_room(head, tail) {
         // No condition to evaluate first: a drop is counted and costs
         // nothing more.
         st.ringbuf_drops += 1;
         return Ok(());
     }
-    let off = RING_DATA_OFF as u32 + (head as u32 & (RING_BYTES as u32 - 1));
+    let off = head_offset(head);
     // SAFETY: map value of the ring; `slot` bounds the offset.
     let sc = unsafe { slot(ring, off) }.ok_or(())?;
     let ws = WORK.get_ptr_mut(0).ok_or(())?;
@@ -1492,10 +1505,10 @@ fn try_floor_delivered(ctx: &ProbeContext) -> Result<(), ()> {
     // which a lower bound for the bench may risk and Probe may not.
     let ring = RINGS.get_ptr_mut(cpu).ok_or(())?;
     let (head, tail) = positions(ring);
-    if head.wrapping_sub(tail) > (RING_BYTES - SCRATCH_BYTES) as u64 {
+    if !has_room(head, tail) {
         return Err(());
     }
-    let off = RING_DATA_OFF as u32 + (head as u32 & (RING_BYTES as u32 - 1));
+    let off = head_offset(head);
     // SAFETY: map value of this CPU's ring; `slot` bounds the offset.
     let sc = unsafe { slot(ring, off) }.ok_or(())?;
     let b = MINIMAL.get_ptr_mut(0).ok_or(())?;
@@ -1516,8 +1529,7 @@ fn try_floor_delivered(ctx: &ProbeContext) -> Result<(), ()> {
             off,
             sp: r.rsp,
         };
-        let g_head = core::mem::size_of_val(&(*b).g_head) as u32;
-        read_user((*b).g_head.as_mut_ptr() as *mut u8, g_head, r.r14);
+        read_g_head(b, r.r14);
         let goid = (*b).g_head[(at as usize / 8) & 31];
         emit_chunk(&mut lc, sc, r.rsp, 256, 256);
         let cap = (*b).string.len() as u64;
@@ -1549,10 +1561,16 @@ fn try_floor_delivered(ctx: &ProbeContext) -> Result<(), ()> {
 /// Reads g's head at `g` and the stack window at `sp` into `b`.
 #[inline(always)]
 unsafe fn read_goal_memory(b: *mut MinimalCapture, g: u64, sp: u64) {
-    let g_head = core::mem::size_of_val(&(*b).g_head) as u32;
-    read_user((*b).g_head.as_mut_ptr() as *mut u8, g_head, g);
+    read_g_head(b, g);
     let stack = core::mem::size_of_val(&(*b).stack) as u32;
     read_user((*b).stack.as_mut_ptr() as *mut u8, stack, sp);
+}
+
+/// Reads g's head at `g` into `b`.
+#[inline(always)]
+unsafe fn read_g_head(b: *mut MinimalCapture, g: u64) {
+    let g_head = core::mem::size_of_val(&(*b).g_head) as u32;
+    read_user((*b).g_head.as_mut_ptr() as *mut u8, g_head, g);
 }
 
 /// Deliberately rejected by the verifier: dereferences a register value as a
