@@ -121,11 +121,16 @@ fn the_minimal_capture_delivered_reaches_the_reader_at_every_hit() {
         );
         // The last event's values, decoded from its header and chunks:
         // hot's last call work(calls-1, "key") from main's goroutine; the
-        // event holds the header, the 256-byte window and the string.
+        // event holds the header, the 256-byte window and the string (its 3
+        // bytes padded to 8), each chunk behind its header.
         let want = format!(
             "the last: n={} key=\"key\", goroutine 1, {} bytes",
             calls - 1,
-            std::mem::size_of::<probe_common::EventHeader>() + 16 + 256 + 16 + 8
+            std::mem::size_of::<probe_common::EventHeader>()
+                + std::mem::size_of::<probe_common::Chunk>()
+                + 256
+                + std::mem::size_of::<probe_common::Chunk>()
+                + 8
         );
         assert!(err.contains(&want), "Go {v}: want {want:?} in {err}");
     }

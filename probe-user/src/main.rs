@@ -514,8 +514,9 @@ impl FloorDelivered {
     /// Reads every event in the rings, every byte of each (as a decoder
     /// would), and keeps the last one's values.
     fn drain(&mut self, rings: &mut probe::rings::Events) {
-        use probe_common::EventHeader;
+        use probe_common::{Chunk, EventHeader};
         const HDR_BYTES: usize = std::mem::size_of::<EventHeader>();
+        const CHUNK_BYTES: usize = std::mem::size_of::<Chunk>();
         while let Some(ev) = rings.next_event() {
             let words = ev.chunks_exact(8).fold(0u64, |a, w| {
                 a ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))
@@ -523,9 +524,11 @@ impl FloorDelivered {
             std::hint::black_box(words);
             // SAFETY: `next_event` checked the record holds a header.
             let h = unsafe { std::ptr::read_unaligned(ev.as_ptr() as *const EventHeader) };
-            // The chunks: the stack window (16-byte chunk header, 256 bytes),
-            // then the string's.
-            let key = ev.get(HDR_BYTES + 16 + 256 + 16..).unwrap_or_default();
+            // The chunks: the stack window (a chunk header, 256 bytes), then
+            // the string's.
+            let key = ev
+                .get(HDR_BYTES + CHUNK_BYTES + 256 + CHUNK_BYTES..)
+                .unwrap_or_default();
             let key = &key[..(h.regs[2] as usize).min(key.len()).min(64)];
             self.last = format!(
                 "; the last: n={} key={:?}, goroutine {}, {} bytes",

@@ -241,6 +241,11 @@ impl Config {
     }
 }
 
+/// The names `--configs` takes, in the order the configurations run.
+pub fn config_keys() -> Vec<&'static str> {
+    CONFIGS.map(Config::key).to_vec()
+}
+
 const CONFIGS: [Config; 16] = [
     Config::None,
     Config::FloorFirstByte,
@@ -283,7 +288,8 @@ pub struct Selection {
     partial: bool,
 }
 
-const SECTIONS: [&str; 5] = ["per-hit", "bpf-time", "service", "toggle", "throughput"];
+/// The sections `--only` takes, in the order they run.
+pub const SECTIONS: [&str; 5] = ["per-hit", "bpf-time", "service", "toggle", "throughput"];
 
 impl Selection {
     pub fn new(

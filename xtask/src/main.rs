@@ -98,15 +98,12 @@ enum Cmd {
     /// `--only`/`--configs` run a subset (for experiments) and write
     /// bench/results/partial.md instead, leaving the published results alone.
     Bench {
-        /// Sections to run: per-hit, bpf-time, service, toggle, throughput
-        /// (default: all).
-        #[arg(long, value_delimiter = ',')]
+        /// Sections to run (default: all).
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::SECTIONS))]
         only: Vec<String>,
-        /// Configurations to run: none, floor-first-byte, floor,
-        /// floor-clock, floor-read, floor-reads, minimal, minimal-delivered,
-        /// first-byte, args, args-heap, args-general, full, cond, bpftrace,
-        /// dlv (default: all).
-        #[arg(long, value_delimiter = ',')]
+        /// Configurations to run (default: all; "none" is always measured,
+        /// the ratios are taken against it).
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::config_keys()))]
         configs: Vec<String>,
         /// Repetitions per measurement (the median is reported).
         #[arg(long, default_value_t = 3)]
