@@ -529,7 +529,7 @@ pub fn compile_vars(
 }
 
 /// Where the kernel finds the 8-byte word at byte `at` of a parameter.
-fn word(pieces: &[Piece], at: u64) -> Option<Source> {
+pub(crate) fn word(pieces: &[Piece], at: u64) -> Option<Source> {
     let (place, within) = locate(pieces, at).ok()?;
     match place {
         Place::Reg(r) if *r <= 16 && within == 0 => Some(Source {

@@ -12,11 +12,11 @@
 
 use std::fmt;
 
-use probe_common::{Filter, Source, FILTER_OPS, SRC_REG, SRC_STACK};
+use probe_common::{Filter, FILTER_OPS};
 
 use crate::{
-    capture::{locate, ParamPlan},
-    dwarf::{DebugInfo, Kind, Place, TypeId},
+    capture::{word, ParamPlan},
+    dwarf::{DebugInfo, Kind, TypeId},
     value::Value,
 };
 
@@ -822,24 +822,6 @@ fn filter_for(t: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Option<Filter> {
     };
     let v = vars.iter().find(|v| &v.name == name)?;
     let ty = d.underlying(v.ty);
-    let word = |at: u64| -> Option<Source> {
-        let (place, within) = locate(&v.pieces, at).ok()?;
-        match place {
-            Place::Reg(r) if *r <= 16 && within == 0 => Some(Source {
-                kind: SRC_REG,
-                reg: *r as u8,
-                _pad: [0; 2],
-                offset: 0,
-            }),
-            Place::Stack(s) => Some(Source {
-                kind: SRC_STACK,
-                reg: 0,
-                _pad: [0; 2],
-                offset: (s + within as i64) as i32,
-            }),
-            _ => None,
-        }
-    };
     let mut f = Filter {
         op: opcode,
         size: ty.size as u8,
@@ -868,7 +850,7 @@ fn filter_for(t: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Option<Filter> {
         }
         (Kind::String, ExprKind::Str(s)) if matches!(op, "==" | "!=") && s.len() <= 16 => {
             f.kind = probe_common::filter::STR;
-            f.len_src = word(8)?;
+            f.len_src = word(&v.pieces, 8)?;
             f.value = s.len() as u64;
             f.bytes[..s.len()].copy_from_slice(s.as_bytes());
         }
@@ -877,7 +859,7 @@ fn filter_for(t: &Expr, d: &DebugInfo, vars: &[ParamPlan]) -> Option<Filter> {
     if ty.size > 8 && f.kind != probe_common::filter::STR {
         return None;
     }
-    f.src = word(0)?;
+    f.src = word(&v.pieces, 0)?;
     Some(f)
 }
 

@@ -20,6 +20,16 @@ use crate::error::Error;
 
 type R = gimli::EndianRcSlice<gimli::LittleEndian>;
 
+/// A string attribute's text (`DW_AT_name` and the like), wherever the
+/// unit keeps it (inline, `.debug_str`, `.debug_line_str`).
+fn text(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    v: AttributeValue<R>,
+) -> gimli::Result<String> {
+    Ok(dwarf.attr_string(unit, v)?.to_string_lossy()?.into_owned())
+}
+
 const DW_AT_GO_KIND: gimli::DwAt = gimli::DwAt(0x2900);
 const DW_AT_GO_RUNTIME_TYPE: gimli::DwAt = gimli::DwAt(0x2904);
 
@@ -310,11 +320,7 @@ impl DebugInfo {
                     }
                 }
                 let name = match e.attr_value(gimli::DW_AT_name)? {
-                    Some(v) => self
-                        .dwarf
-                        .attr_string(&unit, v)?
-                        .to_string_lossy()?
-                        .into_owned(),
+                    Some(v) => text(&self.dwarf, &unit, v)?,
                     None => continue,
                 };
                 match tag {
@@ -387,11 +393,7 @@ impl DebugInfo {
                 match e.tag() {
                     gimli::DW_TAG_subprogram if depth == 1 => {
                         let name = match e.attr_value(gimli::DW_AT_name)? {
-                            Some(v) => self
-                                .dwarf
-                                .attr_string(unit, v)?
-                                .to_string_lossy()?
-                                .into_owned(),
+                            Some(v) => text(&self.dwarf, unit, v)?,
                             None => String::new(),
                         };
                         if e.attr_value(gimli::DW_AT_inline)?.is_some() {
@@ -696,16 +698,8 @@ impl DebugInfo {
                         },
                     };
                     let name = match name_attr {
-                        Some((v, None)) => self
-                            .dwarf
-                            .attr_string(unit, v)?
-                            .to_string_lossy()?
-                            .into_owned(),
-                        Some((v, Some(ou))) => self
-                            .dwarf
-                            .attr_string(&self.units[ou], v)?
-                            .to_string_lossy()?
-                            .into_owned(),
+                        Some((v, None)) => text(&self.dwarf, unit, v)?,
+                        Some((v, Some(ou))) => text(&self.dwarf, &self.units[ou], v)?,
                         None => continue,
                     };
                     let ty = match e.attr_value(gimli::DW_AT_type)? {
@@ -936,11 +930,7 @@ impl DebugInfo {
             let e = root.entry();
             let tag = e.tag();
             let name = match e.attr_value(gimli::DW_AT_name)? {
-                Some(v) => self
-                    .dwarf
-                    .attr_string(unit, v)?
-                    .to_string_lossy()?
-                    .into_owned(),
+                Some(v) => text(&self.dwarf, unit, v)?,
                 None => String::new(),
             };
             let size = e
@@ -961,11 +951,7 @@ impl DebugInfo {
                 match c.tag() {
                     gimli::DW_TAG_member => {
                         let mname = match c.attr_value(gimli::DW_AT_name)? {
-                            Some(v) => self
-                                .dwarf
-                                .attr_string(unit, v)?
-                                .to_string_lossy()?
-                                .into_owned(),
+                            Some(v) => text(&self.dwarf, unit, v)?,
                             None => String::new(),
                         };
                         let moff = c

@@ -433,6 +433,21 @@ impl Program {
         Ok(out)
     }
 
+    /// Where the instruction at `pc` lies in the file and its CFA's offset
+    /// from the stack pointer there: what a probe placed mid-function needs
+    /// to find its variables. `Err` says which is missing.
+    fn offset_and_cfa(&self, pc: u64) -> Result<(u64, i64), String> {
+        let file_offset = self
+            .binary
+            .file_offset(pc)
+            .ok_or_else(|| format!("{pc:#x} is not in a loadable segment"))?;
+        let cfa = self
+            .debug
+            .cfa_offset(pc)
+            .ok_or_else(|| format!("no call frame information for {pc:#x}"))?;
+        Ok((file_offset, cfa))
+    }
+
     /// A probe on one inlined copy: at its first instruction, with the
     /// parameters DWARF locates there.
     fn resolve_inlined(
@@ -448,14 +463,7 @@ impl Program {
                 copy.name, copy.caller
             ))
         };
-        let file_offset = self
-            .binary
-            .file_offset(pc)
-            .ok_or_else(|| bad(format!("{pc:#x} not in the file")))?;
-        let cfa = self
-            .debug
-            .cfa_offset(pc)
-            .ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
+        let (file_offset, cfa) = self.offset_and_cfa(pc).map_err(bad)?;
         let params = self
             .debug
             .inlined_variables(&copy, pc, cfa, false)
@@ -763,14 +771,7 @@ impl Program {
             let Some(function) = self.debug.function_at(pc).cloned() else {
                 continue;
             };
-            let file_offset = self
-                .binary
-                .file_offset(pc)
-                .ok_or_else(|| bad(format!("{pc:#x} is not in a loadable segment")))?;
-            let cfa = self
-                .debug
-                .cfa_offset(pc)
-                .ok_or_else(|| bad(format!("no call frame information for {pc:#x}")))?;
+            let (file_offset, cfa) = self.offset_and_cfa(pc).map_err(bad)?;
             let params = self
                 .debug
                 .variables(&function, pc, cfa, locals)
