@@ -1178,7 +1178,8 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
                 }
             }
         }
-        let none = sel.configs.iter().position(|c| *c == Config::None);
+        let at = |k: Config| sel.configs.iter().position(|c| *c == k);
+        let none = at(Config::None);
         // On copies: `ns` keeps each round's place (the goal's ratio is also
         // taken round by round below).
         let med: Vec<Vec<f64>> = ns
@@ -1223,10 +1224,7 @@ pub fn run(root: &Path, probe: PathBuf, sel: &Selection) -> Result<()> {
         let heap = get(Config::ProbeArgsHeap);
         // The goal's ratio round by round: each round's Probe against the
         // same round's floor (and untraced run), paired like the turns.
-        let round_ratios: Vec<f64> = match (
-            sel.configs.iter().position(|c| *c == Config::ProbeArgs),
-            sel.configs.iter().position(|c| *c == Config::FloorEmulated),
-        ) {
+        let round_ratios: Vec<f64> = match (at(Config::ProbeArgs), at(Config::FloorEmulated)) {
             (Some(a), Some(f)) => (0..sel.reps)
                 .map(|r| {
                     let base = none.map_or(0.0, |n| ns[n][0][r]);
