@@ -179,6 +179,23 @@ unsafe fn read_user(dst: *mut u8, len: u32, src: u64) -> i64 {
     gen::bpf_probe_read_user(dst as *mut c_void, len, src as *const c_void)
 }
 
+/// `len`, which the caller has checked is in `1..=max` (`max` a power of
+/// two), in a form every verifier can bound: the kernel's own `var &= const`
+/// idiom on `len - 1`, in an `asm!` block so that LLVM, which knows the mask
+/// changes nothing, cannot drop it. LLVM checks `len > 0 && len <= max` as
+/// one compare of `len - 1`; older verifiers (Linux 6.1's among them) do not
+/// carry a bound learnt on `len - 1` over to `len`, and reject the read
+/// ("R2 min value is negative").
+#[inline(always)]
+fn verifier_size(len: u32, max: u32) -> u32 {
+    let mut v = (len as u64).wrapping_sub(1);
+    // SAFETY: one ALU instruction on a register; no memory is touched.
+    unsafe {
+        core::arch::asm!("{0} &= {1}", inout(reg) v, in(reg) (max as u64 - 1), options(pure, nomem, nostack));
+    }
+    v as u32 + 1
+}
+
 #[inline(always)]
 unsafe fn read_user_u64(src: u64) -> Option<u64> {
     let mut v: u64 = 0;
@@ -760,7 +777,7 @@ unsafe fn filters_pass(params: &ProbeParams, sc: *mut Scratch, sp: u64) -> bool 
                     let mut words = [0u64; 2];
                     let buf = words.as_mut_ptr() as *mut u8;
                     let n = (len as u32) & 31;
-                    if n > 16 || read_user(buf, if n == 0 { 1 } else { n }, w) != 0 {
+                    if n > 16 || read_user(buf, verifier_size(n.max(1), 16), w) != 0 {
                         eq = false;
                     } else {
                         for j in 0..16 {
@@ -905,7 +922,7 @@ unsafe fn emit_chunk(lc: &mut LoopCtx, sc: *mut Scratch, addr: u64, len: u32, wa
     let mut ok = true;
     let mut got = 0u32;
     if len > 0 && len <= MAX_CHUNK as u32 {
-        if read_user(base.add(16), len, addr) == 0 {
+        if read_user(base.add(16), verifier_size(len, MAX_CHUNK as u32), addr) == 0 {
             got = len;
         } else {
             ok = false;
@@ -1109,13 +1126,27 @@ unsafe fn walk(params: &ProbeParams, ws: *mut WorkStack, lc: &mut LoopCtx, sc: *
     // One ROOT item: each root's step queues the next root below its own
     // walk, so roots are walked in order with one slot of the work stack.
     push(ws, root_work(first), lc);
-    gen::bpf_loop(
-        MAX_STEPS,
-        walk_step as *mut c_void,
-        lc as *mut LoopCtx as *mut c_void,
-        0,
-    );
+    let lcp = lc as *mut LoopCtx as *mut c_void;
+    if core::ptr::read_volatile(&WALK_WITH_BPF_LOOP) != 0 {
+        gen::bpf_loop(MAX_STEPS, walk_step as *mut c_void, lcp, 0);
+    } else {
+        // Kernels before 5.17: the same steps as a loop the verifier walks
+        // through, iteration by iteration, so it is kept short.
+        for i in 0..FALLBACK_STEPS {
+            if walk_step(i as u64, lcp) != 0 {
+                break;
+            }
+        }
+    }
 }
+
+/// 0 where the kernel lacks `bpf_loop` (before 5.17), or where userspace
+/// forces the fallback (`PROBE_FORCE_NO_BPF_LOOP=1`): written into
+/// `.rodata` before loading, so the verifier sees a constant and checks
+/// only the branch that runs (the helper call is then dead code, which the
+/// kernel removes before it would look the helper up).
+#[no_mangle]
+static WALK_WITH_BPF_LOOP: u8 = 1;
 
 /// String roots read before the loop.
 const FAST_ROOTS: u32 = 2;

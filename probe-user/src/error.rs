@@ -48,6 +48,9 @@ pub enum Error {
         reason: String,
         log: String,
     },
+    /// The running kernel lacks BPF features Probe cannot do without.
+    #[error("this kernel lacks {missing}: Probe cannot run on Linux {release}. Run it on Linux 5.15 or later (Debian 12's 6.1 and Ubuntu 22.04's 5.15 work); `probe doctor` lists what this kernel offers")]
+    KernelLacks { release: String, missing: String },
     /// The eBPF object is missing from this build.
     #[error("this probe binary was built without its eBPF programs; build with `cargo xtask build` (which compiles probe-ebpf first)")]
     NoEbpfObject,
@@ -73,6 +76,7 @@ impl Error {
             Error::NoSuchPid { .. } => "no_such_process",
             Error::Privilege { .. } => "privilege",
             Error::Verifier { .. } | Error::NoEbpfObject | Error::Kernel(_) => "kernel",
+            Error::KernelLacks { .. } => "kernel_too_old",
             Error::Unsupported(_) => "unsupported",
         }
     }

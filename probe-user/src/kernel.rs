@@ -21,7 +21,10 @@ use probe_common::{
     Control, ProbeParams, ProbeStats, RType, TypeInfo, MAX_PROBES, MAX_RINGS, PARAM_LEAN,
 };
 
-use crate::error::{chain, Error};
+use crate::{
+    error::{chain, Error},
+    features::{bpf_loop_forced_off, Feature, KernelFeatures, Presence},
+};
 
 /// The eBPF object built by `cargo xtask build-ebpf`, aligned for the ELF parser.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf.o"));
@@ -87,30 +90,59 @@ pub fn takes_lean_path(params: &ProbeParams) -> bool {
     params.lean() && !lean_disabled()
 }
 
-impl Kernel {
-    /// Loads the object and the named program into the kernel.
-    pub fn load(program: &str) -> Result<Self, Error> {
-        if EBPF_OBJECT.is_empty() {
-            return Err(Error::NoEbpfObject);
+/// How the capture walk loops in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkLoop {
+    /// `bpf_loop` (Linux 5.17+): up to `MAX_STEPS` steps per hit.
+    BpfLoop,
+    /// A bounded loop the verifier unrolls: up to `FALLBACK_STEPS` steps.
+    Bounded,
+}
+
+impl WalkLoop {
+    /// Checks the running kernel: refuses, naming what is missing, where a
+    /// feature Probe cannot do without is absent; picks the bounded walk
+    /// where `bpf_loop` is (or where `PROBE_FORCE_NO_BPF_LOOP=1`).
+    pub fn for_this_kernel() -> Result<Self, Error> {
+        let k = KernelFeatures::detect();
+        let missing = k.missing_required();
+        if !missing.is_empty() {
+            return Err(Error::KernelLacks {
+                release: k.release,
+                missing: missing
+                    .iter()
+                    .map(|f| format!("{} (Linux {})", f.name(), f.since()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
+        Ok(
+            if bpf_loop_forced_off() || *k.has(Feature::BpfLoop) == Presence::No {
+                WalkLoop::Bounded
+            } else {
+                WalkLoop::BpfLoop
+            },
+        )
+    }
+}
+
+impl Kernel {
+    /// Loads the object and the named program into the kernel, with the
+    /// walk this kernel supports and one ring per CPU.
+    pub fn load(program: &str) -> Result<Self, Error> {
         // One ring per CPU (up to MAX_RINGS; CPUs beyond share).
         let rings = aya::util::nr_cpus()
             .map(|n| n as u32)
             .unwrap_or(MAX_RINGS)
             .clamp(1, MAX_RINGS);
-        let mut ebpf = EbpfLoader::new()
-            .verifier_log_level(VerifierLogLevel::default())
-            .map_max_entries("RINGS", rings)
-            .load(EBPF_OBJECT)
-            .map_err(|e| classify(&e, "create BPF maps"))?;
-        let prog: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or_else(|| {
-                Error::Kernel(format!("program {program} missing from the eBPF object"))
-            })?
-            .try_into()
-            .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
-        prog.load().map_err(|e| program_error(program, e))?;
+        Self::load_variant(program, WalkLoop::for_this_kernel()?, rings)
+    }
+
+    /// Loads the object with `rings` event rings and the `walk` loop, and
+    /// the named program.
+    pub fn load_variant(program: &str, walk: WalkLoop, rings: u32) -> Result<Self, Error> {
+        let mut ebpf = load_object(walk, rings)?;
+        load_program(&mut ebpf, program)?;
         let mut k = Self {
             ebpf,
             attached: 0,
@@ -130,6 +162,34 @@ impl Kernel {
             rings,
         })?;
         Ok(k)
+    }
+
+    /// Every program of the object, each loaded in every variant Probe can
+    /// generate: the walk with `bpf_loop` (where the kernel has it) and the
+    /// bounded fallback, one ring and the most rings. A probe's capture
+    /// plan, conditions, lean or general path, `--stack` and `--returns`
+    /// are data in `PROBES`, which the verifier treats as unknown, so one
+    /// load of a program covers all of them. Returns each (program,
+    /// variant, outcome); `selftest_verifier_reject` must be rejected.
+    pub fn load_every_variant() -> Result<Vec<(String, String, Result<(), Error>)>, Error> {
+        let k = KernelFeatures::detect();
+        let mut walks = vec![WalkLoop::Bounded];
+        if *k.has(Feature::BpfLoop) != Presence::No {
+            walks.insert(0, WalkLoop::BpfLoop);
+        }
+        let mut out = vec![];
+        for walk in walks {
+            for rings in [1, MAX_RINGS] {
+                let mut ebpf = load_object(walk, rings)?;
+                let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_owned()).collect();
+                names.sort();
+                for name in names {
+                    let r = load_program(&mut ebpf, &name);
+                    out.push((name, format!("{walk:?} walk, {rings} rings"), r));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn set_control(&mut self, c: Control) -> Result<(), Error> {
@@ -380,6 +440,31 @@ impl Kernel {
 }
 
 /// Finds a permission error anywhere in the chain.
+/// Parses the object and creates its maps, with the walk's switch written
+/// into `.rodata` (so the verifier checks only the branch that runs).
+fn load_object(walk: WalkLoop, rings: u32) -> Result<Ebpf, Error> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(Error::NoEbpfObject);
+    }
+    let with_loop = u8::from(walk == WalkLoop::BpfLoop);
+    EbpfLoader::new()
+        .verifier_log_level(VerifierLogLevel::default())
+        .map_max_entries("RINGS", rings)
+        .override_global("WALK_WITH_BPF_LOOP", &with_loop, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| classify(&e, "create BPF maps"))
+}
+
+/// Loads one uprobe program of the object into the kernel.
+fn load_program(ebpf: &mut Ebpf, program: &str) -> Result<(), Error> {
+    let prog: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or_else(|| Error::Kernel(format!("program {program} missing from the eBPF object")))?
+        .try_into()
+        .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
+    prog.load().map_err(|e| program_error(program, e))
+}
+
 fn classify(e: &(dyn std::error::Error + 'static), what: &str) -> Error {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {

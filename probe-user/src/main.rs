@@ -129,6 +129,14 @@ Prints one JSON line per hit, as `probe attach --format json` does.")]
         #[arg(long, value_name = "N", default_value_t = 100)]
         limit: u32,
     },
+    /// Check that Probe can run on this machine: kernel, BPF features,
+    /// privileges, uprobes, sysctls; each problem with its fix.
+    #[command(after_help = "Examples:
+  sudo probe doctor
+  probe doctor || echo 'see the FAIL lines'
+
+Exit status: 0 when Probe can run here, 1 when a FAIL line must be fixed first.")]
+    Doctor,
     /// Checks of Probe's own error paths (used by the test suite).
     #[command(hide = true, subcommand)]
     Selftest(Selftest),
@@ -435,6 +443,9 @@ fn client<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
 enum Selftest {
     /// Load a program the kernel verifier must reject, to show the report.
     Verifier,
+    /// Load every eBPF program of Probe in every variant it can generate
+    /// (walk loop, ring count); fails if the kernel rejects one.
+    Programs,
     /// Attach the benchmarks' cost floor, an empty BPF program (or, with
     /// --work, one piece of a capture's work), at ADDR (0xADDR or
     /// SYMBOL+0xOFF) of every process running BINARY until DURATION is up,
@@ -840,6 +851,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ))
         }
         Command::Sessions { daemon, json } => client(client::sessions(&daemon.connect(), json)),
+        Command::Doctor => {
+            let (text, ok) = probe::doctor::render(&probe::doctor::run());
+            print!("{text}");
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::History { daemon, bp, limit } => {
             client(client::history(&daemon.connect(), bp, limit))
         }
@@ -957,6 +976,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     None => eprintln!("probe: no hit captured"),
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Selftest(Selftest::Programs) => {
+            let mut bad = 0;
+            for (name, variant, r) in probe::kernel::Kernel::load_every_variant()? {
+                let must_reject = name == probe::kernel::SELFTEST_REJECT_PROGRAM;
+                let verdict = match (&r, must_reject) {
+                    (Ok(()), false) => "accepted".to_owned(),
+                    (Err(_), true) => "rejected, as it must be".to_owned(),
+                    (Ok(()), true) => {
+                        bad += 1;
+                        "ACCEPTED, but it must be rejected".to_owned()
+                    }
+                    (Err(e), false) => {
+                        bad += 1;
+                        format!("REJECTED: {e}")
+                    }
+                };
+                println!("{name:<26} {variant:<26} {verdict}");
+            }
+            if bad > 0 {
+                anyhow::bail!("{bad} program variant(s) not loaded as expected on this kernel");
             }
             Ok(ExitCode::SUCCESS)
         }
