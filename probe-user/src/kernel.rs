@@ -90,6 +90,14 @@ pub fn takes_lean_path(params: &ProbeParams) -> bool {
     params.lean() && !lean_disabled()
 }
 
+/// One program of the object loaded in one variant, and what the kernel said.
+pub struct VariantLoad {
+    pub program: String,
+    /// The load-time choices, in words ("Bounded walk, 1 rings").
+    pub variant: String,
+    pub outcome: Result<(), Error>,
+}
+
 /// How the capture walk loops in the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkLoop {
@@ -171,10 +179,13 @@ impl Kernel {
     /// are data in `PROBES`, which the verifier treats as unknown, so one
     /// load of a program covers all of them. Returns each (program,
     /// variant, outcome); `selftest_verifier_reject` must be rejected.
-    pub fn load_every_variant() -> Result<Vec<(String, String, Result<(), Error>)>, Error> {
-        let k = KernelFeatures::detect();
+    pub fn load_every_variant() -> Result<Vec<VariantLoad>, Error> {
+        // A kernel without what Probe needs is refused as `probe attach`
+        // refuses it (the programs also use what came before: atomic
+        // exchange, 5.12, among them), not with verifier logs.
+        WalkLoop::for_this_kernel()?;
         let mut walks = vec![WalkLoop::Bounded];
-        if *k.has(Feature::BpfLoop) != Presence::No {
+        if *KernelFeatures::detect().has(Feature::BpfLoop) != Presence::No {
             walks.insert(0, WalkLoop::BpfLoop);
         }
         let mut out = vec![];
@@ -185,7 +196,11 @@ impl Kernel {
                 names.sort();
                 for name in names {
                     let r = load_program(&mut ebpf, &name);
-                    out.push((name, format!("{walk:?} walk, {rings} rings"), r));
+                    out.push(VariantLoad {
+                        program: name,
+                        variant: format!("{walk:?} walk, {rings} rings"),
+                        outcome: r,
+                    });
                 }
             }
         }

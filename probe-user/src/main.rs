@@ -981,9 +981,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Selftest(Selftest::Programs) => {
             let mut bad = 0;
-            for (name, variant, r) in probe::kernel::Kernel::load_every_variant()? {
+            for v in probe::kernel::Kernel::load_every_variant()? {
+                let (name, variant) = (&v.program, &v.variant);
                 let must_reject = name == probe::kernel::SELFTEST_REJECT_PROGRAM;
-                let verdict = match (&r, must_reject) {
+                let verdict = match (&v.outcome, must_reject) {
                     (Ok(()), false) => "accepted".to_owned(),
                     (Err(_), true) => "rejected, as it must be".to_owned(),
                     (Ok(()), true) => {

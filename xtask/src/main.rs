@@ -594,6 +594,10 @@ impl Drop for KillOnDrop {
 fn demo(root: &Path, duration: &str) -> Result<()> {
     setup(root, &go_versions("default"))?;
     let probe = build(root, false)?;
+    step("probe doctor: can Probe run on this machine?");
+    if !Command::new(&probe).arg("doctor").status()?.success() {
+        bail!("Probe cannot run on this machine: fix the FAIL lines `probe doctor` printed above, then run `cargo xtask demo` again");
+    }
     let go = GO_VERSIONS.last().unwrap();
     let target = root.join(format!("target/testdata/go{go}/store"));
     step(&format!(
