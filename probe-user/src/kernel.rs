@@ -95,7 +95,8 @@ pub struct VariantLoad {
     pub program: String,
     /// The load-time choices, in words ("Bounded walk, 1 rings").
     pub variant: String,
-    pub outcome: Result<(), Error>,
+    /// Instructions the verifier processed (where the kernel reports it).
+    pub outcome: Result<Option<u32>, Error>,
 }
 
 /// How the capture walk loops in the kernel.
@@ -470,14 +471,20 @@ fn load_object(walk: WalkLoop, rings: u32) -> Result<Ebpf, Error> {
         .map_err(|e| classify(&e, "create BPF maps"))
 }
 
-/// Loads one uprobe program of the object into the kernel.
-fn load_program(ebpf: &mut Ebpf, program: &str) -> Result<(), Error> {
+/// Loads one uprobe program of the object into the kernel; returns the
+/// instructions the verifier processed for it, where the kernel says
+/// (5.16+): the headroom below its limit of a million.
+fn load_program(ebpf: &mut Ebpf, program: &str) -> Result<Option<u32>, Error> {
     let prog: &mut UProbe = ebpf
         .program_mut(program)
         .ok_or_else(|| Error::Kernel(format!("program {program} missing from the eBPF object")))?
         .try_into()
         .map_err(|e| Error::Kernel(format!("{program}: {e}")))?;
-    prog.load().map_err(|e| program_error(program, e))
+    prog.load().map_err(|e| program_error(program, e))?;
+    Ok(prog
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count()))
 }
 
 fn classify(e: &(dyn std::error::Error + 'static), what: &str) -> Error {

@@ -985,9 +985,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (name, variant) = (&v.program, &v.variant);
                 let must_reject = name == probe::kernel::SELFTEST_REJECT_PROGRAM;
                 let verdict = match (&v.outcome, must_reject) {
-                    (Ok(()), false) => "accepted".to_owned(),
+                    (Ok(Some(n)), false) => format!("accepted ({n} instructions verified)"),
+                    (Ok(None), false) => "accepted".to_owned(),
                     (Err(_), true) => "rejected, as it must be".to_owned(),
-                    (Ok(()), true) => {
+                    (Ok(_), true) => {
                         bad += 1;
                         "ACCEPTED, but it must be rejected".to_owned()
                     }
