@@ -25,8 +25,8 @@ fn every_program_variant_loads_on_this_kernel() {
             l.starts_with("probe_entry ") && l.contains(variant) && l.contains(" accepted")
         })
     };
-    assert!(accepted("Bounded walk, 1 rings"), "{stdout}");
-    assert!(accepted("Bounded walk, 16 rings"), "{stdout}");
+    assert!(accepted("ForEachElem walk, 1 rings"), "{stdout}");
+    assert!(accepted("ForEachElem walk, 16 rings"), "{stdout}");
     let has_loop = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|r| kernel_at_least(&r, 5, 17))
         .unwrap_or(true);
@@ -78,10 +78,11 @@ fn doctor_reports_this_kernel_and_its_features() {
     }
 }
 
-/// `main.(*Store).Put` decoded the same way with the walk's bounded
-/// fallback as with `bpf_loop`: receiver, string, []byte and Duration.
+/// `main.(*Store).Put` decoded the same way with the walk's fallback
+/// (`bpf_for_each_map_elem`) as with `bpf_loop`: receiver, string, []byte
+/// and Duration.
 #[test]
-fn bounded_walk_decodes_put_like_bpf_loop() {
+fn fallback_walk_decodes_put_like_bpf_loop() {
     for v in go_versions() {
         let store = testdata(&v, "store");
         let mut events = vec![];
@@ -104,7 +105,7 @@ fn bounded_walk_decodes_put_like_bpf_loop() {
                 serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
             events.push(ev["args"].clone());
         }
-        assert_eq!(events[0], events[1], "go{v}: bpf_loop vs bounded walk");
+        assert_eq!(events[0], events[1], "go{v}: bpf_loop vs for-each walk");
         // The first call's arguments (see testdata/store).
         let a = &events[0];
         assert_eq!(a["key"], "k0", "go{v}: {a}");

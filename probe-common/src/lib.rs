@@ -40,10 +40,6 @@ pub const MAX_CHUNK: usize = 4096;
 pub const WORK_DEPTH: usize = 32;
 /// Work steps (reads and descriptor visits) per hit.
 pub const MAX_STEPS: u32 = 1024;
-/// Work steps per hit where the kernel lacks `bpf_loop` (before 5.17): the
-/// verifier walks such a loop iteration by iteration, so its bound is what
-/// the verifier's budget allows on every kernel of the test matrix.
-pub const FALLBACK_STEPS: u32 = 64;
 /// Bytes of the goroutine stack copied from the stack pointer upwards.
 pub const STACK_BYTES: u32 = 512;
 /// Bytes of one event ring (`RINGS` map): each CPU writes its own ring, so a

@@ -1130,13 +1130,15 @@ unsafe fn walk(params: &ProbeParams, ws: *mut WorkStack, lc: &mut LoopCtx, sc: *
     if core::ptr::read_volatile(&WALK_WITH_BPF_LOOP) != 0 {
         gen::bpf_loop(MAX_STEPS, walk_step as *mut c_void, lcp, 0);
     } else {
-        // Kernels before 5.17: the same steps as a loop the verifier walks
-        // through, iteration by iteration, so it is kept short.
-        for i in 0..FALLBACK_STEPS {
-            if walk_step(i as u64, lcp) != 0 {
-                break;
-            }
-        }
+        // Kernels before 5.17: `bpf_for_each_map_elem` (5.13) over an
+        // array of MAX_STEPS entries calls the same step as often; its
+        // callback, like bpf_loop's, is verified without unrolling.
+        gen::bpf_for_each_map_elem(
+            &STEPS as *const Array<u8> as *mut c_void,
+            walk_step_each as *mut c_void,
+            lcp,
+            0,
+        );
     }
 }
 
@@ -1147,6 +1149,21 @@ unsafe fn walk(params: &ProbeParams, ws: *mut WorkStack, lc: &mut LoopCtx, sc: *
 /// kernel removes before it would look the helper up).
 #[no_mangle]
 static WALK_WITH_BPF_LOOP: u8 = 1;
+
+/// The fallback walk's loop: one (unused) element per step.
+#[map]
+static STEPS: Array<u8> = Array::with_max_entries(MAX_STEPS, 0);
+
+/// One step of the walk as a `bpf_for_each_map_elem` callback.
+#[inline(never)]
+extern "C" fn walk_step_each(
+    _map: *mut c_void,
+    _key: *mut c_void,
+    _value: *mut c_void,
+    ctx: *mut c_void,
+) -> i64 {
+    walk_step(0, ctx)
+}
 
 /// String roots read before the loop.
 const FAST_ROOTS: u32 = 2;

@@ -315,7 +315,7 @@ mod tests {
         assert!(c.fix.unwrap().contains("5.15"));
         let c = feature(Feature::BpfLoop, &Presence::No);
         assert_eq!(c.status, Status::Warn);
-        assert!(c.detail.contains("bounded loop"), "{}", c.detail);
+        assert!(c.detail.contains("bpf_for_each_map_elem"), "{}", c.detail);
     }
 
     #[test]

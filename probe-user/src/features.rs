@@ -24,6 +24,9 @@ pub enum Feature {
     MmapableArray,
     /// `bpf_get_attach_cookie` on uprobes: one program serves every probe.
     AttachCookie,
+    /// `bpf_for_each_map_elem`: the capture walk's loop where `bpf_loop`
+    /// is missing.
+    ForEachMapElem,
     /// `bpf_loop`: the capture walk over pointers (with a fallback).
     BpfLoop,
     /// The kernel's own BTF (`/sys/kernel/btf/vmlinux`).
@@ -43,11 +46,12 @@ pub enum Need {
 
 impl Feature {
     /// Every feature, in the order `probe doctor` shows them.
-    pub const ALL: [Feature; 6] = [
+    pub const ALL: [Feature; 7] = [
         Feature::BpfSyscall,
         Feature::RingBuf,
         Feature::MmapableArray,
         Feature::AttachCookie,
+        Feature::ForEachMapElem,
         Feature::BpfLoop,
         Feature::Btf,
     ];
@@ -59,6 +63,7 @@ impl Feature {
             Feature::RingBuf => "BPF ring buffer maps",
             Feature::MmapableArray => "memory-mapped BPF arrays (BPF_F_MMAPABLE)",
             Feature::AttachCookie => "BPF cookies on uprobes (bpf_get_attach_cookie)",
+            Feature::ForEachMapElem => "bpf_for_each_map_elem helper",
             Feature::BpfLoop => "bpf_loop helper",
             Feature::Btf => "kernel BTF (/sys/kernel/btf/vmlinux)",
         }
@@ -71,6 +76,7 @@ impl Feature {
             Feature::RingBuf => "5.8",
             Feature::MmapableArray => "5.5",
             Feature::AttachCookie => "5.15",
+            Feature::ForEachMapElem => "5.13",
             Feature::BpfLoop => "5.17",
             Feature::Btf => "5.4 (with CONFIG_DEBUG_INFO_BTF)",
         }
@@ -82,9 +88,10 @@ impl Feature {
             Feature::BpfSyscall
             | Feature::RingBuf
             | Feature::MmapableArray
-            | Feature::AttachCookie => Need::Required,
+            | Feature::AttachCookie
+            | Feature::ForEachMapElem => Need::Required,
             Feature::BpfLoop => Need::Fallback(
-                "the capture walk runs as a bounded loop of at most 64 steps instead (deep values are cut sooner, and flagged)",
+                "the capture walk loops with bpf_for_each_map_elem instead (the same steps; a little slower per step)",
             ),
             Feature::Btf => Need::Optional(
                 "Probe's programs do not use CO-RE; other BPF tools may need it",
@@ -159,6 +166,7 @@ fn probe(f: Feature) -> Presence {
         Feature::RingBuf => create_map(BPF_MAP_TYPE_RINGBUF, 0, 0, 4096, 0),
         Feature::MmapableArray => create_map(BPF_MAP_TYPE_ARRAY, 4, 8, 1, BPF_F_MMAPABLE),
         Feature::AttachCookie => helper(BPF_FUNC_GET_ATTACH_COOKIE),
+        Feature::ForEachMapElem => helper(BPF_FUNC_FOR_EACH_MAP_ELEM),
         Feature::BpfLoop => helper(BPF_FUNC_LOOP),
         Feature::Btf => {
             if Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -177,6 +185,7 @@ const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_PROG_TYPE_KPROBE: u32 = 2;
+const BPF_FUNC_FOR_EACH_MAP_ELEM: i32 = 164;
 const BPF_FUNC_GET_ATTACH_COOKIE: i32 = 174;
 const BPF_FUNC_LOOP: i32 = 181;
 

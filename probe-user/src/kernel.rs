@@ -102,16 +102,17 @@ pub struct VariantLoad {
 /// How the capture walk loops in the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkLoop {
-    /// `bpf_loop` (Linux 5.17+): up to `MAX_STEPS` steps per hit.
+    /// `bpf_loop` (Linux 5.17+).
     BpfLoop,
-    /// A bounded loop the verifier unrolls: up to `FALLBACK_STEPS` steps.
-    Bounded,
+    /// `bpf_for_each_map_elem` over `STEPS` (5.13+): the same `MAX_STEPS`
+    /// steps per hit, for 5.15 and 5.16.
+    ForEachElem,
 }
 
 impl WalkLoop {
     /// Checks the running kernel: refuses, naming what is missing, where a
-    /// feature Probe cannot do without is absent; picks the bounded walk
-    /// where `bpf_loop` is (or where `PROBE_FORCE_NO_BPF_LOOP=1`).
+    /// feature Probe cannot do without is absent; picks the for-each walk
+    /// where `bpf_loop` is missing (or where `PROBE_FORCE_NO_BPF_LOOP=1`).
     pub fn for_this_kernel() -> Result<Self, Error> {
         let k = KernelFeatures::detect();
         let missing = k.missing_required();
@@ -127,7 +128,7 @@ impl WalkLoop {
         }
         Ok(
             if bpf_loop_forced_off() || *k.has(Feature::BpfLoop) == Presence::No {
-                WalkLoop::Bounded
+                WalkLoop::ForEachElem
             } else {
                 WalkLoop::BpfLoop
             },
@@ -175,7 +176,7 @@ impl Kernel {
 
     /// Every program of the object, each loaded in every variant Probe can
     /// generate: the walk with `bpf_loop` (where the kernel has it) and the
-    /// bounded fallback, one ring and the most rings. A probe's capture
+    /// `bpf_for_each_map_elem` fallback, one ring and the most rings. A probe's capture
     /// plan, conditions, lean or general path, `--stack` and `--returns`
     /// are data in `PROBES`, which the verifier treats as unknown, so one
     /// load of a program covers all of them. Returns each (program,
@@ -185,7 +186,7 @@ impl Kernel {
         // refuses it (the programs also use what came before: atomic
         // exchange, 5.12, among them), not with verifier logs.
         WalkLoop::for_this_kernel()?;
-        let mut walks = vec![WalkLoop::Bounded];
+        let mut walks = vec![WalkLoop::ForEachElem];
         if *KernelFeatures::detect().has(Feature::BpfLoop) != Presence::No {
             walks.insert(0, WalkLoop::BpfLoop);
         }
