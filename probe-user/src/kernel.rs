@@ -110,6 +110,20 @@ pub enum WalkLoop {
 }
 
 impl WalkLoop {
+    /// Which loop the walk would use here, in words (for `--dry-run`).
+    pub fn describe() -> &'static str {
+        match Self::for_this_kernel() {
+            Ok(WalkLoop::BpfLoop) => "bpf_loop",
+            Ok(WalkLoop::ForEachElem) if bpf_loop_forced_off() => {
+                "bpf_for_each_map_elem (PROBE_FORCE_NO_BPF_LOOP=1)"
+            }
+            Ok(WalkLoop::ForEachElem) => {
+                "bpf_for_each_map_elem (this kernel has no bpf_loop, which came in Linux 5.17)"
+            }
+            Err(_) => "none: this kernel lacks what Probe needs (see `probe doctor`)",
+        }
+    }
+
     /// Checks the running kernel: refuses, naming what is missing, where a
     /// feature Probe cannot do without is absent; picks the for-each walk
     /// where `bpf_loop` is missing (or where `PROBE_FORCE_NO_BPF_LOOP=1`).

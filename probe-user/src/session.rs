@@ -1427,6 +1427,9 @@ fn dry_run(
                 "general (the capture plan interpreted: pointers followed, types looked up)"
             }
         );
+        if !crate::kernel::takes_lean_path(&params) {
+            let _ = writeln!(s, "  walk loop: {}", crate::kernel::WalkLoop::describe());
+        }
         match (p.plan.needs_stack_window, window) {
             (true, 0) => {
                 let _ = writeln!(
