@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod vm;
 
 /// Go versions installed and tested by default: the oldest supported, the
 /// first with Swiss-table maps, and the newest.
@@ -114,6 +115,29 @@ enum Cmd {
         #[arg(long, default_value_t = 0.5)]
         toggle_load: f64,
     },
+    /// Boot Debian's real amd64 kernels (6.1, 6.12, and 5.10 as the too-old
+    /// case) under QEMU and run the core end-to-end tests inside each.
+    VmTest {
+        /// Kernels to boot (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kernel: Vec<String>,
+        /// Seconds a VM may run before it is killed and reported "timed out".
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// VMs run at the same time.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Memory of each VM, in MiB.
+        #[arg(long, default_value_t = 2048)]
+        memory: u32,
+        /// vCPUs of each VM.
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Test name filters: run every integration test matching them
+        /// instead of the core set.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build everything, start a Go example, attach to it and print hits for a few seconds.
     Demo {
         /// How long to trace.
@@ -138,6 +162,26 @@ fn main() -> Result<()> {
         }
         Cmd::Test { go, args } => test(&root, &go_versions(&go), &args),
         Cmd::Demo { duration } => demo(&root, &duration),
+        Cmd::VmTest {
+            kernel,
+            timeout,
+            jobs,
+            memory,
+            cpus,
+            args,
+        } => {
+            setup(&root, &go_versions("default"))?;
+            let probe = build(&root, false)?;
+            let opts = vm::Options {
+                kernels: kernel,
+                filters: args,
+                timeout,
+                jobs,
+                memory_mib: memory,
+                cpus,
+            };
+            vm::run_matrix(&root, &probe, &opts)
+        }
         Cmd::Fuzz { seconds } => {
             setup(&root, &go_versions("default"))?;
             fuzz(&root, seconds)
