@@ -82,6 +82,9 @@ enum Cmd {
         /// Go releases to test: default (1.21, 1.24, 1.27), all (1.21–1.27), or a list.
         #[arg(long, default_value = "default")]
         go: String,
+        /// Skip the VM matrix (`cargo xtask vm-test`) that runs last.
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for the integration test binary (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -122,16 +125,16 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         kernel: Vec<String>,
         /// Seconds a VM may run before it is killed and reported "timed out".
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = vm::DEFAULTS.timeout)]
         timeout: u64,
         /// VMs run at the same time.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = vm::DEFAULTS.jobs)]
         jobs: usize,
         /// Memory of each VM, in MiB.
-        #[arg(long, default_value_t = 2048)]
+        #[arg(long, default_value_t = vm::DEFAULTS.memory_mib)]
         memory: u32,
         /// vCPUs of each VM.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = vm::DEFAULTS.cpus)]
         cpus: u32,
         /// Test name filters: run every integration test matching them
         /// instead of the core set.
@@ -160,7 +163,7 @@ fn main() -> Result<()> {
             setup_rust(&root)?;
             build(&root, release).map(|_| ())
         }
-        Cmd::Test { go, args } => test(&root, &go_versions(&go), &args),
+        Cmd::Test { go, no_vm, args } => test(&root, &go_versions(&go), no_vm, &args),
         Cmd::Demo { duration } => demo(&root, &duration),
         Cmd::VmTest {
             kernel,
@@ -484,7 +487,7 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
-fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
+fn test(root: &Path, go: &[String], no_vm: bool, args: &[String]) -> Result<()> {
     let started = Instant::now();
     setup(root, go)?;
     let probe = build(root, false)?;
@@ -507,6 +510,12 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
         .env("PROBE_ROTEL", setup_collector(root)?)
         .env("PROBE_ETCD", etcd))?;
     fuzz(root, 15)?;
+    // Last: the host's own results (and the fuzzing) are in even when a
+    // kernel of the matrix fails. The core set, not `args`: those are the
+    // host run's libtest arguments.
+    if !no_vm {
+        vm::run_matrix(root, &probe, &vm::DEFAULTS)?;
+    }
     step(&format!(
         "all tests passed in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -43,7 +43,9 @@ pub(super) fn fetch_kernel(root: &Path, k: &Kernel) -> Result<Fetched> {
     run(Command::new("apt-get")
         .current_dir(&tmp)
         .args(&apt)
-        .args(["download", "-qq", &package]))?;
+        // As root into a directory `_apt` cannot write: say so instead of
+        // warning that the download is not sandboxed.
+        .args(["-o", "APT::Sandbox::User=root", "download", "-qq", &package]))?;
     let deb = std::fs::read_dir(&tmp)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())

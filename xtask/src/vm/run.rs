@@ -171,9 +171,10 @@ impl Tail {
         while let Some(nl) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=nl).collect();
             if let Some(m) = parse_end(line.trim_end()) {
-                let verdict = if m.rc == 0 { "exit 0" } else { "FAILED" };
+                // Neutral: whether an exit status is right depends on the
+                // check (the too-old one must fail); the report judges.
                 eprintln!(
-                    "  VM {name}: {} {verdict} (rc {}, {:.0}s)",
+                    "  VM {name}: {} exited {} after {:.0}s",
                     m.label, m.rc, m.secs
                 );
             }
@@ -323,28 +324,27 @@ fn judge(job: &Job, text: &str, timed_out: bool, secs: f64, log: PathBuf) -> VmR
     r
 }
 
-/// Prints the table, then each failure's output; fails if anything failed.
+/// Prints each failure (once per distinct error: a kernel that rejects
+/// Probe's program fails every test the same way), the serial logs of the
+/// failed VMs, then the table; fails if any expectation failed.
 pub(super) fn report(results: &[VmResult]) -> Result<()> {
-    let mut failed_vms = 0;
+    let mut seen: Vec<(String, String)> = vec![];
     for r in results.iter().filter(|r| r.status != "ok") {
-        failed_vms += 1;
         for (label, why, output) in &r.failures {
-            eprintln!(
-                "\n\x1b[1m--- {} {} / {}: {label}: {why}\x1b[0m",
-                r.kernel, r.release, r.mode
-            );
-            // The end of the output: libtest's failure report and the panic.
-            let lines: Vec<&str> = output.lines().collect();
-            let from = lines.len().saturating_sub(80);
-            if from > 0 {
-                eprintln!("[… {from} lines, see the log]");
+            let here = format!("{} {} / {}: {label}", r.kernel, r.release, r.mode);
+            let key = key_line(output);
+            if let Some((_, first)) = key.as_ref().and_then(|k| seen.iter().find(|(s, _)| s == k)) {
+                eprintln!("--- {here}: {why}: the same error as {first}");
+                continue;
             }
-            eprintln!("{}", lines[from..].join("\n"));
+            eprintln!("\n\x1b[1m--- {here}: {why}\x1b[0m\n{}", essential(output));
+            if let Some(k) = key {
+                seen.push((k, format!("{} / {}: {label}", r.kernel, r.mode)));
+            }
         }
-        if r.log.as_os_str().is_empty() {
-            continue;
+        if !r.log.as_os_str().is_empty() {
+            eprintln!("serial log: {}", r.log.display());
         }
-        eprintln!("serial log: {}", r.log.display());
     }
     eprintln!(
         "\n{:<6} {:<24} {:<12} {:>6} {:>6} {:>6}  {:<9} status",
@@ -356,8 +356,36 @@ pub(super) fn report(results: &[VmResult]) -> Result<()> {
             r.kernel, r.release, r.mode, r.passed, r.failed, r.secs, r.selftest, r.status
         );
     }
-    if failed_vms > 0 {
-        bail!("{failed_vms} of {} VMs failed their checks", results.len());
+    let failed = results.iter().filter(|r| r.status != "ok").count();
+    if failed > 0 {
+        bail!("{failed} of {} VMs failed their checks", results.len());
     }
     Ok(())
+}
+
+/// The part of a check's output worth reading: libtest's report of the
+/// failed test (from `---- NAME stdout ----` to the list of failures), or
+/// the whole output; at most its last 60 lines (the log has the rest).
+fn essential(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let (from, to) = match lines
+        .iter()
+        .position(|l| l.starts_with("---- ") && l.ends_with(" ----"))
+    {
+        Some(s) => {
+            let end = lines[s..].iter().position(|l| *l == "failures:");
+            (s, end.map_or(lines.len(), |e| s + e))
+        }
+        None => (0, lines.len()),
+    };
+    let from = from.max(to.saturating_sub(60));
+    lines[from..to].join("\n").trim_end().to_owned()
+}
+
+/// What a failure is known by: its first line that says `error:`, from
+/// there on (without the test's own prefix, such as the Go version).
+fn key_line(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find_map(|l| l.find("error:").map(|i| l[i..].to_owned()))
 }
