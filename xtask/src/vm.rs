@@ -186,6 +186,11 @@ const CORE: &[CoreTest] = &[
     },
 ];
 
+/// Labels of the two checks that are not integration tests (those are
+/// `BIN::NAME`, or `BIN::*` with filters).
+const SELFTEST: &str = "probe-selftest-programs";
+const TOO_OLD: &str = "probe-refuses-old-kernel";
+
 /// What `cargo xtask vm-test` was asked for.
 pub(crate) struct Options {
     /// Kernel labels (empty: all of [`KERNELS`]).
@@ -374,13 +379,13 @@ fn checks_script(bins: &[(String, PathBuf)], filters: &[String]) -> String {
         for (bin, _) in bins {
             let _ = writeln!(
                 core,
-                "  check {bin} /probe/tests/{bin} {} --test-threads 1",
+                "  check {bin}::* /probe/tests/{bin} {} --test-threads 1",
                 quoted.join(" ")
             );
         }
     }
     format!(
-        "case \"$vm_plan\" in\ncore)\n{core}  selftest\n  ;;\ntoo-old)\n  check too-old too_old\n  selftest\n  ;;\nesac\n"
+        "case \"$vm_plan\" in\ncore)\n{core}  selftest\n  ;;\ntoo-old)\n  check {TOO_OLD} too_old\n  selftest\n  ;;\nesac\n"
     )
 }
 

@@ -156,6 +156,7 @@ fn init_script(bins: &[(String, PathBuf)], filters: &[String]) -> String {
     let go = super::vm_go().join(",");
     let store = format!("/probe/testdata/go{}/store", super::vm_go()[0]);
     let checks = super::checks_script(bins, filters);
+    let selftest = super::SELFTEST;
     format!(
         r#"#!/bin/busybox sh
 # Written by xtask/src/vm/initrd.rs. vm_plan and vm_mode come from the
@@ -200,9 +201,9 @@ too_old() {{
 # Loads every eBPF program variant, where this probe has the command.
 selftest() {{
   if /probe/probe selftest --help 2>/dev/null | grep -qE '^ +programs( |$)'; then
-    check selftest /probe/probe selftest programs
+    check {selftest} /probe/probe selftest programs
   else
-    echo "@@VM skip selftest (probe selftest has no programs command)"
+    echo "@@VM skip {selftest} (probe selftest has no programs command)"
   fi
 }}
 
