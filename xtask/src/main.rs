@@ -11,6 +11,8 @@
 //! `cargo xtask test` also installs Debian's `etcd-server` and `binutils`
 //! (apt-get) when `etcd` or `objcopy` is not on PATH: the fleet tests start
 //! a real etcd, the stripped-binary tests split DWARF out with objcopy.
+//! It ends with `vm-test` (`vm.rs`): the core tests inside Debian's real
+//! kernels under QEMU.
 
 use std::{
     env,
