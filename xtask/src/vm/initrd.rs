@@ -2,7 +2,10 @@
 //! the testdata programs they run, the shared libraries the dynamic ones
 //! need, and the `/init` script that runs the checks. One uncompressed newc
 //! archive serves every kernel and mode (the kernel command line picks the
-//! plan and mode): QEMU loads it as it is, no compression to pay for twice.
+//! plan and mode). Uncompressed because it is faster: measured with a
+//! 212 MiB archive, boot to power-off took 8.9 s against 10.5 s for
+//! `gzip -1` (the emulated CPU inflates slowly), which also took 5 s to
+//! compress.
 
 use std::{
     collections::BTreeMap,
