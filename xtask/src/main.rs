@@ -11,6 +11,8 @@
 //! `cargo xtask test` also installs Debian's `etcd-server` and `binutils`
 //! (apt-get) when `etcd` or `objcopy` is not on PATH: the fleet tests start
 //! a real etcd, the stripped-binary tests split DWARF out with objcopy.
+//! It ends with `vm-test` (`vm.rs`): the core tests inside Debian's real
+//! kernels under QEMU.
 
 use std::{
     env,
@@ -23,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod vm;
 
 /// Go versions installed and tested by default: the oldest supported, the
 /// first with Swiss-table maps, and the newest.
@@ -81,6 +84,9 @@ enum Cmd {
         /// Go releases to test: default (1.21, 1.24, 1.27), all (1.21–1.27), or a list.
         #[arg(long, default_value = "default")]
         go: String,
+        /// Skip the VM matrix (`cargo xtask vm-test`) that runs last.
+        #[arg(long)]
+        no_vm: bool,
         /// Extra arguments for the integration test binary (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
@@ -114,6 +120,29 @@ enum Cmd {
         #[arg(long, default_value_t = 0.5)]
         toggle_load: f64,
     },
+    /// Boot Debian's real amd64 kernels (6.1, 6.12, and 5.10 as the too-old
+    /// case) under QEMU and run the core end-to-end tests inside each.
+    VmTest {
+        /// Kernels to boot (default: all).
+        #[arg(long, value_delimiter = ',')]
+        kernel: Vec<String>,
+        /// Seconds a VM may run before it is killed and reported "timed out".
+        #[arg(long, default_value_t = vm::DEFAULTS.timeout)]
+        timeout: u64,
+        /// VMs run at the same time.
+        #[arg(long, default_value_t = vm::DEFAULTS.jobs)]
+        jobs: usize,
+        /// Memory of each VM, in MiB.
+        #[arg(long, default_value_t = vm::DEFAULTS.memory_mib)]
+        memory: u32,
+        /// vCPUs of each VM.
+        #[arg(long, default_value_t = vm::DEFAULTS.cpus)]
+        cpus: u32,
+        /// Test name filters: run every integration test matching them
+        /// instead of the core set.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Build everything, start a Go example, attach to it and print hits for a few seconds.
     Demo {
         /// How long to trace.
@@ -136,8 +165,28 @@ fn main() -> Result<()> {
             setup_rust(&root)?;
             build(&root, release).map(|_| ())
         }
-        Cmd::Test { go, args } => test(&root, &go_versions(&go), &args),
+        Cmd::Test { go, no_vm, args } => test(&root, &go_versions(&go), no_vm, &args),
         Cmd::Demo { duration } => demo(&root, &duration),
+        Cmd::VmTest {
+            kernel,
+            timeout,
+            jobs,
+            memory,
+            cpus,
+            args,
+        } => {
+            setup(&root, &go_versions("default"))?;
+            let probe = build(&root, false)?;
+            let opts = vm::Options {
+                kernels: kernel,
+                filters: args,
+                timeout,
+                jobs,
+                memory_mib: memory,
+                cpus,
+            };
+            vm::run_matrix(&root, &probe, &opts)
+        }
         Cmd::Fuzz { seconds } => {
             setup(&root, &go_versions("default"))?;
             fuzz(&root, seconds)
@@ -440,7 +489,7 @@ extern "C" {
     fn geteuid() -> u32;
 }
 
-fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
+fn test(root: &Path, go: &[String], no_vm: bool, args: &[String]) -> Result<()> {
     let started = Instant::now();
     setup(root, go)?;
     let probe = build(root, false)?;
@@ -463,6 +512,12 @@ fn test(root: &Path, go: &[String], args: &[String]) -> Result<()> {
         .env("PROBE_ROTEL", setup_collector(root)?)
         .env("PROBE_ETCD", etcd))?;
     fuzz(root, 15)?;
+    // Last: the host's own results (and the fuzzing) are in even when a
+    // kernel of the matrix fails. The core set, not `args`: those are the
+    // host run's libtest arguments.
+    if !no_vm {
+        vm::run_matrix(root, &probe, &vm::DEFAULTS)?;
+    }
     step(&format!(
         "all tests passed in {:.0}s",
         started.elapsed().as_secs_f64()
