@@ -555,7 +555,7 @@ pub(crate) fn ensure_debian(why: &str, pkgs: &[(&str, &str)]) -> Result<()> {
     ));
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq"])
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     for (pkg, bin) in pkgs {

@@ -177,6 +177,24 @@ const CORE: &[CoreTest] = &[
         name: "func_on_binaries_without_dwarf_shows_argument_words",
         programs: &["hot-nodwarf", "hot-stripped"],
     },
+    // Every eBPF program variant loads; `probe doctor` on this kernel.
+    CoreTest {
+        bin: "kernels",
+        name: "every_program_variant_loads_on_this_kernel",
+        programs: &[],
+    },
+    CoreTest {
+        bin: "kernels",
+        name: "doctor_reports_this_kernel_and_its_features",
+        programs: &[],
+    },
+    // Receiver, string, []byte and Duration of `main.(*Store).Put` (Go 1.21
+    // and 1.27) decoded alike by the walk with bpf_loop and its fallback.
+    CoreTest {
+        bin: "kernels",
+        name: "fallback_walk_decodes_put_like_bpf_loop",
+        programs: &["store"],
+    },
     // The daemon adds a breakpoint for a client and removes it (and its
     // uprobe in the kernel) when the client exits.
     CoreTest {

@@ -210,12 +210,11 @@ fn parse_end(line: &str) -> Option<End> {
 }
 
 /// Splits a serial log into checks (a check begun but never ended, cut by a
-/// timeout or a crash, has no rc), plus whether /init finished and what
-/// `probe selftest` said when it was absent.
-fn parse_log(text: &str) -> (Vec<Outcome>, bool, Option<String>) {
+/// timeout or a crash, has no rc), plus whether /init finished.
+fn parse_log(text: &str) -> (Vec<Outcome>, bool) {
     let mut out: Vec<Outcome> = vec![];
     let mut open: Option<Outcome> = None;
-    let (mut done, mut skipped) = (false, None);
+    let mut done = false;
     for line in text.lines() {
         if let Some(label) = line.split("@@VM begin ").nth(1) {
             open = Some(Outcome {
@@ -232,8 +231,6 @@ fn parse_log(text: &str) -> (Vec<Outcome>, bool, Option<String>) {
                     libtest_counts(&o.output).unwrap_or(if end.rc == 0 { (1, 0) } else { (0, 1) });
                 out.push(o);
             }
-        } else if let Some(why) = line.split(&format!("@@VM skip {SELFTEST} ")).nth(1) {
-            skipped = Some(why.trim().to_owned());
         } else if line.contains("@@VM done") {
             done = true;
         } else if let Some(o) = open.as_mut() {
@@ -242,7 +239,7 @@ fn parse_log(text: &str) -> (Vec<Outcome>, bool, Option<String>) {
         }
     }
     out.extend(open);
-    (out, done, skipped)
+    (out, done)
 }
 
 /// libtest's "test result: ok. N passed; M failed; …" line.
@@ -260,7 +257,7 @@ fn libtest_counts(output: &str) -> Option<(u32, u32)> {
 
 /// Judges a VM's checks against its kernel's plan.
 fn judge(job: &Job, text: &str, timed_out: bool, secs: f64, log: PathBuf) -> VmResult {
-    let (outcomes, done, skipped) = parse_log(text);
+    let (outcomes, done) = parse_log(text);
     let mut r = VmResult {
         kernel: job.kernel.label,
         release: job.release.clone(),
@@ -269,7 +266,7 @@ fn judge(job: &Job, text: &str, timed_out: bool, secs: f64, log: PathBuf) -> VmR
         failed: 0,
         secs,
         status: "ok".into(),
-        selftest: skipped.map_or("-".into(), |_| "absent".into()),
+        selftest: "-".into(),
         failures: vec![],
         log,
     };
