@@ -78,6 +78,28 @@ fn doctor_reports_this_kernel_and_its_features() {
     }
 }
 
+/// Without privileges, `probe doctor` says so, with the fix, and fails.
+#[test]
+fn doctor_without_privileges_says_what_to_do() {
+    // `setpriv` (util-linux) drops to nobody with no capabilities.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(probe_bin())
+        .arg("doctor")
+        .output()
+        .expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  privileges"), "{stdout}");
+    assert!(stdout.contains("fix: run as root"), "{stdout}");
+    assert!(
+        stdout.contains("not checked: no privilege to load BPF"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cannot run here"), "{stdout}");
+}
+
 /// `main.(*Store).Put` decoded the same way with the walk's fallback
 /// (`bpf_for_each_map_elem`) as with `bpf_loop`: receiver, string, []byte
 /// and Duration.

@@ -53,7 +53,7 @@ pub fn run() -> Vec<Check> {
         None,
     )];
     out.push(privileges());
-    out.extend(k.found.iter().map(|(f, p)| feature(*f, p)));
+    out.extend(features(&k.found));
     out.push(uprobes());
     out.push(jit());
     out.push(paranoid());
@@ -86,6 +86,40 @@ pub fn render(checks: &[Check]) -> (String, bool) {
         "\nProbe cannot run here until the FAIL lines are fixed.\n"
     });
     (s, ok)
+}
+
+/// One line per feature; the features that could not be checked for want
+/// of privilege are one line, not one repeated warning each.
+fn features(found: &[(Feature, Presence)]) -> Vec<Check> {
+    let unknown: Vec<&str> = found
+        .iter()
+        .filter(|(_, p)| matches!(p, Presence::Unknown(_)))
+        .map(|(f, _)| f.name())
+        .collect();
+    let mut out: Vec<Check> = found
+        .iter()
+        .filter(|(_, p)| !matches!(p, Presence::Unknown(_)) || unknown.len() == 1)
+        .map(|(f, p)| feature(*f, p))
+        .collect();
+    if unknown.len() > 1 {
+        let why = found
+            .iter()
+            .find_map(|(_, p)| match p {
+                Presence::Unknown(why) => Some(why.as_str()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        out.insert(
+            0,
+            Check::new(
+                "BPF features",
+                Status::Warn,
+                format!("{} not checked: {why}", unknown.join(", ")),
+                Some("run `probe doctor` as root to check them".into()),
+            ),
+        );
+    }
+    out
 }
 
 fn feature(f: Feature, p: &Presence) -> Check {
@@ -332,6 +366,23 @@ mod tests {
         let (text, ok) = render(&checks[..1]);
         assert!(ok);
         assert!(text.contains("Probe can run here"), "{text}");
+    }
+
+    #[test]
+    fn features_unchecked_for_want_of_privilege_are_one_line() {
+        let why = Presence::Unknown("no privilege to load BPF (run as root)".into());
+        let found = vec![
+            (Feature::RingBuf, why.clone()),
+            (Feature::BpfLoop, why),
+            (Feature::Btf, Presence::Yes),
+        ];
+        let checks = features(&found);
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[0].topic, "BPF features");
+        assert!(checks[0]
+            .detail
+            .contains("BPF ring buffer maps, bpf_loop helper not checked"));
+        assert_eq!(checks[1].status, Status::Ok);
     }
 
     #[test]
