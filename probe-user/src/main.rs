@@ -26,6 +26,7 @@ use probe::{
     version,
     about = "Non-stop snapshot debugger for Go programs: see every call of a function, decoded, without pausing the process",
     after_help = "Examples:
+  probe doctor                                 # can Probe run on this machine? what to fix if not
   probe attach --pid 4242 --func 'main.(*Store).Put'
   probe attach --binary ./server --func main.handler --format json --max-hits 10
   probe attach --func main.work -- ./worker -n 3
