@@ -275,9 +275,14 @@ fn judge(job: &Job, text: &str, timed_out: bool, secs: f64, log: PathBuf) -> VmR
         let verdict = match (o.label.as_str(), o.rc) {
             (_, None) => fail("did not finish"),
             (SELFTEST, Some(rc)) => {
-                r.selftest = if rc == 0 { "pass" } else { "FAIL" }.into();
-                // On a kernel Probe refuses, the selftest's result is
-                // reported, not required.
+                // On a kernel Probe refuses, the selftest refuses it too
+                // (as attach does): that is reported, not a failure.
+                r.selftest = match (rc, job.kernel.plan) {
+                    (0, _) => "pass",
+                    (_, Plan::TooOld) => "refused",
+                    (_, Plan::Core) => "FAIL",
+                }
+                .into();
                 (rc != 0 && job.kernel.plan == Plan::Core).then(|| format!("exit {rc}"))
             }
             (TOO_OLD, Some(rc)) => {
