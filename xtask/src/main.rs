@@ -493,6 +493,16 @@ fn test(root: &Path, go: &[String], no_vm: bool, args: &[String]) -> Result<()> 
     let started = Instant::now();
     setup(root, go)?;
     let probe = build(root, false)?;
+    step("cargo fmt --check");
+    if !clean("cargo")
+        .args(["fmt", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        run(clean("rustup").args(["component", "add", "rustfmt"]))?;
+    }
+    run(clean("cargo").args(["fmt", "--all", "--check"]))
+        .context("the code is not formatted: run `cargo fmt --all`")?;
     step("unit tests (no root needed)");
     run(clean("cargo")
         .args(["test", "--workspace", "--exclude", "probe-integration"])
