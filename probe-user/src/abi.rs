@@ -180,6 +180,17 @@ pub fn alignment(debug: &DebugInfo, ty: TypeId) -> Option<u64> {
         }
         Kind::Array { elem, .. } => alignment(debug, *elem)?,
         Kind::Named { .. } | Kind::Pending => return None,
-        _ => 8,
+        // One or more pointer-sized words.
+        Kind::String
+        | Kind::Slice { .. }
+        | Kind::Pointer { .. }
+        | Kind::Interface { .. }
+        | Kind::Map { .. }
+        | Kind::Chan { .. }
+        | Kind::Func
+        | Kind::UnsafePointer => 8,
+        // Go kinds the DWARF reader does not model: word-aligned, as every
+        // remaining Go kind is on amd64.
+        Kind::Other { .. } => 8,
     })
 }

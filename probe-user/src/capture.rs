@@ -210,7 +210,24 @@ impl Tables {
                     }
                 }
             }
-            _ => {}
+            // No pointer to follow: the value's words are all in the
+            // parent's bytes already.
+            Kind::Bool
+            | Kind::Int
+            | Kind::Uint
+            | Kind::Float
+            | Kind::Complex
+            | Kind::UnsafePointer
+            // An unknown pointee (zero-sized, or `pointee: None`) or an
+            // unreadable channel: nothing to read behind it.
+            | Kind::Pointer { .. }
+            | Kind::Chan { header: None }
+            // Kinds Probe does not decode; a named type is resolved by
+            // `underlying` before this match, and a pending one is
+            // still being read.
+            | Kind::Other { .. }
+            | Kind::Named { .. }
+            | Kind::Pending => {}
         }
     }
 

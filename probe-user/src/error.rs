@@ -16,7 +16,7 @@ pub enum Error {
     #[error("{path} is not an ELF executable ({reason}); pass the Go program's binary, not a script or archive")]
     NotElf { path: PathBuf, reason: String },
     /// An ELF file without Go's markers (`.go.buildinfo`, `.gopclntab`).
-    #[error("{path} is not a Go binary: it has no .go.buildinfo or .gopclntab section. Probe traces Go programs; for other programs use a raw-address probe (coming with --addr)")]
+    #[error("{path} is not a Go binary: it has no .go.buildinfo or .gopclntab section. Probe traces Go programs; for other programs, probe raw addresses with --addr")]
     NotGo { path: PathBuf },
     /// A Go binary whose DWARF was stripped (`-ldflags=-w` or `-s`).
     #[error("{path} is a Go binary ({go_version}) without DWARF debug info (built with -ldflags=-w or -s, or stripped): Probe needs .debug_info to find functions' parameters and types. Rebuild without -w/-s in -ldflags")]

@@ -251,7 +251,7 @@ impl Serialize for Hit<'_> {
 /// The entries that depend only on the probe, in contract order.
 fn head_entries<M: SerializeMap>(p: &ResolvedProbe, m: &mut M) -> Result<(), M::Error> {
     m.serialize_entry("v", &1)?;
-    m.serialize_entry("kind", p.kind)?;
+    m.serialize_entry("kind", p.kind.as_str())?;
     m.serialize_entry("probe", &p.spec)?;
     m.serialize_entry("function", &p.function.name)?;
     m.serialize_entry("file", &p.file)?;

@@ -17,13 +17,44 @@ use crate::{
     prologue,
 };
 
+/// Where in a function a probe fires: the `kind` of JSON events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// A function's entry (after Go's stack check).
+    Entry,
+    /// Every return site of a function (`--returns`), paired with its entry.
+    Return,
+    /// A source line (`--line FILE:LINE`).
+    Line,
+    /// A raw address (`--addr`).
+    Addr,
+}
+
+impl ProbeKind {
+    /// The name events and `--dry-run` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Entry => "entry",
+            ProbeKind::Return => "return",
+            ProbeKind::Line => "line",
+            ProbeKind::Addr => "addr",
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A probe ready to configure in the kernel.
 #[derive(Clone, Debug)]
 pub struct ResolvedProbe {
     /// The spec as the user wrote it (the `probe` field of JSON events).
     pub spec: String,
-    /// `entry` (a function probe) or `line`.
-    pub kind: &'static str,
+    /// Where in the function it fires.
+    pub kind: ProbeKind,
     /// Local variables are captured and shown.
     pub locals: bool,
     /// For a probe on an inlined copy: which copy, in which caller.
@@ -53,7 +84,7 @@ impl ResolvedProbe {
     #[allow(clippy::too_many_arguments)]
     fn at(
         spec: &str,
-        kind: &'static str,
+        kind: ProbeKind,
         function: Function,
         (file, line): (String, u64),
         (pc, file_offset): (u64, u64),
@@ -85,7 +116,7 @@ impl ResolvedProbe {
     pub(crate) fn for_tests(name: &str, file: &str) -> Self {
         Self::at(
             name,
-            "entry",
+            ProbeKind::Entry,
             Function::synthetic(name, 0x40_1000, file, 10),
             (file.to_owned(), 12),
             (0x40_1006, 0x1006),
@@ -350,7 +381,7 @@ impl Program {
             locals,
             ..ResolvedProbe::at(
                 spec,
-                "addr",
+                ProbeKind::Addr,
                 function,
                 (file, line),
                 (pc, file_offset),
@@ -482,7 +513,7 @@ impl Program {
             inlined: Some(copy),
             ..ResolvedProbe::at(
                 spec,
-                "entry",
+                ProbeKind::Entry,
                 function,
                 (file, line),
                 (pc, file_offset),
@@ -524,7 +555,7 @@ impl Program {
             placement,
             ..ResolvedProbe::at(
                 spec,
-                "entry",
+                ProbeKind::Entry,
                 function,
                 pos,
                 (pc, file_offset),
@@ -639,7 +670,7 @@ impl Program {
                 missing: Some(missing),
                 ..ResolvedProbe::at(
                     name,
-                    "entry",
+                    ProbeKind::Entry,
                     function,
                     (file, line),
                     (pc, file_offset),
@@ -709,7 +740,15 @@ impl Program {
         Ok(ResolvedProbe {
             more_sites: sites,
             missing: entry.missing.clone(),
-            ..ResolvedProbe::at(&entry.spec, "return", f.clone(), pos, first, params, plan)
+            ..ResolvedProbe::at(
+                &entry.spec,
+                ProbeKind::Return,
+                f.clone(),
+                pos,
+                first,
+                params,
+                plan,
+            )
         })
     }
 
@@ -755,7 +794,7 @@ impl Program {
                     missing: self.missing(),
                     ..ResolvedProbe::at(
                         spec,
-                        "line",
+                        ProbeKind::Line,
                         function,
                         (path, line),
                         (pc, file_offset),
@@ -784,7 +823,7 @@ impl Program {
                 locals,
                 ..ResolvedProbe::at(
                     spec,
-                    "line",
+                    ProbeKind::Line,
                     function,
                     (path, line),
                     (pc, file_offset),

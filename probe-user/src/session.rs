@@ -29,7 +29,7 @@ use crate::{
     error::Error,
     kernel::{Kernel, ENTRY_PROGRAM},
     output::{Format, Hit},
-    resolve::{Program, ResolvedProbe},
+    resolve::{ProbeKind, Program, ResolvedProbe},
     target::{Target, TargetSpec},
 };
 
@@ -228,7 +228,8 @@ pub fn probe_params(
     }
     // Where the return address is: the CFA - 8 (CFA = rsp + 8 at an entry
     // or a RET; further up in a body, whose RBP then points into its frame).
-    let cfa = if (p.kind == "entry" && p.inlined.is_none()) || p.kind == "return" {
+    let cfa = if (p.kind == ProbeKind::Entry && p.inlined.is_none()) || p.kind == ProbeKind::Return
+    {
         8
     } else {
         program.debug.cfa_offset(p.pc).unwrap_or(8)
@@ -236,7 +237,7 @@ pub fn probe_params(
     if cfa > 8 {
         flags |= PARAM_FRAME_SET;
     }
-    if p.kind == "entry" && opts.returns {
+    if p.kind == ProbeKind::Entry && opts.returns {
         flags |= PARAM_RECORD_ENTRY;
     }
     if pair.is_some() {
@@ -519,7 +520,7 @@ impl Resolved {
         let mut pairs: Vec<Option<u32>> = vec![None; probes.len()];
         if opts.returns {
             for i in 0..probes.len() {
-                if probes[i].kind == "entry" {
+                if probes[i].kind == ProbeKind::Entry {
                     let r = program.resolve_returns(&probes[i])?;
                     probes.push(r);
                     pairs.push(Some(i as u32));
@@ -533,7 +534,7 @@ impl Resolved {
         let mut user_terms: Vec<Vec<String>> = vec![vec![]; probes.len()];
         if let Some(src) = &opts.cond {
             for (i, p) in probes.iter().enumerate() {
-                if p.kind == "return" {
+                if p.kind == ProbeKind::Return {
                     continue;
                 }
                 let c = Condition::new(src, &program.debug, &p.plan.params).map_err(|e| {
@@ -805,7 +806,7 @@ async fn trace(opts: &AttachOptions, target: &mut Target) -> anyhow::Result<Summ
                 if let Some(c) = &p.inlined {
                     s = format!("{s} (inlined in {} at line {})", c.caller, c.call_line);
                 }
-                if p.kind == "return" {
+                if p.kind == ProbeKind::Return {
                     format!("{s} returns")
                 } else {
                     s
@@ -1079,7 +1080,7 @@ impl Renderer<'_> {
             time_ns: self.wall + h.ktime_ns as i128,
             args,
             locals: if probe.locals { locals } else { None },
-            regs: (probe.kind == "addr" && probe.plan.params.is_empty()).then_some(h.regs),
+            regs: (probe.kind == ProbeKind::Addr && probe.plan.params.is_empty()).then_some(h.regs),
             returns: None,
             duration_ns: None,
             stack_window: (self.stack_window > 0).then(|| {
@@ -1211,7 +1212,7 @@ fn export_head(p: &ResolvedProbe) -> Vec<opentelemetry_proto::tonic::common::v1:
         kv("code.file.path", str_value(&p.file)),
         kv("code.line.number", int_value(p.line as i64)),
         kv("probe.id", str_value(&p.spec)),
-        kv("probe.kind", str_value(p.kind)),
+        kv("probe.kind", str_value(p.kind.as_str())),
         kv("probe.pc", str_value(&format!("{:#x}", p.pc))),
     ]
 }
@@ -1396,7 +1397,7 @@ fn dry_run(
                 .iter()
                 .map(|pc| format!("{:?}", pc.place))
                 .collect();
-            let role = if p.kind == "return" {
+            let role = if p.kind == ProbeKind::Return {
                 "result"
             } else if v.local {
                 "local"
