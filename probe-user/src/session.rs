@@ -1404,7 +1404,13 @@ fn dry_run(
             } else {
                 "arg"
             };
-            let _ = writeln!(s, "  {role} {} {ty}: {}", v.name, places.join(" + "));
+            let at = if places.is_empty() {
+                // Optimized code: DWARF places the variable nowhere at this PC.
+                "no location at this PC (hits show it as optimized out)".to_owned()
+            } else {
+                places.join(" + ")
+            };
+            let _ = writeln!(s, "  {role} {} {ty}: {at}", v.name);
         }
         let l = p.plan.limits;
         let _ = writeln!(
