@@ -93,7 +93,7 @@ pub fn takes_lean_path(params: &ProbeParams) -> bool {
 /// One program of the object loaded in one variant, and what the kernel said.
 pub struct VariantLoad {
     pub program: String,
-    /// The load-time choices, in words ("Bounded walk, 1 rings").
+    /// The load-time choices, in words ("ForEachElem walk, 1 rings").
     pub variant: String,
     /// Instructions the verifier processed (where the kernel reports it).
     pub outcome: Result<Option<u32>, Error>,
@@ -128,11 +128,15 @@ impl WalkLoop {
     /// feature Probe cannot do without is absent; picks the for-each walk
     /// where `bpf_loop` is missing (or where `PROBE_FORCE_NO_BPF_LOOP=1`).
     pub fn for_this_kernel() -> Result<Self, Error> {
-        let k = KernelFeatures::detect();
+        Self::for_kernel(&KernelFeatures::detect())
+    }
+
+    /// [`WalkLoop::for_this_kernel`] for features already detected.
+    fn for_kernel(k: &KernelFeatures) -> Result<Self, Error> {
         let missing = k.missing_required();
         if !missing.is_empty() {
             return Err(Error::KernelLacks {
-                release: k.release,
+                release: k.release.clone(),
                 missing: missing
                     .iter()
                     .map(|f| format!("{} (Linux {})", f.name(), f.since()))
@@ -199,9 +203,10 @@ impl Kernel {
         // A kernel without what Probe needs is refused as `probe attach`
         // refuses it (the programs also use what came before: atomic
         // exchange, 5.12, among them), not with verifier logs.
-        WalkLoop::for_this_kernel()?;
+        let k = KernelFeatures::detect();
+        WalkLoop::for_kernel(&k)?;
         let mut walks = vec![WalkLoop::ForEachElem];
-        if *KernelFeatures::detect().has(Feature::BpfLoop) != Presence::No {
+        if *k.has(Feature::BpfLoop) != Presence::No {
             walks.insert(0, WalkLoop::BpfLoop);
         }
         let mut out = vec![];
@@ -470,7 +475,6 @@ impl Kernel {
     }
 }
 
-/// Finds a permission error anywhere in the chain.
 /// Parses the object and creates its maps, with the walk's switch written
 /// into `.rodata` (so the verifier checks only the branch that runs).
 fn load_object(walk: WalkLoop, rings: u32) -> Result<Ebpf, Error> {
@@ -502,6 +506,7 @@ fn load_program(ebpf: &mut Ebpf, program: &str) -> Result<Option<u32>, Error> {
         .and_then(|i| i.verified_instruction_count()))
 }
 
+/// Finds a permission error anywhere in the chain.
 fn classify(e: &(dyn std::error::Error + 'static), what: &str) -> Error {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {

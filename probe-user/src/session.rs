@@ -1369,6 +1369,8 @@ fn dry_run(
     let window = opts.stack_window;
     use std::fmt::Write;
     let mut s = String::new();
+    // The kernel is asked once (it loads a few tiny programs), not per probe.
+    let walk = crate::kernel::WalkLoop::describe();
     for (i, p) in probes.iter().enumerate() {
         let _ = writeln!(
             s,
@@ -1435,7 +1437,7 @@ fn dry_run(
             }
         );
         if !crate::kernel::takes_lean_path(&params) {
-            let _ = writeln!(s, "  walk loop: {}", crate::kernel::WalkLoop::describe());
+            let _ = writeln!(s, "  walk loop: {walk}");
         }
         match (p.plan.needs_stack_window, window) {
             (true, 0) => {
